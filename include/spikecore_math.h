@@ -1,0 +1,141 @@
+/*
+ * spikecore_math.h -- the scalar math of one neuron-step, shared by every compiled backend.
+ *
+ * Design
+ * ------
+ * Both the Cython/OpenMP CPU kernels (pyx/) and the CUDA kernels (cuda/) include this header, so
+ * the formulas for charge, fire, reset and the surrogate derivatives exist exactly once in
+ * compiled code. spikecore/reference.py is the same contract written with PyTorch ops; the
+ * tests hold the two together.
+ *
+ * Every formula is written in the same operation order as the reference, and the kernels are
+ * compiled without floating-point contraction (-ffp-contract=off / --fmad=false) and without
+ * fast-math, so the forward pass (H, S, V) is bit-identical to PyTorch's own arithmetic. Hard
+ * reset is computed literally as S*V_r + (1-S)*H (not as a select) so that NaN and Inf propagate
+ * exactly as in the reference.
+ *
+ * Everything is a function template over the floating type T (float or double; the CUDA kernels
+ * load half types and compute in float). Functions are `static inline` on the host and
+ * `__host__ __device__` under nvcc.
+ */
+#ifndef SPIKECORE_MATH_H
+#define SPIKECORE_MATH_H
+
+#include <math.h>
+
+#if defined(__CUDACC__)
+#define SC_FN __host__ __device__ __forceinline__
+#else
+#define SC_FN static inline
+#endif
+
+namespace spikecore {
+
+/* How H[t] is formed from X[t] and V[t-1]; see DESIGN.md section 1. */
+enum ChargeMode {
+    CHARGE_IF = 0,               /* H = V + X                          */
+    CHARGE_LIF = 1,              /* H = V + (X - (V - V_r)) / tau      */
+    CHARGE_LIF_DETACH_INPUT = 2  /* H = V + X - (V - V_r) / tau        */
+};
+
+/* Surrogate indices; the order is part of the public API. */
+enum SurrogateIndex {
+    SG_ATAN = 0,
+    SG_SIGMOID = 1,
+    SG_PIECEWISE_QUADRATIC = 2,
+    SG_SOFTSIGN = 3,
+    SG_ERF = 4,
+    SG_SUPERSPIKE = 5,
+    SG_PIECEWISE_EXP = 6,
+    SG_COUNT = 7
+};
+
+SC_FN float sc_exp(float x) { return expf(x); }
+SC_FN double sc_exp(double x) { return exp(x); }
+SC_FN float sc_abs(float x) { return fabsf(x); }
+SC_FN double sc_abs(double x) { return fabs(x); }
+
+/* Charge: the potential after integrating the input, before firing. v_reset is 0 under soft
+ * reset (the caller passes 0). reciprocal_tau is ignored by the IF neuron. */
+template <typename T>
+SC_FN T charge(int mode, T x, T v, T v_reset, T reciprocal_tau) {
+    if (mode == CHARGE_IF) return v + x;
+    if (mode == CHARGE_LIF) return v + (x - (v - v_reset)) * reciprocal_tau;
+    return v + x - (v - v_reset) * reciprocal_tau;
+}
+
+/* dH/dX and dH/dV[t-1]: constants of the neuron model. */
+template <typename T>
+SC_FN T charge_grad_x(int mode, T reciprocal_tau) {
+    return mode == CHARGE_LIF ? reciprocal_tau : (T)1;
+}
+template <typename T>
+SC_FN T charge_grad_v(int mode, T reciprocal_tau) {
+    return mode == CHARGE_IF ? (T)1 : (T)1 - reciprocal_tau;
+}
+
+/* Fire: Heaviside step with Theta(0) = 1. */
+template <typename T>
+SC_FN T fire(T h, T v_threshold) {
+    return h >= v_threshold ? (T)1 : (T)0;
+}
+
+/* Reset. */
+template <typename T>
+SC_FN T hard_reset(T h, T s, T v_reset) {
+    return s * v_reset + ((T)1 - s) * h;
+}
+template <typename T>
+SC_FN T soft_reset(T h, T s, T v_threshold) {
+    return h - s * v_threshold;
+}
+
+/* Surrogate derivative g'(x; alpha), x = H - V_threshold. */
+template <typename T>
+SC_FN T surrogate_grad(int index, T x, T alpha) {
+    const T half = (T)0.5;
+    const T one = (T)1;
+    switch (index) {
+    case SG_ATAN: {
+        const T z = (T)1.5707963267948966 * alpha * x;
+        return alpha * half / (one + z * z);
+    }
+    case SG_SIGMOID: {
+        const T sig = one / (one + sc_exp(-alpha * x));
+        return alpha * sig * (one - sig);
+    }
+    case SG_PIECEWISE_QUADRATIC: {
+        const T y = alpha - alpha * alpha * sc_abs(x);
+        return y > (T)0 ? y : (T)0;
+    }
+    case SG_SOFTSIGN: {
+        const T d = one + alpha * sc_abs(x);
+        return alpha / ((T)2 * d * d);
+    }
+    case SG_ERF: {
+        const T z = alpha * x;
+        return alpha * (T)0.5641895835477563 * sc_exp(-z * z); /* 1/sqrt(pi) */
+    }
+    case SG_SUPERSPIKE: {
+        const T d = one + alpha * sc_abs(x);
+        return one / (d * d);
+    }
+    default: /* SG_PIECEWISE_EXP */
+        return alpha * half * sc_exp(-alpha * sc_abs(x));
+    }
+}
+
+/* dV[t]/dH[t] given S and the surrogate value sg. hard != 0 selects hard reset. */
+template <typename T>
+SC_FN T reset_grad(int hard, int detach_reset, T h, T s, T sg, T v_threshold, T v_reset) {
+    if (hard) {
+        if (detach_reset) return (T)1 - s;
+        return (T)1 - s + (v_reset - h) * sg;
+    }
+    if (detach_reset) return (T)1;
+    return (T)1 - v_threshold * sg;
+}
+
+}  // namespace spikecore
+
+#endif  /* SPIKECORE_MATH_H */

@@ -1,0 +1,66 @@
+"""Build script for spikecore's compiled backends.
+
+* ``pyx/`` (Cython + OpenMP, the CPU backend) is always built. The compiler is probed for
+  OpenMP first; without it the kernels are built serially and a warning is printed.
+  ``SPIKECORE_NO_OPENMP=1`` forces the serial build.
+* ``cuda/`` (the CUDA backend) is built only where a CUDA toolkit is found; see
+  ``build_support/cuda.py``.
+
+Every kernel is compiled without floating-point contraction and without fast-math so that its
+forward arithmetic is bit-identical to PyTorch's (see include/spikecore_math.h).
+"""
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from build_support import cuda as cuda_support  # noqa: E402
+from build_support.openmp import probe_openmp  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+INCLUDE = os.path.join("include")
+
+# -fno-trapping-math / -fno-math-errno let the float compare and exp vectorise without
+# changing any value; -ffp-contract=off keeps a*b+c from becoming an FMA (bit parity).
+CPU_FLAGS = ["-O3", "-std=c++17", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=off"]
+
+
+class BuildExt(build_ext):
+    """build_ext that probes OpenMP and compiles ``.cu`` sources with nvcc."""
+
+    def build_extensions(self):
+        use_openmp = os.environ.get("SPIKECORE_NO_OPENMP", "") not in ("1", "true", "yes")
+        if use_openmp and not probe_openmp(self.compiler):
+            print("WARNING: spikecore: the C++ compiler does not support OpenMP; "
+                  "building the CPU kernels serially (one thread).", flush=True)
+            use_openmp = False
+        elif not use_openmp:
+            print("WARNING: spikecore: SPIKECORE_NO_OPENMP is set; building the CPU kernels "
+                  "serially (one thread).", flush=True)
+        for ext in self.extensions:
+            if ext.name == "spikecore._cpu_kernels" and use_openmp:
+                ext.extra_compile_args = ext.extra_compile_args + ["-fopenmp"]
+                ext.extra_link_args = ext.extra_link_args + ["-fopenmp"]
+        cuda_support.prepare_compiler(self.compiler, self.extensions)
+        super().build_extensions()
+
+
+def extensions():
+    from Cython.Build import cythonize
+
+    exts = [
+        Extension(
+            "spikecore._cpu_kernels",
+            ["pyx/cpu_kernels.pyx"],
+            include_dirs=[INCLUDE],
+            language="c++",
+            extra_compile_args=list(CPU_FLAGS),
+        )
+    ]
+    exts += cuda_support.extensions(INCLUDE)
+    return cythonize(exts, compiler_directives={"language_level": 3})
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

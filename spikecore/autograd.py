@@ -1,0 +1,113 @@
+"""autograd Functions for IF/LIF neurons: fused forward, fused BPTT, and only H saved.
+
+The forward kernel writes the spikes, the last potential and H[t] (the charged potential before
+firing) and nothing else is kept for backward. The backward kernel recomputes from H what it
+needs, S = Θ(H - θ), sg = g'(H - θ) and dV/dH, and runs the BPTT recursion
+
+    dL/dH[t]   = dL/dS[t]·sg[t] + dL/dV[t]·dV[t]/dH[t]
+    dL/dX[t]   = dL/dH[t]·dH/dX
+    dL/dV[t-1] = dL/dH[t]·dH/dV        (carried into step t-1)
+
+with exactly the arithmetic of the teaching path (``*_fptt_with_grad`` + ``*_bptt``), so both
+routes give identical gradients while this one keeps a single ``[T, N]`` tensor per layer.
+
+``LIFStep``, ``LIFMultiStep``, ``IFStep`` and ``IFMultiStep`` take the forward arguments of the
+original API; :class:`NeuronFunction` is the general form the nodes use (any config, any
+backend).
+"""
+import torch
+
+from . import dispatch
+from .config import NeuronConfig
+
+__all__ = ["NeuronFunction", "LIFStep", "LIFMultiStep", "IFStep", "IFMultiStep"]
+
+
+def _forward(ctx, x, v, cfg, multi_step, backend):
+    res = dispatch.forward(x, v, cfg, multi_step=multi_step, backend=backend, save_h=True,
+                           names=("x_seq" if multi_step else "x", "v"))
+    ctx.save_for_backward(res.h_seq)
+    ctx.cfg, ctx.multi_step, ctx.backend = cfg, multi_step, backend
+    return res.spike, res.v_next
+
+
+def _backward(ctx, grad_spike, grad_v_next):
+    (h_seq,) = ctx.saved_tensors
+    return dispatch.backward(grad_spike, grad_v_next, ctx.cfg, h_seq=h_seq,
+                             multi_step=ctx.multi_step, backend=ctx.backend)
+
+
+class NeuronFunction(torch.autograd.Function):
+    """``apply(x, v, cfg, multi_step, backend) -> (spike, v_next)`` for any :class:`NeuronConfig`."""
+
+    @staticmethod
+    def forward(ctx, x, v, cfg, multi_step, backend):
+        return _forward(ctx, x, v, cfg, multi_step, backend)
+
+    @staticmethod
+    def backward(ctx, grad_spike, grad_v_next):
+        return (*_backward(ctx, grad_spike, grad_v_next), None, None, None)
+
+
+class LIFStep(torch.autograd.Function):
+    """One LIF step; ``apply(x, v, v_threshold, v_reset, alpha, detach_reset,
+    grad_surrogate_function_index, reciprocal_tau, detach_input) -> (spike, v_next)``."""
+
+    @staticmethod
+    def forward(ctx, x, v, v_threshold, v_reset, alpha, detach_reset,
+                grad_surrogate_function_index, reciprocal_tau, detach_input):
+        cfg = NeuronConfig.build("LIF", v_threshold, v_reset, reciprocal_tau, detach_input, alpha,
+                                 grad_surrogate_function_index, detach_reset)
+        return _forward(ctx, x, v, cfg, False, None)
+
+    @staticmethod
+    def backward(ctx, grad_spike, grad_v_next):
+        return (*_backward(ctx, grad_spike, grad_v_next),) + (None,) * 7
+
+
+class LIFMultiStep(torch.autograd.Function):
+    """``T`` LIF steps; ``apply(x_seq, v, v_threshold, v_reset, alpha, detach_reset,
+    grad_surrogate_function_index, reciprocal_tau, detach_input) -> (spike_seq, v_next)``."""
+
+    @staticmethod
+    def forward(ctx, x_seq, v, v_threshold, v_reset, alpha, detach_reset,
+                grad_surrogate_function_index, reciprocal_tau, detach_input):
+        cfg = NeuronConfig.build("LIF", v_threshold, v_reset, reciprocal_tau, detach_input, alpha,
+                                 grad_surrogate_function_index, detach_reset)
+        return _forward(ctx, x_seq, v, cfg, True, None)
+
+    @staticmethod
+    def backward(ctx, grad_spike_seq, grad_v_next):
+        return (*_backward(ctx, grad_spike_seq, grad_v_next),) + (None,) * 7
+
+
+class IFStep(torch.autograd.Function):
+    """One IF step; ``apply(x, v, v_threshold, v_reset, alpha, detach_reset,
+    grad_surrogate_function_index) -> (spike, v_next)``."""
+
+    @staticmethod
+    def forward(ctx, x, v, v_threshold, v_reset, alpha, detach_reset,
+                grad_surrogate_function_index):
+        cfg = NeuronConfig.build("IF", v_threshold, v_reset, None, False, alpha,
+                                 grad_surrogate_function_index, detach_reset)
+        return _forward(ctx, x, v, cfg, False, None)
+
+    @staticmethod
+    def backward(ctx, grad_spike, grad_v_next):
+        return (*_backward(ctx, grad_spike, grad_v_next),) + (None,) * 5
+
+
+class IFMultiStep(torch.autograd.Function):
+    """``T`` IF steps; ``apply(x_seq, v, v_threshold, v_reset, alpha, detach_reset,
+    grad_surrogate_function_index) -> (spike_seq, v_next)``."""
+
+    @staticmethod
+    def forward(ctx, x_seq, v, v_threshold, v_reset, alpha, detach_reset,
+                grad_surrogate_function_index):
+        cfg = NeuronConfig.build("IF", v_threshold, v_reset, None, False, alpha,
+                                 grad_surrogate_function_index, detach_reset)
+        return _forward(ctx, x_seq, v, cfg, True, None)
+
+    @staticmethod
+    def backward(ctx, grad_spike_seq, grad_v_next):
+        return (*_backward(ctx, grad_spike_seq, grad_v_next),) + (None,) * 5

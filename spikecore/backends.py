@@ -1,0 +1,173 @@
+"""The backend registry: one place that maps a name or a device to the code that runs a kernel.
+
+A backend implements two operations on time-major, C-contiguous 2-D tensors ``[T, N]`` of a
+dtype it supports natively (the caller, :mod:`spikecore.dispatch`, has already validated,
+flattened, made contiguous and, where needed, up-cast everything):
+
+``forward(x, v, cfg, save_h, save_v, with_grad) -> (spike, v_next, h_seq, v_seq, gs2h, gv2h)``
+    ``T`` steps of charge/fire/reset; the optional outputs are ``None`` unless asked for.
+``backward(grad_spike, grad_v_next, cfg, h_seq, grad_s_to_h, grad_v_to_h) -> (grad_x, grad_v)``
+    BPTT, either from saved H (``h_seq`` given) or from stored local gradients.
+
+Backends: ``cpu`` (Cython/OpenMP), ``cuda`` (nvcc-built module, registered by
+:mod:`spikecore.cuda_backend`) and ``reference`` (plain PyTorch, any device). A call uses the
+backend of its tensors' device unless one is named; a backend that is not built is never
+swapped for another: asking for it raises an error that says how to build it.
+"""
+from typing import Dict, Optional
+
+import torch
+
+from . import reference
+
+__all__ = ["Backend", "register", "get", "for_device", "available", "names"]
+
+# Below this many neuron-steps a CPU call runs on one thread: starting a parallel region costs
+# more than the work.
+PARALLEL_MIN_ELEMENTS = 1 << 15
+
+
+class Backend:
+    """Base class: a name, the device type it serves, its native dtypes."""
+
+    name = ""
+    device_type = ""
+    native_dtypes = ()
+
+    def load_error(self) -> Optional[str]:
+        """``None`` when usable, else a message that says why not and how to fix it."""
+        return None
+
+    def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False):
+        raise NotImplementedError
+
+    def backward(self, grad_spike, grad_v_next, cfg, h_seq=None, grad_s_to_h=None,
+                 grad_v_to_h=None):
+        raise NotImplementedError
+
+
+class ReferenceBackend(Backend):
+    """Plain PyTorch ops (spikecore.reference) on any device."""
+
+    name = "reference"
+    device_type = None
+    native_dtypes = (torch.float32, torch.float64)
+
+    def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False):
+        spike, v_next, h_seq, v_seq = reference.fptt(x, v, cfg)
+        gs2h = gv2h = None
+        if with_grad:
+            gs2h = reference.surrogate_grad(h_seq, cfg)
+            gv2h = reference.reset_grad(h_seq, spike, gs2h, cfg)
+        return (spike, v_next, h_seq if save_h else None, v_seq if save_v else None, gs2h, gv2h)
+
+    def backward(self, grad_spike, grad_v_next, cfg, h_seq=None, grad_s_to_h=None,
+                 grad_v_to_h=None):
+        if h_seq is not None:
+            return reference.bptt_from_h(grad_spike, grad_v_next, h_seq, cfg)
+        return reference.bptt(grad_spike, grad_v_next, grad_s_to_h, grad_v_to_h, cfg)
+
+
+class CPUBackend(Backend):
+    """The Cython/OpenMP kernels of pyx/cpu_kernels.pyx."""
+
+    name = "cpu"
+    device_type = "cpu"
+    native_dtypes = (torch.float32, torch.float64)
+
+    def __init__(self):
+        try:
+            from . import _cpu_kernels
+        except ImportError as exc:  # not compiled
+            self._kernels, self._error = None, (
+                f"the CPU backend of spikecore is not built ({exc}); build it with "
+                "`pip install -e .` (or `python setup.py build_ext --inplace`) from the source "
+                "tree, or use backend='reference'")
+        else:
+            self._kernels, self._error = _cpu_kernels, None
+
+    def load_error(self):
+        return self._error
+
+    @staticmethod
+    def _threads(elements):
+        return 1 if elements < PARALLEL_MIN_ELEMENTS else max(1, torch.get_num_threads())
+
+    @staticmethod
+    def _np(t):
+        return t.detach().numpy()
+
+    def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False):
+        spike, v_next = torch.empty_like(x), torch.empty_like(v)
+        unused = x.new_empty((0, x.shape[1]))
+        h_seq = torch.empty_like(x) if save_h else None
+        v_seq = torch.empty_like(x) if save_v else None
+        gs2h = torch.empty_like(x) if with_grad else None
+        gv2h = torch.empty_like(x) if with_grad else None
+        np_ = self._np
+        self._kernels.forward(
+            np_(x), np_(v), np_(spike), np_(v_next),
+            *(np_(t if t is not None else unused) for t in (h_seq, v_seq, gs2h, gv2h)),
+            cfg.charge_mode, cfg.hard_reset, cfg.detach_reset, cfg.surrogate,
+            cfg.v_threshold, cfg.v_rest, cfg.reciprocal_tau, cfg.alpha,
+            self._threads(x.numel()))
+        return spike, v_next, h_seq, v_seq, gs2h, gv2h
+
+    def backward(self, grad_spike, grad_v_next, cfg, h_seq=None, grad_s_to_h=None,
+                 grad_v_to_h=None):
+        grad_x, grad_v = torch.empty_like(grad_spike), torch.empty_like(grad_v_next)
+        unused = grad_spike.new_empty((0, grad_spike.shape[1]))
+        np_ = self._np
+        self._kernels.backward(
+            np_(grad_spike), np_(grad_v_next),
+            *(np_(t if t is not None else unused) for t in (h_seq, grad_s_to_h, grad_v_to_h)),
+            np_(grad_x), np_(grad_v),
+            cfg.charge_mode, cfg.hard_reset, cfg.detach_reset, cfg.surrogate,
+            cfg.v_threshold, cfg.v_rest, cfg.reciprocal_tau, cfg.alpha,
+            self._threads(grad_spike.numel()))
+        return grad_x, grad_v
+
+
+_REGISTRY: Dict[str, Backend] = {}
+_BY_DEVICE: Dict[str, str] = {}
+
+
+def register(backend: Backend) -> None:
+    """Add a backend; the first one registered for a device type becomes its default."""
+    _REGISTRY[backend.name] = backend
+    if backend.device_type:
+        _BY_DEVICE.setdefault(backend.device_type, backend.name)
+
+
+def names():
+    """Names of every registered backend (built or not)."""
+    return tuple(_REGISTRY)
+
+
+def get(name: str) -> Backend:
+    """The backend called ``name``; raises if it is unknown or not built."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"backend must be one of {names()}, got {name!r}")
+    backend = _REGISTRY[name]
+    error = backend.load_error()
+    if error is not None:
+        raise RuntimeError(error)
+    return backend
+
+
+def for_device(device: torch.device) -> Backend:
+    """The default backend for tensors on ``device``."""
+    name = _BY_DEVICE.get(device.type)
+    if name is None:
+        raise RuntimeError(f"spikecore has no backend for {device.type!r} tensors; "
+                           f"backend='reference' runs anywhere")
+    return get(name)
+
+
+def available(name: str) -> bool:
+    """True when the backend ``name`` is registered and built."""
+    return name in _REGISTRY and _REGISTRY[name].load_error() is None
+
+
+register(CPUBackend())
+register(ReferenceBackend())

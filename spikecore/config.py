@@ -1,0 +1,98 @@
+"""The scalar parameters of a neuron, validated once and passed to every backend.
+
+:class:`NeuronConfig` gathers what the kernels need besides tensors: the neuron model and its
+charge, threshold, reset, surrogate and reset detaching. Building one checks every value and
+raises an exception that names the offending argument.
+"""
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from . import surrogate as _surrogate
+
+# Charge modes; the values match ``spikecore::ChargeMode`` in include/spikecore_math.h.
+CHARGE_IF = 0
+CHARGE_LIF = 1
+CHARGE_LIF_DETACH_INPUT = 2
+
+NEURONS = ("IF", "LIF")
+
+
+def _check_real(name, value, *, positive=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class NeuronConfig:
+    """Validated scalar parameters of one IF or LIF neuron layer.
+
+    Attributes mirror the API's argument names. ``v_reset=None`` means soft reset.
+    ``reciprocal_tau`` is 1/τ (unused by IF); ``surrogate`` is the API index.
+    """
+
+    neuron: str
+    v_threshold: float
+    v_reset: Optional[float]
+    reciprocal_tau: float = 1.0
+    detach_input: bool = False
+    alpha: float = 2.0
+    surrogate: int = 0
+    detach_reset: bool = False
+
+    @classmethod
+    def build(cls, neuron, v_threshold, v_reset, reciprocal_tau=None, detach_input=False,
+              alpha=2.0, surrogate=0, detach_reset=False):
+        """Check every argument and return a config; the error names the bad argument."""
+        if neuron not in NEURONS:
+            raise ValueError(f"neuron must be one of {NEURONS}, got {neuron!r}")
+        v_threshold = _check_real("v_threshold", v_threshold)
+        if v_reset is not None:
+            v_reset = _check_real("v_reset", v_reset)
+        if neuron == "LIF":
+            if reciprocal_tau is None:
+                raise TypeError("the LIF neuron needs reciprocal_tau (1/tau)")
+            reciprocal_tau = _check_real("reciprocal_tau", reciprocal_tau, positive=True)
+            detach_input = _check_bool("detach_input", detach_input)
+        else:
+            reciprocal_tau, detach_input = 1.0, False
+        alpha = _check_real("alpha", alpha, positive=True)
+        return cls(neuron, v_threshold, v_reset, reciprocal_tau, detach_input, alpha,
+                   _surrogate.resolve(surrogate), _check_bool("detach_reset", detach_reset))
+
+    @property
+    def hard_reset(self) -> bool:
+        return self.v_reset is not None
+
+    @property
+    def charge_mode(self) -> int:
+        if self.neuron == "IF":
+            return CHARGE_IF
+        return CHARGE_LIF_DETACH_INPUT if self.detach_input else CHARGE_LIF
+
+    @property
+    def v_rest(self) -> float:
+        """The V_r that enters the charge: v_reset, or 0 under soft reset."""
+        return self.v_reset if self.v_reset is not None else 0.0
+
+    @property
+    def dh_dx(self) -> float:
+        """∂H/∂X: 1/τ for LIF with decayed input, else 1."""
+        return self.reciprocal_tau if self.charge_mode == CHARGE_LIF else 1.0
+
+    @property
+    def dh_dv(self) -> float:
+        """∂H/∂V[t-1]: 1 for IF, 1 - 1/τ for LIF."""
+        return 1.0 if self.neuron == "IF" else 1.0 - self.reciprocal_tau

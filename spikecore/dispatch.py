@@ -1,0 +1,142 @@
+"""Between the public API and a backend: validate, flatten, pick the backend, restore shapes.
+
+Every public function and autograd Function funnels through :func:`forward` and
+:func:`backward` here. They
+
+* check that each argument is a floating-point tensor on the same device, with the same dtype
+  and a matching shape, raising an error that names the argument;
+* view a sequence ``[T, *]`` as ``[T, N]`` (a single step as ``[1, N]``), contiguous, so any
+  strides (transposed, sliced, broadcast) work;
+* run float16/bfloat16 in float32 where a backend has no native half kernel, and cast results
+  back to the input dtype;
+* choose the backend from the device (or the name given) through :mod:`spikecore.backends`.
+"""
+import math
+from typing import NamedTuple, Optional
+
+import torch
+
+from . import backends
+
+__all__ = ["ForwardResult", "forward", "backward", "resolve_backend"]
+
+_HALF = (torch.float16, torch.bfloat16)
+_SUPPORTED = (torch.float32, torch.float64) + _HALF
+
+
+class ForwardResult(NamedTuple):
+    spike: torch.Tensor
+    v_next: torch.Tensor
+    h_seq: Optional[torch.Tensor]        # in the compute dtype (float32 for half inputs)
+    v_seq: Optional[torch.Tensor]
+    grad_s_to_h: Optional[torch.Tensor]
+    grad_v_to_h: Optional[torch.Tensor]
+
+
+def _check_tensor(name, t):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in _SUPPORTED:
+        raise TypeError(f"{name} must be a floating-point tensor (float32, float64, float16 or "
+                        f"bfloat16), got {t.dtype}")
+
+
+def _check_like(name, t, ref_name, ref, shape):
+    _check_tensor(name, t)
+    if t.device != ref.device:
+        raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; "
+                         "move them to the same device")
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}; "
+                        "they must match")
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} to match {ref_name}, "
+                         f"got {tuple(t.shape)}")
+
+
+def resolve_backend(backend, device: torch.device):
+    """The backend object for a call on ``device`` (``backend`` may be None, a name or one)."""
+    if backend is None:
+        return backends.for_device(device)
+    chosen = backend if isinstance(backend, backends.Backend) else backends.get(backend)
+    if chosen.device_type is not None and chosen.device_type != device.type:
+        raise ValueError(f"backend {chosen.name!r} runs on {chosen.device_type} tensors, but "
+                         f"the inputs are on {device}")
+    return chosen
+
+
+def _compute_dtype(backend, name, dtype):
+    if dtype in backend.native_dtypes:
+        return dtype
+    if dtype in _HALF:
+        return torch.float32
+    raise TypeError(f"{name} has dtype {dtype}, which the {backend.name!r} backend does not "
+                    f"support; supported: {', '.join(str(d) for d in backend.native_dtypes)}"
+                    + (", float16, bfloat16" if torch.float32 in backend.native_dtypes else ""))
+
+
+def _as_2d(t, rows, cols, dtype):
+    return t.reshape(rows, cols).to(dtype).contiguous()
+
+
+def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_v=False,
+            with_grad=False, names=("x_seq", "v")) -> ForwardResult:
+    """Run the neuron forward on ``x_seq`` ``[T, *]`` (or ``x`` ``[*]`` if not multi_step)."""
+    x_name, v_name = names
+    _check_tensor(x_name, x_seq)
+    if multi_step and x_seq.dim() == 0:
+        raise ValueError(f"{x_name} must have a leading time dimension [T, *], got a 0-d tensor")
+    step_shape = x_seq.shape[1:] if multi_step else x_seq.shape
+    _check_like(v_name, v, x_name, x_seq, step_shape)
+    impl = resolve_backend(backend, x_seq.device)
+    dtype = _compute_dtype(impl, x_name, x_seq.dtype)
+    steps = x_seq.shape[0] if multi_step else 1
+    n = math.prod(step_shape)
+    res = impl.forward(_as_2d(x_seq, steps, n, dtype), v.reshape(n).to(dtype).contiguous(), cfg,
+                       save_h=save_h, save_v=save_v, with_grad=with_grad)
+    out_dtype = x_seq.dtype
+    spike, v_next, h_seq, v_seq, gs2h, gv2h = res
+
+    def shaped(t, keep_dtype=False):
+        if t is None:
+            return None
+        t = t.view(x_seq.shape)
+        return t if keep_dtype else t.to(out_dtype)
+
+    return ForwardResult(shaped(spike), v_next.view(step_shape).to(out_dtype),
+                         shaped(h_seq, keep_dtype=True), shaped(v_seq), shaped(gs2h), shaped(gv2h))
+
+
+def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
+             grad_v_to_h=None, multi_step=True, backend=None,
+             names=("grad_spike_seq", "grad_v_next")):
+    """BPTT through ``[T, *]`` steps (or one step). Give ``h_seq`` (training route) or both
+    ``grad_s_to_h`` and ``grad_v_to_h`` (teaching route). Returns ``(grad_x_seq, grad_v)``."""
+    gs_name, gv_name = names
+    _check_tensor(gs_name, grad_spike_seq)
+    if multi_step and grad_spike_seq.dim() == 0:
+        raise ValueError(f"{gs_name} must have a leading time dimension [T, *], got a 0-d tensor")
+    step_shape = grad_spike_seq.shape[1:] if multi_step else grad_spike_seq.shape
+    if grad_v_next is None:
+        grad_v_next = grad_spike_seq.new_zeros(step_shape)
+    _check_like(gv_name, grad_v_next, gs_name, grad_spike_seq, step_shape)
+    impl = resolve_backend(backend, grad_spike_seq.device)
+    dtype = _compute_dtype(impl, gs_name, grad_spike_seq.dtype)
+    steps = grad_spike_seq.shape[0] if multi_step else 1
+    n = math.prod(step_shape)
+    seq = dict(h_seq=h_seq, grad_s_to_h=grad_s_to_h, grad_v_to_h=grad_v_to_h)
+    for name, t in seq.items():
+        if t is None:
+            continue
+        if name == "h_seq":  # saved by us, possibly in float32 for half inputs
+            _check_tensor(name, t)
+        else:
+            _check_like(name, t, gs_name, grad_spike_seq, grad_spike_seq.shape)
+        seq[name] = _as_2d(t, steps, n, dtype)
+    if seq["h_seq"] is None and (seq["grad_s_to_h"] is None or seq["grad_v_to_h"] is None):
+        raise ValueError("backward needs h_seq, or both grad_s_to_h and grad_v_to_h")
+    grad_x, grad_v = impl.backward(_as_2d(grad_spike_seq, steps, n, dtype),
+                                   grad_v_next.reshape(n).to(dtype).contiguous(), cfg, **seq)
+    out_dtype = grad_spike_seq.dtype
+    return (grad_x.view(grad_spike_seq.shape).to(out_dtype),
+            grad_v.view(step_shape).to(out_dtype))

@@ -1,0 +1,162 @@
+"""The executable specification: every kernel of spikecore written with plain PyTorch ops.
+
+This module is deliberately simple: a Python loop over time, one PyTorch op per term of each
+equation, in the same order as the compiled kernels (include/spikecore_math.h), so that the
+forward pass is bit-identical to theirs. The tests compare every backend against it, and users
+can run it with ``backend="reference"``.
+
+Notation (per neuron, step t): X[t] input, V[t-1] potential before the step, H[t] charged
+potential, S[t] spike, V[t] potential after reset; θ = v_threshold, V_r = v_reset (0 inside the
+charge under soft reset), 1/τ = reciprocal_tau, g' the surrogate derivative.
+
+    charge   H[t] = V[t-1] + X[t]                            (IF)
+             H[t] = V[t-1] + (X[t] - (V[t-1] - V_r)) / τ     (LIF)
+             H[t] = V[t-1] + X[t] - (V[t-1] - V_r) / τ       (LIF, detach_input=True)
+    fire     S[t] = Θ(H[t] - θ),  Θ(0) = 1
+    reset    V[t] = S[t] V_r + (1 - S[t]) H[t]               (hard)
+             V[t] = H[t] - S[t] θ                            (soft)
+
+Backward of one step, with sg = g'(H[t] - θ):
+
+    dL/dH[t]   = dL/dS[t] · sg + dL/dV[t] · dV[t]/dH[t]
+    dL/dX[t]   = dL/dH[t] · dH/dX
+    dL/dV[t-1] = dL/dH[t] · dH/dV
+
+The functions take and return time-major tensors ``[T, *]``; :func:`fptt_autograd` builds the
+same forward out of differentiable ops so that ``torch.autograd`` derives the gradients
+independently of the hand-written backward.
+"""
+import torch
+
+from . import surrogate as _surrogate
+from .config import NeuronConfig
+
+__all__ = [
+    "charge", "fire", "reset", "surrogate_grad", "reset_grad",
+    "fptt", "fptt_with_grad", "bptt", "bptt_from_h", "fptt_autograd",
+]
+
+
+# --- one step, one equation per function -----------------------------------------------------
+def charge(x: torch.Tensor, v: torch.Tensor, cfg: NeuronConfig) -> torch.Tensor:
+    """H[t] from X[t] and V[t-1]."""
+    if cfg.neuron == "IF":
+        return v + x
+    if cfg.detach_input:
+        return v + x - (v - cfg.v_rest) * cfg.reciprocal_tau
+    return v + (x - (v - cfg.v_rest)) * cfg.reciprocal_tau
+
+
+def fire(h: torch.Tensor, cfg: NeuronConfig) -> torch.Tensor:
+    """S[t] = Θ(H[t] - θ) as a float tensor of 0 and 1 (a potential at θ fires)."""
+    return (h >= cfg.v_threshold).to(h.dtype)
+
+
+def reset(h: torch.Tensor, s: torch.Tensor, cfg: NeuronConfig) -> torch.Tensor:
+    """V[t] after the spike: hard reset to V_r, or soft reset by subtracting θ."""
+    if cfg.hard_reset:
+        return s * cfg.v_reset + (1 - s) * h
+    return h - s * cfg.v_threshold
+
+
+def surrogate_grad(h: torch.Tensor, cfg: NeuronConfig) -> torch.Tensor:
+    """dS/dH = g'(H - θ; α) for the configured surrogate."""
+    return _surrogate.SURROGATES[cfg.surrogate].derivative(h - cfg.v_threshold, cfg.alpha)
+
+
+def reset_grad(h, s, sg, cfg: NeuronConfig) -> torch.Tensor:
+    """dV[t]/dH[t], through both the direct path and the spike (unless detach_reset)."""
+    if cfg.hard_reset:
+        if cfg.detach_reset:
+            return 1 - s
+        return 1 - s + (cfg.v_reset - h) * sg
+    if cfg.detach_reset:
+        return torch.ones_like(h)
+    return 1 - cfg.v_threshold * sg
+
+
+# --- many steps ------------------------------------------------------------------------------
+def fptt(x_seq, v, cfg: NeuronConfig):
+    """Forward through time. Returns ``(spike_seq, v_next, h_seq, v_seq)``."""
+    spikes, hs, vs = [], [], []
+    for x in x_seq:
+        h = charge(x, v, cfg)
+        s = fire(h, cfg)
+        v = reset(h, s, cfg)
+        spikes.append(s)
+        hs.append(h)
+        vs.append(v)
+    return _stack(spikes, x_seq), v.clone(), _stack(hs, x_seq), _stack(vs, x_seq)
+
+
+def fptt_with_grad(x_seq, v, cfg: NeuronConfig):
+    """Forward through time, also returning the local gradients the teaching backward uses.
+
+    Returns ``(spike_seq, v_next, grad_s_to_h, grad_v_to_h)``.
+    """
+    spike_seq, v_next, h_seq, _ = fptt(x_seq, v, cfg)
+    grad_s_to_h = surrogate_grad(h_seq, cfg)
+    grad_v_to_h = reset_grad(h_seq, spike_seq, grad_s_to_h, cfg)
+    return spike_seq, v_next, grad_s_to_h, grad_v_to_h
+
+
+def bptt(grad_spike_seq, grad_v_next, grad_s_to_h, grad_v_to_h, cfg: NeuronConfig):
+    """Backpropagation through time from stored dS/dH and dV/dH.
+
+    Returns ``(grad_x_seq, grad_v)``: dL/dX[t] for every t and dL/dV[-1].
+    """
+    grad_x = []
+    grad_v = grad_v_next
+    for t in range(grad_spike_seq.shape[0] - 1, -1, -1):
+        grad_h = grad_spike_seq[t] * grad_s_to_h[t] + grad_v * grad_v_to_h[t]
+        grad_x.append(grad_h * cfg.dh_dx)
+        grad_v = grad_h * cfg.dh_dv
+    grad_x.reverse()
+    return _stack(grad_x, grad_spike_seq), grad_v.clone()
+
+
+def bptt_from_h(grad_spike_seq, grad_v_next, h_seq, cfg: NeuronConfig):
+    """The training route: recompute S, dS/dH and dV/dH from the saved H, then :func:`bptt`."""
+    s = fire(h_seq, cfg)
+    sg = surrogate_grad(h_seq, cfg)
+    return bptt(grad_spike_seq, grad_v_next, sg, reset_grad(h_seq, s, sg, cfg), cfg)
+
+
+def _stack(items, like):
+    if items:
+        return torch.stack(items)
+    return like.new_empty(like.shape)
+
+
+# --- the same forward, differentiated by torch.autograd --------------------------------------
+class _Heaviside(torch.autograd.Function):
+    """Θ(x) forward; g'(x) times the incoming gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x, surrogate_index, alpha):
+        ctx.save_for_backward(x)
+        ctx.surrogate_index, ctx.alpha = surrogate_index, alpha
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        dg = _surrogate.SURROGATES[ctx.surrogate_index].derivative(x, ctx.alpha)
+        return grad * dg, None, None
+
+
+def fptt_autograd(x_seq, v, cfg: NeuronConfig):
+    """Forward through time built from differentiable ops; autograd yields the gradients.
+
+    Returns ``(spike_seq, v_next)``, both attached to the autograd graph.
+    """
+    spikes = []
+    for x in x_seq:
+        h = charge(x, v, cfg)
+        s = _Heaviside.apply(h - cfg.v_threshold, cfg.surrogate, cfg.alpha)
+        s_reset = s.detach() if cfg.detach_reset else s
+        v = reset(h, s_reset, cfg)
+        spikes.append(s)
+    if not spikes:
+        return x_seq * 0, v * 1
+    return torch.stack(spikes), v
