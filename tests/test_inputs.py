@@ -1,0 +1,146 @@
+"""Bad input raises a clear exception; odd-but-valid input (empty, NaN/Inf, strided, half)
+gives exactly what the reference gives."""
+import pytest
+import torch
+
+import spikecore
+from spikecore import backends, neuron, reference
+from helpers import make_cfg
+
+X = torch.rand(4, 6)
+V = torch.zeros(6)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: neuron.LIF_hard_reset_fptt(X, torch.zeros(5), 1.0, 0.0, 0.5, False),
+     ValueError, r"v must have shape \(6,\)"),
+    (lambda: neuron.LIF_hard_reset_forward(X, V, 1.0, 0.0, 0.5, False),
+     ValueError, r"v must have shape \(4, 6\)"),
+    (lambda: neuron.LIF_hard_reset_fptt(X, V.double(), 1.0, 0.0, 0.5, False),
+     TypeError, "v has dtype torch.float64 but x_seq has dtype torch.float32"),
+    (lambda: neuron.LIF_hard_reset_fptt(X.int(), V.int(), 1.0, 0.0, 0.5, False),
+     TypeError, "x_seq must be a floating-point tensor"),
+    (lambda: neuron.IF_hard_reset_fptt(X.bool(), V, 1.0, 0.0),
+     TypeError, "x_seq must be a floating-point tensor"),
+    (lambda: neuron.LIF_hard_reset_fptt(X.numpy(), V, 1.0, 0.0, 0.5, False),
+     TypeError, "x_seq must be a torch.Tensor"),
+    (lambda: neuron.LIF_hard_reset_fptt(X, [0.0] * 6, 1.0, 0.0, 0.5, False),
+     TypeError, "v must be a torch.Tensor"),
+    (lambda: neuron.LIF_hard_reset_fptt(X, V, 1.0, 0.0, 0.0, False),
+     ValueError, "reciprocal_tau must be > 0"),
+    (lambda: neuron.LIF_hard_reset_fptt(X, V, 1.0, 0.0, -2.0, False),
+     ValueError, "reciprocal_tau must be > 0"),
+    (lambda: neuron.LIF_hard_reset_fptt(X, V, float("nan"), 0.0, 0.5, False),
+     ValueError, "v_threshold must be finite"),
+    (lambda: neuron.LIF_hard_reset_fptt(X, V, 1.0, "0", 0.5, False),
+     TypeError, "v_reset must be a real number"),
+    (lambda: neuron.LIF_hard_reset_fptt(X, V, 1.0, 0.0, 0.5, 1),
+     TypeError, "detach_input must be a bool"),
+    (lambda: neuron.LIF_hard_reset_fptt_with_grad(X, V, 1.0, 0.0, 0.0, False, 0, 0.5, False),
+     ValueError, "alpha must be > 0"),
+    (lambda: neuron.LIF_hard_reset_fptt_with_grad(X, V, 1.0, 0.0, 2.0, False, 9, 0.5, False),
+     ValueError, "unknown surrogate function index 9"),
+    (lambda: neuron.IF_bptt(X, V, X, X[:3]),
+     ValueError, r"grad_v_to_h must have shape \(4, 6\)"),
+    (lambda: neuron.IF_bptt(X, V, X.double(), X),
+     TypeError, "grad_s_to_h has dtype"),
+    (lambda: spikecore.LIFNode(tau=0.0), ValueError, "tau must be a finite number > 0"),
+    (lambda: spikecore.LIFNode(tau=-1), ValueError, "tau must be a finite number > 0"),
+    (lambda: spikecore.LIFNode(tau="2"), TypeError, "tau must be a real number"),
+    (lambda: spikecore.IFNode(alpha=-1.0), ValueError, "alpha must be > 0"),
+    (lambda: spikecore.IFNode(surrogate_function="Relu"), ValueError, "valid names"),
+    (lambda: spikecore.IFNode(surrogate_function=12), ValueError, "valid indices"),
+    (lambda: spikecore.MultiStepIFNode()(torch.tensor(1.0)), ValueError, r"\[T, \*\]"),
+    (lambda: spikecore.IFNode()([1.0]), TypeError, "expects a torch.Tensor"),
+    (lambda: neuron.IF_hard_reset_fptt(X, V, 1.0, 0.0, backend="tpu"),
+     ValueError, "backend must be one of"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_bad_input_raises(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_mixed_devices_raise():
+    meta_v = torch.zeros(6, device="meta")
+    with pytest.raises(ValueError, match="v is on meta but x_seq is on cpu"):
+        neuron.IF_hard_reset_fptt(X, meta_v, 1.0, 0.0)
+
+
+def test_backend_device_mismatch():
+    if not torch.cuda.is_available():
+        with pytest.raises((ValueError, RuntimeError)):
+            neuron.IF_hard_reset_fptt(X, V, 1.0, 0.0, backend="cuda")
+
+
+@pytest.mark.parametrize("steps, n", [(0, 5), (3, 0), (0, 0)])
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_empty(steps, n, backend):
+    x, v = torch.rand(steps, n), torch.rand(n)
+    s, v_next, gs2h, gv2h = neuron.LIF_hard_reset_fptt_with_grad(x, v, 1.0, 0.0, 2.0, False, 0,
+                                                                 0.5, False, backend=backend)
+    assert s.shape == (steps, n) and gs2h.shape == (steps, n) and gv2h.shape == (steps, n)
+    assert torch.equal(v_next, v)      # no step: the potential is unchanged
+    gx, gv = neuron.LIF_bptt(torch.ones(steps, n), torch.ones(n), gs2h, gv2h, 0.5, False,
+                             backend=backend)
+    assert gx.shape == (steps, n) and torch.equal(gv, torch.ones(n))
+    node = spikecore.MultiStepLIFNode(tau=2.0, backend=backend)
+    xr = x.clone().requires_grad_()
+    out = node(xr)
+    out.sum().backward()
+    assert out.shape == (steps, n) and xr.grad.shape == (steps, n)
+
+
+@pytest.mark.parametrize("v_reset", [0.0, None])
+@pytest.mark.parametrize("neuron_kind", ["IF", "LIF"])
+def test_nan_inf_like_reference(neuron_kind, v_reset):
+    """NaN never fires and stays NaN; +Inf fires (hard reset then gives NaN: 0·Inf), -Inf
+    stays silent; the CPU kernel reproduces the reference bit for bit."""
+    cfg = make_cfg(neuron_kind, False, v_reset)
+    x = torch.rand(5, 8, dtype=torch.float64)
+    x[0, 0], x[1, 1], x[2, 2], x[0, 3] = float("nan"), float("inf"), -float("inf"), float("inf")
+    v = torch.zeros(8, dtype=torch.float64)
+    v[4] = float("nan")
+    s_ref, v_ref, _, _ = reference.fptt(x, v, cfg)
+    res = spikecore.dispatch.forward(x, v, cfg, backend="cpu")
+    assert torch.equal(res.spike, s_ref)
+    torch.testing.assert_close(res.v_next, v_ref, equal_nan=True, rtol=0, atol=0)
+    assert res.spike[:, 0].tolist()[0] == 0.0 and res.spike[1, 1] == 1.0
+
+
+def test_non_contiguous_inputs():
+    base = torch.rand(6, 5, 4, dtype=torch.float64) * 2
+    v0 = torch.rand(4, 5, dtype=torch.float64)
+    x_t = base.transpose(1, 2)                      # [6, 4, 5], transposed
+    x_c = x_t.contiguous()
+    a = neuron.LIF_hard_reset_fptt(x_t, v0.t().contiguous().t().contiguous(), 1.0, 0.0, 0.5,
+                                   False)
+    b = neuron.LIF_hard_reset_fptt(x_c, v0, 1.0, 0.0, 0.5, False)
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    x_slice = torch.rand(6, 10, dtype=torch.float64)[:, ::2]    # strided
+    v_bcast = torch.tensor(0.25, dtype=torch.float64).expand(5)  # stride 0
+    c = neuron.IF_soft_reset_fptt(x_slice, v_bcast, 1.0)
+    d = neuron.IF_soft_reset_fptt(x_slice.contiguous(), v_bcast.contiguous(), 1.0)
+    assert all(torch.equal(p, q) for p, q in zip(c, d))
+    g = torch.rand(5, dtype=torch.float64).expand(6, 5)          # broadcast grad
+    e = neuron.IF_bptt(g, torch.zeros(5, dtype=torch.float64), g, g)
+    f = neuron.IF_bptt(g.contiguous(), torch.zeros(5, dtype=torch.float64), g.contiguous(),
+                       g.contiguous())
+    assert all(torch.equal(p, q) for p, q in zip(e, f))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_computed_in_float32(dtype):
+    x = (torch.rand(6, 33) * 2).to(dtype)
+    v = torch.zeros(33, dtype=dtype)
+    s, v_next = neuron.LIF_hard_reset_fptt(x, v, 1.0, 0.0, 0.5, False)
+    s32, v32 = neuron.LIF_hard_reset_fptt(x.float(), v.float(), 1.0, 0.0, 0.5, False)
+    assert s.dtype == dtype and v_next.dtype == dtype
+    assert torch.equal(s, s32.to(dtype)) and torch.equal(v_next, v32.to(dtype))
+
+
+def test_backend_registry():
+    assert set(backends.names()) >= {"cpu", "reference"}
+    assert backends.for_device(torch.device("cpu")).name == "cpu"
+    assert backends.available("reference")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        backends.get("nope")

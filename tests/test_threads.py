@@ -1,0 +1,72 @@
+"""Results are bit-identical for any thread count; the default follows torch's thread count."""
+import pytest
+import torch
+
+import spikecore
+from spikecore import _cpu_kernels, backends, dispatch
+from helpers import make_cfg, make_inputs
+
+
+@pytest.fixture
+def restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _run(cfg, x, v, g):
+    res = dispatch.forward(x, v, cfg, backend="cpu", save_h=True)
+    gx, gv = dispatch.backward(g, torch.ones_like(v), cfg, h_seq=res.h_seq, backend="cpu")
+    return res.spike, res.v_next, res.h_seq, gx, gv
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_and_many_threads_agree(restore_threads, dtype):
+    cfg = make_cfg("LIF", False, None, surrogate_index=4)
+    n = 3 * 4096 + 77           # several blocks of neurons, a ragged last block
+    x, v = make_inputs(cfg, 5, (n,), dtype)
+    g = torch.randn(5, n, dtype=dtype)
+    assert x.numel() >= backends.PARALLEL_MIN_ELEMENTS
+    results = []
+    for threads in (1, 2, 3):
+        torch.set_num_threads(threads)
+        results.append(_run(cfg, x, v, g))
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+
+
+def test_kernel_thread_argument_directly():
+    n = 20000
+    x = torch.rand(3, n) * 2
+    v = torch.zeros(n)
+    outs = []
+    for threads in (1, 4):
+        s, vn = torch.empty_like(x), torch.empty_like(v)
+        empty = x.new_empty(0, n)
+        _cpu_kernels.forward(x.numpy(), v.numpy(), s.numpy(), vn.numpy(), empty.numpy(),
+                             empty.numpy(), empty.numpy(), empty.numpy(), 1, True, False, 0,
+                             1.0, 0.0, 0.5, 2.0, threads)
+        outs.append((s, vn))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+def test_default_threads_follow_torch(restore_threads, monkeypatch):
+    seen = []
+    real = _cpu_kernels.forward
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(_cpu_kernels, name)
+
+        @staticmethod
+        def forward(*args):
+            seen.append(args[-1])
+            return real(*args)
+
+    monkeypatch.setattr(backends.get("cpu"), "_kernels", Spy())
+    big = torch.rand(2, backends.PARALLEL_MIN_ELEMENTS)
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        spikecore.neuron.IF_hard_reset_fptt(big, torch.zeros(big.shape[1]), 1.0, 0.0)
+    spikecore.neuron.IF_hard_reset_fptt(torch.rand(2, 10), torch.zeros(10), 1.0, 0.0)
+    assert seen == [1, 2, 1]     # the last one is too small to share
