@@ -1,0 +1,114 @@
+"""GPU benchmark: multi-step LIF forward+backward, spikecore against the plain PyTorch loop and
+torch.compile of it, each as a multiple of the memory floor.
+
+The floor: a fused forward+backward moves 6 elements per neuron-step (forward reads X, writes
+S and H; backward reads dL/dS and H, writes dL/dX), so at the device-to-device copy bandwidth B
+measured in the same run it cannot take less than 6·T·N·bytes / B.
+
+    python benchmarks/bench_gpu.py [--repeat 20] [--no-compile]
+"""
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+import spikecore
+from spikecore import reference
+from spikecore.config import NeuronConfig
+
+N = 64 * 65536
+CASES = [(32, torch.float32), (32, torch.float16), (8, torch.float32), (8, torch.float16)]
+
+
+def copy_bandwidth(repeat=20):
+    """Bytes per second of a device-to-device copy (bytes read + bytes written)."""
+    src = torch.empty(1 << 28, dtype=torch.float32, device="cuda")   # 1 GiB
+    dst = torch.empty_like(src)
+    times = time_cuda(lambda: dst.copy_(src), repeat)
+    return 2 * src.numel() * src.element_size() / statistics.median(times)
+
+
+def time_cuda(fn, repeat, warmup=3):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return times
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--compile-budget", type=float, default=150.0,
+                        help="seconds of torch.compile after which later cases skip it")
+    args = parser.parse_args()
+    if not spikecore.cuda_available():
+        sys.exit(f"bench_gpu: {spikecore.cuda_unavailable_reason()}")
+    torch.manual_seed(0)
+    bandwidth = copy_bandwidth()
+    print(f"device: {torch.cuda.get_device_name()}, copy bandwidth {bandwidth / 1e12:.2f} TB/s",
+          flush=True)
+    cfg = NeuronConfig.build("LIF", 1.0, 0.0, 0.5, False, 2.0, 0, False)
+    compiled = torch.compile(reference.fptt_autograd, dynamic=False)
+    compile_spent = 0.0
+    rows = []
+    for steps, dtype in CASES:
+        x = (torch.rand(steps, N, device="cuda") * 1.5).to(dtype).requires_grad_()
+        g = torch.randn(steps, N, device="cuda").to(dtype)
+        v0 = torch.zeros(N, device="cuda", dtype=dtype)
+        node = spikecore.MultiStepLIFNode(tau=2.0)
+        floor = 6 * steps * N * x.element_size() / bandwidth
+
+        def run_spikecore():
+            node.reset()
+            node(x).backward(g)
+
+        def run_loop(fn=reference.fptt_autograd):
+            s, _ = fn(x, v0, cfg)
+            s.backward(g)
+
+        candidates = [("spikecore", run_spikecore), ("pytorch loop", run_loop)]
+        if not args.no_compile and compile_spent < args.compile_budget:
+            t0 = time.perf_counter()
+            try:
+                run_loop(compiled)
+                torch.cuda.synchronize()
+                candidates.append(("torch.compile", lambda: run_loop(compiled)))
+            except Exception as exc:  # report, keep benchmarking the others
+                print(f"torch.compile failed for T={steps} {dtype}: {exc}", flush=True)
+            compile_spent += time.perf_counter() - t0
+        # the spikes must agree before any timing counts
+        node.reset()
+        s_ref, _ = reference.fptt(x.detach().float(), v0.float(), cfg)[:2]
+        assert torch.equal(node(x.detach()).float(), s_ref), "spikecore spikes differ"
+        medians = {}
+        for name, fn in candidates:
+            x.grad = None
+            medians[name] = statistics.median(time_cuda(fn, args.repeat))
+        base = medians["spikecore"]
+        for name, t in medians.items():
+            rows.append((f"T={steps} {str(dtype).split('.')[1]}", name, t * 1e3, t / floor,
+                         t / base))
+        del x, g
+        torch.cuda.empty_cache()
+
+    print("\nmulti-step LIF forward+backward, N = 64*65536 neurons, CUDA events, median of "
+          f"{args.repeat}")
+    print(f"{'case':<14}{'candidate':<16}{'ms':>9}{'x floor':>9}{'x spikecore':>13}")
+    for case, name, ms, xfloor, rel in rows:
+        print(f"{case:<14}{name:<16}{ms:9.3f}{xfloor:9.2f}{rel:13.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""CPU thread scaling of the fused multi-step LIF kernels (forward + BPTT from saved H).
+
+For each thread count: the median time of the kernels alone, its multiple of the memory floor
+(24 bytes per neuron-step in float32 over the copy bandwidth measured with the same threads),
+and a check that the results are bit-identical to the 1-thread run.
+
+    python benchmarks/cpu_threads.py [--steps 64] [--neurons 262144] [--threads 1 2 4 8 16]
+"""
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+from spikecore import dispatch
+from spikecore.config import NeuronConfig
+
+
+def median_time(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--neurons", type=int, default=262144)
+    parser.add_argument("--threads", type=int, nargs="+",
+                        default=[t for t in (1, 2, 4, 8, 16) if t <= os.cpu_count()])
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    cfg = NeuronConfig.build("LIF", 1.0, 0.0, 0.5, False, 2.0, 0, False)
+    x = torch.rand(args.steps, args.neurons) * 1.5
+    v = torch.zeros(args.neurons)
+    g = torch.randn_like(x)
+    src = torch.rand(args.steps * args.neurons * 3)
+    dst = torch.empty_like(src)
+    first = None
+    print(f"multi-step LIF forward+backward, T={args.steps}, N={args.neurons}, float32")
+    print(f"{'threads':>7}{'ms':>10}{'copy GB/s':>11}{'x floor':>9}{'speed-up':>10}  identical")
+    base = None
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+
+        def step():
+            res = dispatch.forward(x, v, cfg, save_h=True)
+            return res, dispatch.backward(g, torch.zeros_like(v), cfg, h_seq=res.h_seq)
+
+        t = median_time(step, args.repeat)
+        bw = 2 * src.numel() * 4 / median_time(lambda: dst.copy_(src), args.repeat)
+        floor = 24 * args.steps * args.neurons / bw
+        res, (gx, gv) = step()
+        out = (res.spike, res.v_next, gx, gv)
+        first = first or out
+        same = all(torch.equal(a, b) for a, b in zip(first, out))
+        base = base or t
+        print(f"{threads:7d}{t * 1e3:10.2f}{bw / 1e9:11.1f}{t / floor:9.2f}{base / t:10.2f}  {same}")
+
+
+if __name__ == "__main__":
+    main()

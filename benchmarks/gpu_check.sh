@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One-shot GPU check for a machine without internet: build the CUDA backend, run the CUDA
+# tests, then the GPU benchmark (and CPU thread scaling); the benchmark table prints last.
+#   bash benchmarks/gpu_check.sh          (SPIKECORE_CUDA_ARCHS defaults to 90 here)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+export SPIKECORE_REQUIRE_CUDA=1 SPIKECORE_CUDA_ARCHS=${SPIKECORE_CUDA_ARCHS:-90}
+t0=$(date +%s)
+echo "== build (archs $SPIKECORE_CUDA_ARCHS)"
+if ! $PY -m pip install -q --no-build-isolation --no-deps --no-index -e . ; then
+    echo "pip could not build; falling back to setup.py build_ext --inplace"
+    $PY setup.py -q build_ext --inplace -j "$(nproc)" || { echo "BUILD FAILED"; exit 1; }
+fi
+echo "build took $(( $(date +%s) - t0 )) s"
+$PY -c "import spikecore; print('cuda_available:', spikecore.cuda_available(), spikecore.cuda_unavailable_reason())"
+echo "== CUDA tests"
+$PY -m pytest -q -p no:cacheprovider --maxfail=10 --tb=line tests/test_cuda.py 2>&1 | tail -n 25
+echo "== CPU core tests"
+$PY -m pytest -q -p no:cacheprovider tests/test_backend_vs_reference.py tests/test_threads.py 2>&1 | tail -n 3
+echo "== CPU thread scaling"
+$PY benchmarks/cpu_threads.py
+echo "== GPU benchmark"
+$PY benchmarks/bench_gpu.py "$@"
+echo "total $(( $(date +%s) - t0 )) s"

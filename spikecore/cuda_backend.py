@@ -1,0 +1,94 @@
+"""The CUDA backend: kernels of cuda/neuron_kernels.cu, called with raw device pointers.
+
+Registered with :mod:`spikecore.backends` as ``'cuda'``, the default for CUDA tensors. It
+launches on the tensors' own device and on that device's current stream, so it composes with
+``torch.cuda.stream(...)`` and multi-GPU code. float32, float16 and bfloat16 are native
+(float32 arithmetic inside); float64 is rejected with a TypeError.
+"""
+import torch
+
+from . import backends
+
+__all__ = ["CUDABackend", "cuda_available", "cuda_unavailable_reason"]
+
+_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+
+class CUDABackend(backends.Backend):
+    name = "cuda"
+    device_type = "cuda"
+    native_dtypes = tuple(_DTYPE_CODES)
+
+    def __init__(self):
+        try:
+            from . import _cuda_kernels
+        except ImportError as exc:
+            self._kernels = None
+            self._build_error = (
+                f"the CUDA backend of spikecore is not built ({exc}); install a CUDA toolkit "
+                "(nvcc) and rebuild with `SPIKECORE_REQUIRE_CUDA=1 pip install -e .`")
+        else:
+            self._kernels, self._build_error = _cuda_kernels, None
+        self._device_error = None
+
+    def load_error(self):
+        if self._build_error is not None:
+            return self._build_error
+        if self._device_error is None:
+            count, message = self._kernels.device_count()
+            if count == 0:
+                self._device_error = f"the CUDA backend is built but {message or 'no CUDA device was found'}"
+            elif not torch.cuda.is_available():
+                self._device_error = ("the CUDA backend is built but this PyTorch has no CUDA "
+                                      "support (install a CUDA build of torch)")
+            else:
+                self._device_error = ""
+        return self._device_error or None
+
+    @staticmethod
+    def _launch_args(t):
+        return t.device.index, torch.cuda.current_stream(t.device).cuda_stream
+
+    @staticmethod
+    def _ptr(t):
+        return 0 if t is None else t.data_ptr()
+
+    def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False):
+        spike, v_next = torch.empty_like(x), torch.empty_like(v)
+        h_seq = torch.empty_like(x) if save_h else None
+        v_seq = torch.empty_like(x) if save_v else None
+        gs2h = torch.empty_like(x) if with_grad else None
+        gv2h = torch.empty_like(x) if with_grad else None
+        p = self._ptr
+        self._kernels.forward(
+            _DTYPE_CODES[x.dtype], p(x), p(v), p(spike), p(v_next), p(h_seq), p(v_seq), p(gs2h),
+            p(gv2h), x.shape[0], x.shape[1], cfg.charge_mode, cfg.hard_reset, cfg.detach_reset,
+            cfg.surrogate, cfg.v_threshold, cfg.v_rest, cfg.reciprocal_tau, cfg.alpha,
+            *self._launch_args(x))
+        return spike, v_next, h_seq, v_seq, gs2h, gv2h
+
+    def backward(self, grad_spike, grad_v_next, cfg, h_seq=None, grad_s_to_h=None,
+                 grad_v_to_h=None):
+        grad_x, grad_v = torch.empty_like(grad_spike), torch.empty_like(grad_v_next)
+        p = self._ptr
+        self._kernels.backward(
+            _DTYPE_CODES[grad_spike.dtype], p(grad_spike), p(grad_v_next), p(h_seq),
+            p(grad_s_to_h), p(grad_v_to_h), p(grad_x), p(grad_v), grad_spike.shape[0],
+            grad_spike.shape[1], cfg.charge_mode, cfg.hard_reset, cfg.detach_reset,
+            cfg.surrogate, cfg.v_threshold, cfg.v_rest, cfg.reciprocal_tau, cfg.alpha,
+            *self._launch_args(grad_spike))
+        return grad_x, grad_v
+
+
+_BACKEND = CUDABackend()
+backends.register(_BACKEND)
+
+
+def cuda_available() -> bool:
+    """True when the CUDA backend is built and a CUDA device is usable."""
+    return _BACKEND.load_error() is None
+
+
+def cuda_unavailable_reason() -> str:
+    """Why :func:`cuda_available` is False ('' when it is True)."""
+    return _BACKEND.load_error() or ""

@@ -1,0 +1,125 @@
+"""The CUDA backend against the reference and the CPU backend (skipped without a GPU)."""
+import pytest
+import torch
+
+import spikecore
+from spikecore import dispatch, neuron, reference
+from spikecore.autograd import NeuronFunction
+from helpers import all_configs, cfg_id, grad_tol, make_cfg, make_inputs
+
+pytestmark = pytest.mark.skipif(
+    not spikecore.cuda_available(),
+    reason=f"CUDA backend unavailable: {spikecore.cuda_unavailable_reason()}")
+
+CONFIGS = list(all_configs())
+CUDA_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def _autograd_grads(cfg, x, v, gs, gv, backend, multi_step):
+    xa, va = x.clone().requires_grad_(), v.clone().requires_grad_()
+    s, vn = NeuronFunction.apply(xa, va, cfg, multi_step, backend)
+    gx, gvv = torch.autograd.grad((s * gs).sum() + (vn * gv).sum(), (xa, va))
+    return s, vn, gx, gvv
+
+
+@pytest.mark.parametrize("multi_step", [True, False], ids=["multi", "single"])
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=lambda d: str(d).split(".")[1])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=cfg_id)
+def test_cuda_matches_cpu_and_reference(cfg, dtype, multi_step):
+    x, v = make_inputs(cfg, 6, (3, 37), dtype, seed=hash(cfg_id(cfg)) % 997)
+    if not multi_step:
+        x = x[0]
+    g = torch.Generator().manual_seed(2)
+    gs = torch.randn(x.shape, generator=g).to(dtype)
+    gv = torch.randn(v.shape, generator=g).to(dtype)
+    dev = torch.device("cuda")
+    cpu = dispatch.forward(x, v, cfg, multi_step=multi_step, backend="cpu", with_grad=True)
+    gpu = dispatch.forward(x.to(dev), v.to(dev), cfg, multi_step=multi_step, with_grad=True)
+    # same float32 arithmetic: identical spikes and potentials
+    assert torch.equal(gpu.spike.cpu(), cpu.spike)
+    assert torch.equal(gpu.v_next.cpu(), cpu.v_next)
+    tol = grad_tol(dtype)
+    torch.testing.assert_close(gpu.grad_s_to_h.cpu(), cpu.grad_s_to_h, **tol)
+    torch.testing.assert_close(gpu.grad_v_to_h.cpu(), cpu.grad_v_to_h, **tol)
+    # training route against the CPU backend (itself checked against reference autograd)
+    s_c, v_c, gx_c, gv_c = _autograd_grads(cfg, x, v, gs, gv, "cpu", multi_step)
+    s_g, v_g, gx_g, gv_g = _autograd_grads(cfg, x.to(dev), v.to(dev), gs.to(dev), gv.to(dev),
+                                           None, multi_step)
+    assert torch.equal(s_g.cpu(), s_c)
+    torch.testing.assert_close(gx_g.cpu(), gx_c, **tol)
+    torch.testing.assert_close(gv_g.cpu(), gv_c, **tol)
+    # teaching route on the GPU
+    gx_t, gv_t = dispatch.backward(gs.to(dev), gv.to(dev), cfg, multi_step=multi_step,
+                                   grad_s_to_h=gpu.grad_s_to_h, grad_v_to_h=gpu.grad_v_to_h)
+    torch.testing.assert_close(gx_t.cpu(), gx_c, **tol)
+    torch.testing.assert_close(gv_t.cpu(), gv_c, **tol)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS[::7], ids=cfg_id)
+def test_cuda_reference_backend_on_gpu(cfg):
+    x, v = make_inputs(cfg, 5, (64,), torch.float32)
+    x, v = x.cuda(), v.cuda()
+    a = dispatch.forward(x, v, cfg)
+    b = reference.fptt(x, v, cfg)
+    assert torch.equal(a.spike, b[0]) and torch.equal(a.v_next, b[1])
+
+
+def test_float64_rejected_on_cuda():
+    x = torch.rand(3, 4, dtype=torch.float64, device="cuda")
+    with pytest.raises(TypeError, match="x_seq has dtype torch.float64"):
+        neuron.IF_hard_reset_fptt(x, torch.zeros(4, dtype=torch.float64, device="cuda"), 1.0, 0.0)
+
+
+def test_mixed_devices():
+    with pytest.raises(ValueError, match="v is on cpu but x_seq is on cuda"):
+        neuron.IF_hard_reset_fptt(torch.rand(3, 4, device="cuda"), torch.zeros(4), 1.0, 0.0)
+    with pytest.raises(ValueError, match="backend 'cpu' runs on cpu tensors"):
+        neuron.IF_hard_reset_fptt(torch.rand(3, 4, device="cuda"),
+                                  torch.zeros(4, device="cuda"), 1.0, 0.0, backend="cpu")
+
+
+def test_side_stream_and_large_n():
+    cfg = make_cfg("LIF", False, 0.0)
+    x = torch.rand(4, 1 << 20, device="cuda") * 2
+    v = torch.zeros(1 << 20, device="cuda")
+    ref = dispatch.forward(x, v, cfg, backend="reference")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        got = dispatch.forward(x, v, cfg)
+        total = got.spike.sum()          # a torch op on the same stream sees the result
+    torch.cuda.current_stream().wait_stream(side)
+    assert torch.equal(got.spike, ref.spike) and torch.equal(got.v_next, ref.v_next)
+    assert total.item() == ref.spike.sum().item()
+
+
+@pytest.mark.parametrize("dtype, eps", [(torch.float16, 2 ** -13), (torch.bfloat16, 2 ** -10)])
+def test_half_saved_h_keeps_the_spike_decision(dtype, eps):
+    """H = 1 - eps does not fire but rounds to 1.0 in 16 bits; the saved H must not fire
+    either, or the backward pass would use the wrong dV/dH (here 1 - S with detach_reset)."""
+    cfg = make_cfg("IF", False, 0.0, detach_reset=True)
+    v = torch.tensor([0.25 - eps], dtype=dtype)
+    x = torch.tensor([[0.75]], dtype=dtype)
+    h = v.float() + x[0].float()
+    assert v.float().item() == 0.25 - eps and h.item() < 1.0 and h.to(dtype).item() == 1.0
+    xa, va = x.cuda().requires_grad_(), v.cuda().requires_grad_()
+    s, vn = NeuronFunction.apply(xa, va, cfg, True, None)
+    assert s.item() == 0.0
+    vn.float().sum().backward()
+    assert va.grad.item() == 1.0      # dV/dH = 1 - S = 1, dH/dV = 1
+
+
+@pytest.mark.parametrize("node_cls", [spikecore.MultiStepLIFNode, spikecore.MultiStepIFNode])
+def test_nodes_on_cuda(node_cls):
+    kw = dict(tau=2.0) if node_cls is spikecore.MultiStepLIFNode else {}
+    cpu_node, gpu_node = node_cls(**kw), node_cls(**kw).cuda()
+    x = torch.rand(8, 4, 16) * 2
+    xc, xg = x.clone().requires_grad_(), x.cuda().requires_grad_()
+    sc, sg = cpu_node(xc), gpu_node(xg)
+    assert sg.is_cuda and torch.equal(sg.cpu(), sc)
+    sc.sum().backward()
+    sg.sum().backward()
+    torch.testing.assert_close(xg.grad.cpu(), xc.grad, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        gpu_node.reset()
+        assert torch.equal(gpu_node(x.cuda()).cpu(), sc)
