@@ -15,7 +15,7 @@ import time
 import torch
 
 import spikecore
-from spikecore import reference
+from spikecore import backends, reference
 from spikecore.config import NeuronConfig
 
 N = 64 * 65536
@@ -70,15 +70,25 @@ def main():
         node = spikecore.MultiStepLIFNode(tau=2.0)
         floor = 6 * steps * N * x.element_size() / bandwidth
 
+        kernels = backends.get("cuda")
+        x2d, g2d = x.detach().view(steps, N), g.view(steps, N)
+
         def run_spikecore():
+            x.grad = None
             node.reset()
             node(x).backward(g)
 
+        def run_kernels():  # the two kernels alone, no autograd and no Python node
+            h = kernels.forward(x2d, v0, cfg, save_h=True)[2]
+            kernels.backward(g2d, v0, cfg, h_seq=h)
+
         def run_loop(fn=reference.fptt_autograd):
+            x.grad = None
             s, _ = fn(x, v0, cfg)
             s.backward(g)
 
-        candidates = [("spikecore", run_spikecore), ("pytorch loop", run_loop)]
+        candidates = [("spikecore", run_spikecore), ("kernels only", run_kernels),
+                      ("pytorch loop", run_loop)]
         if not args.no_compile and compile_spent < args.compile_budget:
             t0 = time.perf_counter()
             try:
@@ -94,7 +104,6 @@ def main():
         assert torch.equal(node(x.detach()).float(), s_ref), "spikecore spikes differ"
         medians = {}
         for name, fn in candidates:
-            x.grad = None
             medians[name] = statistics.median(time_cuda(fn, args.repeat))
         base = medians["spikecore"]
         for name, t in medians.items():

@@ -3,12 +3,13 @@
  *
  * Design
  * ------
- * One CUDA thread owns one neuron (a grid-stride loop covers any N) and runs the whole time
- * recurrence in registers: the potential V in the forward pass, the carried dL/dV in the
- * backward pass. At step t the threads of a warp touch 32 consecutive elements of row t of
- * every [T, N] buffer, so every access is coalesced. Time is walked in chunks of UNROLL steps
- * whose loads are issued before any arithmetic, which keeps enough bytes in flight per thread
- * to run at memory bandwidth.
+ * One CUDA thread owns a group of VEC neighbouring neurons (16 bytes: 4 float32 or 8 16-bit
+ * values; a grid-stride loop covers any N) and runs their whole time recurrence in registers:
+ * the potentials in the forward pass, the carried dL/dV in the backward pass. At step t the
+ * threads of a warp touch 512 consecutive bytes of row t of every [T, N] buffer with 16-byte
+ * accesses, so every access is coalesced. Time is walked in chunks of UNROLL steps whose loads
+ * are issued before any arithmetic, which keeps enough bytes in flight to run at memory
+ * bandwidth. Where N or a pointer does not allow 16-byte accesses, VEC = 1.
  *
  * Storage may be float32, float16 or bfloat16; arithmetic is float32 throughout and uses the
  * scalar formulas of include/spikecore_math.h, the header the CPU kernels include too. Build
@@ -24,16 +25,19 @@
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#include <stdint.h>
 #include <stdio.h>
+
+#include <initializer_list>
 
 #include "spikecore_cuda.h"
 #include "spikecore_math.h"
 
 namespace {
 
-constexpr int UNROLL = 8;
+constexpr int UNROLL = 4;
 constexpr int BLOCK = 256;
-constexpr int MIN_BLOCKS_PER_SM = 4;  /* caps registers at 64: 1024 resident threads per SM */
+constexpr int MIN_BLOCKS_PER_SM = 2;  /* caps registers at 128: 512 resident threads per SM */
 
 using spikecore::charge;
 using spikecore::charge_grad_v;
@@ -91,92 +95,145 @@ __device__ __forceinline__ S store_h(float h, float s, float v_threshold) {
     return q;
 }
 
-/* --- kernels ----------------------------------------------------------------------------- */
-template <typename S>
+/* A group of VEC neighbouring neurons' values, moved as one (16-byte when VEC > 1) access. */
+template <typename S, int VEC>
+struct alignas(sizeof(S) * VEC) Pack {
+    S e[VEC];
+};
+
+template <typename S, int VEC>
+__device__ __forceinline__ Pack<S, VEC> load_pack(const S *p) {
+    return *reinterpret_cast<const Pack<S, VEC> *>(p);
+}
+template <typename S, int VEC>
+__device__ __forceinline__ void store_pack(S *p, const Pack<S, VEC> &v) {
+    *reinterpret_cast<Pack<S, VEC> *>(p) = v;
+}
+
+/* --- kernels ------------------------------------------------------------------------------
+ * Thread j owns neurons [j*VEC, j*VEC + VEC). VEC = 16 / sizeof(S) when N and every pointer
+ * allow 16-byte accesses, else 1. */
+template <typename S, int VEC>
 __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS_PER_SM)
 forward_kernel(const S *__restrict__ x, const S *__restrict__ v0, S *__restrict__ spike,
                S *__restrict__ v_next, S *__restrict__ h_seq, S *__restrict__ v_seq,
                S *__restrict__ grad_s_to_h, S *__restrict__ grad_v_to_h,
                long long steps, long long n, sc_params p) {
+    using P = Pack<S, VEC>;
     const float v_rest = p.hard_reset ? p.v_reset : 0.0f;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x) {
-        float v = load(v0 + i);
+    const long long groups = n / VEC;
+    for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x; j < groups;
+         j += (long long)gridDim.x * blockDim.x) {
+        const long long i = j * VEC;
+        float v[VEC];
+        const P vp = load_pack<S, VEC>(v0 + i);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) v[k] = to_float(vp.e[k]);
         for (long long t0 = 0; t0 < steps; t0 += UNROLL) {
-            float xs[UNROLL];
+            P xs[UNROLL];
 #pragma unroll
-            for (int k = 0; k < UNROLL; ++k)
-                if (t0 + k < steps) xs[k] = load(x + (t0 + k) * n + i);
+            for (int u = 0; u < UNROLL; ++u)
+                if (t0 + u < steps) xs[u] = load_pack<S, VEC>(x + (t0 + u) * n + i);
 #pragma unroll
-            for (int k = 0; k < UNROLL; ++k) {
-                if (t0 + k >= steps) break;
-                const long long at = (t0 + k) * n + i;
-                const float h = charge(p.charge_mode, xs[k], v, v_rest, p.reciprocal_tau);
-                const float s = fire(h, p.v_threshold);
-                spike[at] = from_float<S>(s);
-                if (h_seq) h_seq[at] = store_h<S>(h, s, p.v_threshold);
-                if (grad_s_to_h) {
-                    const float sg = surrogate_grad(p.surrogate, h - p.v_threshold, p.alpha);
-                    grad_s_to_h[at] = from_float<S>(sg);
-                    grad_v_to_h[at] = from_float<S>(reset_grad(
-                        p.hard_reset, p.detach_reset, h, s, sg, p.v_threshold, p.v_reset));
+            for (int u = 0; u < UNROLL; ++u) {
+                if (t0 + u >= steps) break;
+                const long long at = (t0 + u) * n + i;
+                P sp, hp, gsp, gvp, vsp;
+#pragma unroll
+                for (int k = 0; k < VEC; ++k) {
+                    const float h = charge(p.charge_mode, to_float(xs[u].e[k]), v[k], v_rest,
+                                           p.reciprocal_tau);
+                    const float s = fire(h, p.v_threshold);
+                    sp.e[k] = from_float<S>(s);
+                    if (h_seq) hp.e[k] = store_h<S>(h, s, p.v_threshold);
+                    if (grad_s_to_h) {
+                        const float sg = surrogate_grad(p.surrogate, h - p.v_threshold, p.alpha);
+                        gsp.e[k] = from_float<S>(sg);
+                        gvp.e[k] = from_float<S>(reset_grad(p.hard_reset, p.detach_reset, h, s,
+                                                            sg, p.v_threshold, p.v_reset));
+                    }
+                    v[k] = p.hard_reset ? hard_reset(h, s, p.v_reset)
+                                        : soft_reset(h, s, p.v_threshold);
+                    vsp.e[k] = from_float<S>(v[k]);
                 }
-                v = p.hard_reset ? hard_reset(h, s, p.v_reset) : soft_reset(h, s, p.v_threshold);
-                if (v_seq) v_seq[at] = from_float<S>(v);
+                store_pack(spike + at, sp);
+                if (h_seq) store_pack(h_seq + at, hp);
+                if (grad_s_to_h) {
+                    store_pack(grad_s_to_h + at, gsp);
+                    store_pack(grad_v_to_h + at, gvp);
+                }
+                if (v_seq) store_pack(v_seq + at, vsp);
             }
         }
-        v_next[i] = from_float<S>(v);
+        P out;
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) out.e[k] = from_float<S>(v[k]);
+        store_pack(v_next + i, out);
     }
 }
 
-template <typename S>
+template <typename S, int VEC>
 __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS_PER_SM)
 backward_kernel(const S *__restrict__ grad_spike, const S *__restrict__ grad_v_next,
                 const S *__restrict__ h_seq, const S *__restrict__ grad_s_to_h,
                 const S *__restrict__ grad_v_to_h, S *__restrict__ grad_x,
                 S *__restrict__ grad_v, long long steps, long long n, sc_params p) {
+    using P = Pack<S, VEC>;
     const float dh_dx = charge_grad_x(p.charge_mode, p.reciprocal_tau);
     const float dh_dv = charge_grad_v(p.charge_mode, p.reciprocal_tau);
     const bool recompute = h_seq != nullptr;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x) {
-        float carry = load(grad_v_next + i);
-        for (long long t1 = steps; t1 > 0; t1 -= UNROLL) {   /* steps t1-1 down to t1-UNROLL */
-            float gs[UNROLL], a[UNROLL], b[UNROLL];
+    const long long groups = n / VEC;
+    for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x; j < groups;
+         j += (long long)gridDim.x * blockDim.x) {
+        const long long i = j * VEC;
+        float carry[VEC];
+        const P cp = load_pack<S, VEC>(grad_v_next + i);
 #pragma unroll
-            for (int k = 0; k < UNROLL; ++k) {
-                const long long t = t1 - 1 - k;
+        for (int k = 0; k < VEC; ++k) carry[k] = to_float(cp.e[k]);
+        for (long long t1 = steps; t1 > 0; t1 -= UNROLL) {   /* steps t1-1 down to t1-UNROLL */
+            P gs[UNROLL], a[UNROLL], b[UNROLL];
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+                const long long t = t1 - 1 - u;
                 if (t < 0) break;
                 const long long at = t * n + i;
-                gs[k] = load(grad_spike + at);
+                gs[u] = load_pack<S, VEC>(grad_spike + at);
                 if (recompute) {
-                    a[k] = load(h_seq + at);
+                    a[u] = load_pack<S, VEC>(h_seq + at);
                 } else {
-                    a[k] = load(grad_s_to_h + at);
-                    b[k] = load(grad_v_to_h + at);
+                    a[u] = load_pack<S, VEC>(grad_s_to_h + at);
+                    b[u] = load_pack<S, VEC>(grad_v_to_h + at);
                 }
             }
 #pragma unroll
-            for (int k = 0; k < UNROLL; ++k) {
-                const long long t = t1 - 1 - k;
+            for (int u = 0; u < UNROLL; ++u) {
+                const long long t = t1 - 1 - u;
                 if (t < 0) break;
-                float sg, dv_dh;
-                if (recompute) {
-                    const float h = a[k];
-                    const float s = fire(h, p.v_threshold);
-                    sg = surrogate_grad(p.surrogate, h - p.v_threshold, p.alpha);
-                    dv_dh = reset_grad(p.hard_reset, p.detach_reset, h, s, sg, p.v_threshold,
-                                       p.v_reset);
-                } else {
-                    sg = a[k];
-                    dv_dh = b[k];
+                P gx;
+#pragma unroll
+                for (int k = 0; k < VEC; ++k) {
+                    float sg, dv_dh;
+                    if (recompute) {
+                        const float h = to_float(a[u].e[k]);
+                        const float s = fire(h, p.v_threshold);
+                        sg = surrogate_grad(p.surrogate, h - p.v_threshold, p.alpha);
+                        dv_dh = reset_grad(p.hard_reset, p.detach_reset, h, s, sg,
+                                           p.v_threshold, p.v_reset);
+                    } else {
+                        sg = to_float(a[u].e[k]);
+                        dv_dh = to_float(b[u].e[k]);
+                    }
+                    const float grad_h = to_float(gs[u].e[k]) * sg + carry[k] * dv_dh;
+                    gx.e[k] = from_float<S>(grad_h * dh_dx);
+                    carry[k] = grad_h * dh_dv;
                 }
-                const float grad_h = gs[k] * sg + carry * dv_dh;
-                grad_x[t * n + i] = from_float<S>(grad_h * dh_dx);
-                carry = grad_h * dh_dv;
+                store_pack(grad_x + t * n + i, gx);
             }
         }
-        grad_v[i] = from_float<S>(carry);
+        P out;
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) out.e[k] = from_float<S>(carry[k]);
+        store_pack(grad_v + i, out);
     }
 }
 
@@ -207,9 +264,19 @@ int on_device(int device, F launch, const char *what, char *err, int err_len) {
     return report(e, what, err, err_len);
 }
 
-unsigned int grid_for(long long n) {
-    const long long blocks = (n + BLOCK - 1) / BLOCK;
+unsigned int grid_for(long long threads) {
+    const long long blocks = (threads + BLOCK - 1) / BLOCK;
     return (unsigned int)(blocks < (1LL << 30) ? blocks : (1LL << 30));
+}
+
+/* 16-byte accesses need N to be a multiple of the group and every pointer to be aligned. */
+template <typename S>
+bool can_vectorize(long long n, std::initializer_list<const void *> ptrs) {
+    constexpr int vec = 16 / sizeof(S);
+    if (n % vec) return false;
+    for (const void *q : ptrs)
+        if (reinterpret_cast<uintptr_t>(q) % 16) return false;
+    return true;
 }
 
 template <typename S>
@@ -217,8 +284,11 @@ int forward_typed(const void *x, const void *v, void *spike, void *v_next, void 
                   void *v_seq, void *gs2h, void *gv2h, long long steps, long long n,
                   sc_params p, int device, void *stream, char *err, int err_len) {
     if (n <= 0) return 0;
+    constexpr int vec = 16 / sizeof(S);
+    const bool wide = can_vectorize<S>(n, {x, v, spike, v_next, h_seq, v_seq, gs2h, gv2h});
     return on_device(device, [&] {
-        forward_kernel<S><<<grid_for(n), BLOCK, 0, (cudaStream_t)stream>>>(
+        auto kernel = wide ? forward_kernel<S, vec> : forward_kernel<S, 1>;
+        kernel<<<grid_for(wide ? n / vec : n), BLOCK, 0, (cudaStream_t)stream>>>(
             (const S *)x, (const S *)v, (S *)spike, (S *)v_next, (S *)h_seq, (S *)v_seq,
             (S *)gs2h, (S *)gv2h, steps, n, p);
     }, "spikecore forward kernel", err, err_len);
@@ -229,8 +299,11 @@ int backward_typed(const void *gs, const void *gv_next, const void *h_seq, const
                    const void *gv2h, void *gx, void *gv, long long steps, long long n,
                    sc_params p, int device, void *stream, char *err, int err_len) {
     if (n <= 0) return 0;
+    constexpr int vec = 16 / sizeof(S);
+    const bool wide = can_vectorize<S>(n, {gs, gv_next, h_seq, gs2h, gv2h, gx, gv});
     return on_device(device, [&] {
-        backward_kernel<S><<<grid_for(n), BLOCK, 0, (cudaStream_t)stream>>>(
+        auto kernel = wide ? backward_kernel<S, vec> : backward_kernel<S, 1>;
+        kernel<<<grid_for(wide ? n / vec : n), BLOCK, 0, (cudaStream_t)stream>>>(
             (const S *)gs, (const S *)gv_next, (const S *)h_seq, (const S *)gs2h,
             (const S *)gv2h, (S *)gx, (S *)gv, steps, n, p);
     }, "spikecore backward kernel", err, err_len);

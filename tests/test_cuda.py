@@ -46,8 +46,24 @@ def test_cuda_matches_cpu_and_reference(cfg, dtype, multi_step):
     s_g, v_g, gx_g, gv_g = _autograd_grads(cfg, x.to(dev), v.to(dev), gs.to(dev), gv.to(dev),
                                            None, multi_step)
     assert torch.equal(s_g.cpu(), s_c)
-    torch.testing.assert_close(gx_g.cpu(), gx_c, **tol)
-    torch.testing.assert_close(gv_g.cpu(), gv_c, **tol)
+    if dtype == torch.bfloat16:
+        # H is saved in bfloat16 (8 significant bits): where the surrogate is steep its slope
+        # times that rounding shows up in a few gradients; the exact check is below.
+        tol_train = dict(rtol=0.1, atol=0.15)
+    else:
+        tol_train = tol
+    torch.testing.assert_close(gx_g.cpu(), gx_c, **tol_train)
+    torch.testing.assert_close(gv_g.cpu(), gv_c, **tol_train)
+    # given the H it saved, the GPU backward is the reference backward (float32 arithmetic)
+    saved = dispatch.forward(x.to(dev), v.to(dev), cfg, multi_step=multi_step, save_h=True)
+    seq = (lambda t: t) if multi_step else (lambda t: t.unsqueeze(0))
+    h16 = seq(saved.h_seq).float().cpu()
+    assert torch.equal(reference.fire(h16, cfg), seq(cpu.spike).float())
+    gx_r, gv_r = reference.bptt_from_h(seq(gs).float(), gv.float(), h16, cfg)
+    gx_k, gv_k = dispatch.backward(gs.to(dev), gv.to(dev), cfg, h_seq=saved.h_seq,
+                                   multi_step=multi_step)
+    torch.testing.assert_close(gx_k.cpu(), gx_r.view(x.shape).to(dtype), **tol)
+    torch.testing.assert_close(gv_k.cpu(), gv_r.to(dtype), **tol)
     # teaching route on the GPU
     gx_t, gv_t = dispatch.backward(gs.to(dev), gv.to(dev), cfg, multi_step=multi_step,
                                    grad_s_to_h=gpu.grad_s_to_h, grad_v_to_h=gpu.grad_v_to_h)
