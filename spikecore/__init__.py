@@ -13,13 +13,14 @@ from . import backends, reference, surrogate  # noqa: F401
 from .cuda_backend import cuda_available, cuda_unavailable_reason  # noqa: F401
 from .config import NeuronConfig  # noqa: F401
 from .nodes import BaseNode, IFNode, LIFNode, MultiStepIFNode, MultiStepLIFNode  # noqa: F401
+from .utils import reset_net  # noqa: F401
 
 __version__ = "0.1.0"
 
 __all__ = ["BaseNode", "IFNode", "LIFNode", "MultiStepIFNode", "MultiStepLIFNode",
            "NeuronConfig", "openmp_enabled", "cpu_available", "cuda_available",
            "cuda_unavailable_reason", "backends", "reference",
-           "surrogate", "neuron"]
+           "surrogate", "neuron", "reset_net"]
 
 
 def cpu_available() -> bool:

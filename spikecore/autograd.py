@@ -2,7 +2,7 @@
 
 The forward kernel writes the spikes, the last potential and H[t] (the charged potential before
 firing) and nothing else is kept for backward. The backward kernel recomputes from H what it
-needs, S = Θ(H - θ), sg = g'(H - θ) and dV/dH, and runs the BPTT recursion
+needs, S = Θ(H - θ), sg = g'(H - θ) and dV/dH, and runs the BPTT recursion::
 
     dL/dH[t]   = dL/dS[t]·sg[t] + dL/dV[t]·dV[t]/dH[t]
     dL/dX[t]   = dL/dH[t]·dH/dX

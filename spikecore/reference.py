@@ -7,7 +7,7 @@ can run it with ``backend="reference"``.
 
 Notation (per neuron, step t): X[t] input, V[t-1] potential before the step, H[t] charged
 potential, S[t] spike, V[t] potential after reset; θ = v_threshold, V_r = v_reset (0 inside the
-charge under soft reset), 1/τ = reciprocal_tau, g' the surrogate derivative.
+charge under soft reset), 1/τ = reciprocal_tau, g' the surrogate derivative::
 
     charge   H[t] = V[t-1] + X[t]                            (IF)
              H[t] = V[t-1] + (X[t] - (V[t-1] - V_r)) / τ     (LIF)
@@ -16,7 +16,7 @@ charge under soft reset), 1/τ = reciprocal_tau, g' the surrogate derivative.
     reset    V[t] = S[t] V_r + (1 - S[t]) H[t]               (hard)
              V[t] = H[t] - S[t] θ                            (soft)
 
-Backward of one step, with sg = g'(H[t] - θ):
+Backward of one step, with sg = g'(H[t] - θ)::
 
     dL/dH[t]   = dL/dS[t] · sg + dL/dV[t] · dV[t]/dH[t]
     dL/dX[t]   = dL/dH[t] · dH/dX

@@ -1,0 +1,130 @@
+"""Command line: ``spikecore train [options]`` (also ``python -m spikecore train``).
+
+A thin layer over :func:`spikecore.train.fit`: it parses the options, runs the job and turns
+bad input into a one-line ``spikecore train: error: ...`` with exit status 2 (the traceback
+only with ``--debug``). Under ``torchrun`` the same command trains on every worker.
+"""
+import argparse
+import os
+import sys
+
+from . import surrogate as _surrogate
+from .data import DATASETS, ENCODERS
+from .models import MODELS, NEURONS
+from .train import DEFAULTS, TrainError, default_out_dir, fit
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message (no usage dump) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _train_parser(prog="spikecore train"):
+    p = _Parser(prog=prog, description="Train a spiking classifier with surrogate-gradient BPTT.",
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=DATASETS, default=DEFAULTS["dataset"])
+    g.add_argument("--data-dir", default=DEFAULTS["data_dir"],
+                   help="folder holding MNIST/ or FashionMNIST/ (torchvision layout)")
+    g.add_argument("--download", action="store_true",
+                   help="download MNIST/Fashion-MNIST into --data-dir (needs torchvision)")
+    g.add_argument("--encoding", choices=tuple(ENCODERS), default=DEFAULTS["encoding"])
+    g.add_argument("-T", "--timesteps", type=_positive_int, default=DEFAULTS["timesteps"])
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=tuple(MODELS), default=DEFAULTS["model"])
+    g.add_argument("--neuron", choices=tuple(NEURONS), default=DEFAULTS["neuron"])
+    g.add_argument("--surrogate", choices=_surrogate.NAMES, default=DEFAULTS["surrogate"])
+    g.add_argument("--hidden", type=_positive_int, default=None,
+                   help="hidden units (mlp, default 128) or first-layer channels (conv, 16)")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=_positive_int, default=DEFAULTS["epochs"])
+    g.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"],
+                   help="per process")
+    g.add_argument("--lr", type=_positive_float, default=DEFAULTS["lr"], help="Adam step size")
+    g.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    g.add_argument("--device", choices=("cpu", "cuda"), default=DEFAULTS["device"])
+    g.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads per process (default: cores / processes on the machine)")
+    g.add_argument("--max-steps", type=_positive_int, default=None, help=argparse.SUPPRESS)
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default=None,
+                   help="output folder (default: runs/<timestamp>)")
+    g.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    g.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    g.add_argument("--quiet", action="store_true", help="no progress bars, only the result")
+    g.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def build_parser():
+    """The top-level parser (``spikecore {train}``); used for --help."""
+    p = _Parser(prog="spikecore", description="spikecore command line")
+    sub = p.add_subparsers(dest="command", metavar="{train}")
+    sub.add_parser("train", help="train a spiking classifier", add_help=False)
+    return p
+
+
+def train(argv) -> int:
+    parser = _train_parser()
+    args = parser.parse_args(argv)
+    if args.resume and args.out is None:
+        parser.error("--resume needs --out DIR (the folder of the run to continue)")
+    try:
+        result = fit(args.model, args.dataset, epochs=args.epochs, batch_size=args.batch_size,
+                     lr=args.lr, timesteps=args.timesteps, encoding=args.encoding,
+                     neuron=args.neuron, surrogate=args.surrogate, hidden=args.hidden,
+                     device=args.device, threads=args.threads, seed=args.seed,
+                     data_dir=args.data_dir, download=args.download,
+                     out_dir=args.out or default_out_dir(), resume=args.resume,
+                     quiet=args.quiet, plots=not args.no_plots, max_steps=args.max_steps)
+    except TrainError as exc:
+        if args.debug:
+            raise
+        parser.error(str(exc))
+    except KeyboardInterrupt:
+        print(f"\n{parser.prog}: interrupted; continue with --resume --out DIR", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or an environment problem: keep it to one line too
+        if args.debug:
+            raise
+        print(f"{parser.prog}: error: {type(exc).__name__}: {exc} (--debug shows the "
+              "traceback)", file=sys.stderr)
+        return 1
+    if args.quiet and os.environ.get("RANK", "0") == "0":  # one line, from rank 0 only
+        print(f"test accuracy {result.test_accuracy:.2%}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``spikecore`` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "train":
+        return train(argv[1:])
+    parser = build_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    parser.error(f"unknown command {argv[0]!r}; try 'spikecore train'")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

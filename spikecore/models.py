@@ -1,0 +1,86 @@
+"""Ready-made spiking classifiers for the training job.
+
+Every model maps a time-major input ``[T, B, C, H, W]`` to output spikes ``[T, B, classes]``;
+the trainer reads out the mean over ``T`` (the firing rate) as class scores.
+
+Neurons are picked from :data:`NEURONS` by name. Each entry is a factory
+``(surrogate) -> module``; to offer a new neuron type add one line there.
+"""
+import math
+from typing import Callable, Dict, Sequence
+
+import torch
+from torch import nn
+
+from .nodes import MultiStepIFNode, MultiStepLIFNode
+
+__all__ = ["NEURONS", "MODELS", "SeqToANN", "build_model", "mlp", "conv"]
+
+# name -> factory(surrogate name) returning a multi-step node
+NEURONS: Dict[str, Callable[[str], nn.Module]] = {
+    "lif": lambda sg: MultiStepLIFNode(tau=2.0, surrogate_function=sg, detach_reset=True),
+    "if": lambda sg: MultiStepIFNode(surrogate_function=sg, detach_reset=True),
+}
+
+
+class SeqToANN(nn.Module):
+    """Apply stateless layers to a sequence ``[T, B, ...]`` by folding ``T`` into the batch."""
+
+    def __init__(self, *layers: nn.Module):
+        super().__init__()
+        self.layers = layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.layers(x.flatten(0, 1))
+        return y.unflatten(0, x.shape[:2])
+
+
+def _node(neuron: str, surrogate: str) -> nn.Module:
+    try:
+        return NEURONS[neuron](surrogate)
+    except KeyError:
+        raise ValueError(f"unknown neuron {neuron!r}; choose from {', '.join(NEURONS)}") from None
+
+
+def mlp(in_shape: Sequence[int], num_classes: int, hidden: int = 128, neuron: str = "lif",
+        surrogate: str = "ATan") -> nn.Module:
+    """Flatten → Linear → spiking → Linear → spiking."""
+    return nn.Sequential(
+        nn.Flatten(2),
+        SeqToANN(nn.Linear(math.prod(in_shape), hidden)),
+        _node(neuron, surrogate),
+        SeqToANN(nn.Linear(hidden, num_classes)),
+        _node(neuron, surrogate),
+    )
+
+
+def conv(in_shape: Sequence[int], num_classes: int, hidden: int = 16, neuron: str = "lif",
+         surrogate: str = "ATan") -> nn.Module:
+    """Two blocks of Conv-BN-spiking-MaxPool (``hidden`` and ``2*hidden`` channels), then
+    Linear → spiking. Works for any image side divisible by 4 (8x8 digits, 28x28 MNIST)."""
+    c, h, w = in_shape
+    if h % 4 or w % 4:
+        raise ValueError(f"the conv model needs image sides divisible by 4, got {h}x{w}")
+    c1, c2 = hidden, 2 * hidden
+    return nn.Sequential(
+        SeqToANN(nn.Conv2d(c, c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1)),
+        _node(neuron, surrogate),
+        SeqToANN(nn.MaxPool2d(2), nn.Conv2d(c1, c2, 3, padding=1, bias=False),
+                 nn.BatchNorm2d(c2)),
+        _node(neuron, surrogate),
+        SeqToANN(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(c2 * (h // 4) * (w // 4),
+                                                          num_classes)),
+        _node(neuron, surrogate),
+    )
+
+
+MODELS = {"mlp": mlp, "conv": conv}
+
+
+def build_model(name: str, in_shape: Sequence[int], num_classes: int, **kwargs) -> nn.Module:
+    """Build the model ``name`` (``'mlp'`` or ``'conv'``); ``hidden=None`` keeps its default."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    if kwargs.get("hidden") is None:
+        kwargs.pop("hidden", None)
+    return MODELS[name](tuple(in_shape), num_classes, **kwargs)

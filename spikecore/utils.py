@@ -1,0 +1,30 @@
+"""Small helpers for training spiking networks."""
+from torch import nn
+
+from .nodes import BaseNode
+
+__all__ = ["reset_net", "spiking_layers"]
+
+
+def _is_spiking(module: nn.Module) -> bool:
+    # A spikecore node, or any module from the spikecore package with its own reset().
+    if isinstance(module, BaseNode):
+        return True
+    return (callable(getattr(module, "reset", None))
+            and type(module).__module__.startswith("spikecore."))
+
+
+def spiking_layers(model: nn.Module):
+    """``(name, module)`` of every spiking neuron layer in ``model``, in registration order."""
+    return [(name, m) for name, m in model.named_modules() if _is_spiking(m)]
+
+
+def reset_net(model: nn.Module) -> nn.Module:
+    """Reset the membrane potential of every spiking layer in ``model``; returns ``model``.
+
+    Call it before each batch: the nodes keep ``v`` between calls, and a potential left over
+    from the previous batch would both leak into the next one and hold on to its graph.
+    """
+    for _, m in spiking_layers(model):
+        m.reset()
+    return model

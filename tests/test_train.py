@@ -1,0 +1,252 @@
+"""Tests of the training job: spikecore.train.fit, the CLI, data, models, plots, utils."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import spikecore
+from spikecore import cli, data, models, plots, train
+from spikecore.utils import reset_net
+
+TINY = dict(hidden=16, timesteps=4, batch_size=16, max_steps=4, plots=False)
+
+
+def run_cli(capsys, *args):
+    """Run ``spikecore train ARGS`` in-process; returns (exit status, stdout, stderr)."""
+    try:
+        code = cli.main(["train", *args])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_usage_error(code, err, *words):
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("spikecore train: error:"), err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in err, err
+
+
+# --- the real default -------------------------------------------------------------------------
+def test_default_run_reaches_95_percent(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "--out", str(tmp_path / "run"), "--quiet")
+    assert code == 0, err
+    acc = json.loads((tmp_path / "run" / "metrics.json").read_text())[-1]["test_acc"]
+    assert acc >= 0.95
+    assert f"test accuracy {acc:.2%}" in out
+
+
+# --- API, outputs, resume ---------------------------------------------------------------------
+def test_fit_api_returns_history_and_model():
+    res = train.fit(epochs=2, **TINY)
+    assert isinstance(res, train.FitResult)
+    assert [h["epoch"] for h in res.history] == [1, 2]
+    assert 0.0 <= res.test_accuracy <= 1.0 and res.out_dir is None
+    assert isinstance(res.model, torch.nn.Module)
+
+
+@pytest.mark.parametrize("neuron,surrogate,encoding,model", [
+    ("if", "Sigmoid", "poisson", "mlp"), ("lif", "PiecewiseExp", "direct", "conv")])
+def test_choices_train(neuron, surrogate, encoding, model):
+    res = train.fit(model, epochs=1, neuron=neuron, surrogate=surrogate, encoding=encoding,
+                    hidden=4 if model == "conv" else 16, timesteps=3, batch_size=16,
+                    max_steps=2, plots=False)
+    assert len(res.history) == 1 and np.isfinite(res.history[0]["train_loss"])
+
+
+def test_cli_writes_outputs(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(capsys, "--out", str(out), "--epochs", "2", "--hidden", "16",
+                                "-T", "4", "--max-steps", "3")
+    assert code == 0, err
+    assert "test accuracy" in stdout and "epoch   2/2" in stdout
+    for name in ("metrics.csv", "metrics.json", "checkpoint.pt", "config.json", "curves.png",
+                 "spike_raster.png", "firing_rate.png", "membrane.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,train_loss")
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and set(ckpt["rng"]) >= {"torch", "numpy", "python", "data"}
+    assert {"model", "optimizer", "history", "config"} <= set(ckpt)
+
+
+def test_resume_gives_the_same_weights(tmp_path):
+    kw = dict(TINY, encoding="poisson")  # Poisson draws must also replay exactly
+    full = train.fit(epochs=3, out_dir=str(tmp_path / "a"), **kw)
+    train.fit(epochs=1, out_dir=str(tmp_path / "b"), **kw)
+    resumed = train.fit(epochs=3, out_dir=str(tmp_path / "b"), resume=True, **kw)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert [h["test_acc"] for h in resumed.history] == [h["test_acc"] for h in full.history]
+    saved = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert [h["epoch"] for h in saved] == [1, 2, 3]
+
+
+def test_existing_checkpoint_needs_resume(tmp_path):
+    train.fit(epochs=1, out_dir=str(tmp_path), **TINY)
+    with pytest.raises(train.TrainError, match="--resume"):
+        train.fit(epochs=2, out_dir=str(tmp_path), **TINY)
+
+
+# --- bad input: one line on stderr, exit 2 ----------------------------------------------------
+def test_unknown_option(capsys):
+    assert_usage_error(*run_cli(capsys, "--bogus")[::2], "--bogus")
+    assert_usage_error(*run_cli(capsys, "--neuron", "xyz")[::2], "xyz")
+    assert_usage_error(*run_cli(capsys, "--epochs", "0")[::2], "--epochs")
+
+
+def test_unknown_option_via_python_m(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "spikecore", "train", "--bogus"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith("spikecore train: error:") and "Traceback" not in p.stderr
+
+
+def test_missing_data_dir(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    code, _, err = run_cli(capsys, "--dataset", "mnist", "--data-dir", str(missing),
+                           "--out", str(tmp_path / "run"))
+    assert_usage_error(code, err, str(missing / "MNIST" / "raw"), "--download")
+
+
+def test_download_without_torchvision(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(data, "_import_torchvision", lambda: (None, "ImportError: absent"))
+    code, _, err = run_cli(capsys, "--dataset", "fashion-mnist", "--data-dir", str(tmp_path),
+                           "--download", "--out", str(tmp_path / "run"))
+    assert_usage_error(code, err, "torchvision")
+
+
+def test_unreadable_checkpoint(tmp_path, capsys):
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    code, _, err = run_cli(capsys, "--out", str(tmp_path), "--resume")
+    assert_usage_error(code, err, "cannot read checkpoint")
+
+
+def test_mismatched_checkpoint(tmp_path, capsys):
+    args = ["--out", str(tmp_path), "-T", "4", "--max-steps", "2", "--no-plots", "--quiet"]
+    assert run_cli(capsys, *args, "--epochs", "1", "--hidden", "16")[0] == 0
+    code, _, err = run_cli(capsys, *args, "--epochs", "2", "--hidden", "32", "--resume")
+    assert_usage_error(code, err, "does not match", "hidden")
+
+
+def test_resume_without_checkpoint(tmp_path, capsys):
+    assert_usage_error(*run_cli(capsys, "--out", str(tmp_path), "--resume")[::2], "no checkpoint")
+    assert_usage_error(*run_cli(capsys, "--resume")[::2], "--out")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "--device", "cuda", "--out", str(tmp_path / "run"))
+    assert_usage_error(code, err, "CUDA is not available")
+
+
+def test_debug_shows_traceback(tmp_path, capsys):
+    with pytest.raises(train.TrainError):
+        cli.main(["train", "--out", str(tmp_path), "--resume", "--debug"])
+
+
+# --- data -------------------------------------------------------------------------------------
+def _write_fake_mnist(root, folder, n_train=40, n_test=12, gz=True, seed=0):
+    rng = np.random.default_rng(seed)
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    arrays = {}
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        ext = ".gz" if gz else ""
+        data.write_idx(str(raw / f"{split}-images-idx3-ubyte{ext}"), images)
+        data.write_idx(str(raw / f"{split}-labels-idx1-ubyte{ext}"), labels)
+        arrays[split] = (images, labels)
+    return arrays
+
+
+@pytest.mark.parametrize("name,folder,gz", [("mnist", "MNIST", True),
+                                            ("fashion-mnist", "FashionMNIST", False)])
+def test_idx_reader_loads_synthetic_files(tmp_path, monkeypatch, name, folder, gz):
+    monkeypatch.setattr(data, "_import_torchvision", lambda: (None, "absent"))
+    arrays = _write_fake_mnist(tmp_path, folder, gz=gz)
+    ds = data.load_dataset(name, str(tmp_path))
+    assert ds.train_x.shape == (40, 1, 28, 28) and ds.test_x.shape == (12, 1, 28, 28)
+    assert ds.train_x.dtype == torch.float32 and ds.train_y.dtype == torch.int64
+    assert torch.equal(ds.train_x[:, 0], torch.from_numpy(arrays["train"][0] / 255.0).float())
+    assert torch.equal(ds.test_y, torch.from_numpy(arrays["t10k"][1]).long())
+
+
+def test_idx_roundtrip_and_bad_files(tmp_path):
+    a = np.arange(24, dtype=np.int32).reshape(2, 3, 4)
+    data.write_idx(str(tmp_path / "a.idx"), a)
+    assert np.array_equal(data.read_idx(str(tmp_path / "a.idx")), a)
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03")
+    with pytest.raises(data.DataError, match="not an IDX"):
+        data.read_idx(str(tmp_path / "bad"))
+    raw = (tmp_path / "a.idx").read_bytes()
+    (tmp_path / "short").write_bytes(raw[:-4])
+    with pytest.raises(data.DataError, match="truncated"):
+        data.read_idx(str(tmp_path / "short"))
+
+
+def test_train_conv_on_synthetic_mnist(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(data, "_import_torchvision", lambda: (None, "absent"))
+    _write_fake_mnist(tmp_path, "MNIST")
+    code, out, err = run_cli(capsys, "--dataset", "mnist", "--data-dir", str(tmp_path),
+                             "--model", "conv", "--hidden", "4", "-T", "2", "--epochs", "1",
+                             "--out", str(tmp_path / "run"), "--quiet")
+    assert code == 0, err
+    assert (tmp_path / "run" / "spike_raster.png").exists()
+
+
+def test_digits_split_is_fixed_and_stratified():
+    a, b = data.load_dataset("digits"), data.load_dataset("digits")
+    assert torch.equal(a.test_x, b.test_x) and len(a.train_y) + len(a.test_y) == 1797
+    assert a.in_shape == (1, 8, 8) and 0 <= a.train_x.min() and a.train_x.max() <= 1
+    counts = torch.bincount(a.test_y, minlength=10)
+    assert counts.min() >= 40  # each class close to its share of 450
+
+
+def test_encoders():
+    x = torch.full((1000,), 0.3)
+    assert torch.equal(data.direct_encode(x, 5), x.expand(5, 1000))
+    g = torch.Generator().manual_seed(0)
+    s = data.poisson_encode(x, 20, g)
+    assert s.shape == (20, 1000) and set(s.unique().tolist()) <= {0.0, 1.0}
+    assert abs(s.mean().item() - 0.3) < 0.02
+
+
+# --- models, reset_net, plots -----------------------------------------------------------------
+def test_reset_net_resets_every_node():
+    net = models.build_model("mlp", (1, 8, 8), 10, hidden=8)
+    net(torch.rand(4, 3, 1, 8, 8))
+    nodes = [m for m in net.modules() if isinstance(m, spikecore.BaseNode)]
+    assert len(nodes) == 2 and all(isinstance(n.v, torch.Tensor) for n in nodes)
+    assert reset_net(net) is net
+    assert all(n.v == n.v_reset for n in nodes)
+
+
+def test_models_shapes():
+    for name, hidden in (("mlp", 8), ("conv", 2)):
+        for neuron in models.NEURONS:
+            net = models.build_model(name, (1, 8, 8), 10, hidden=hidden, neuron=neuron)
+            assert net(torch.rand(3, 2, 1, 8, 8)).shape == (3, 2, 10)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        models.build_model("conv", (1, 10, 10), 10)
+
+
+def test_membrane_traces_reproduce_the_spikes():
+    torch.manual_seed(0)
+    net = models.build_model("mlp", (1, 8, 8), 10, hidden=32)
+    rec = plots.record(net, 3 * torch.rand(6, 2, 1, 8, 8))
+    assert len(rec) == 2
+    assert (rec["2"]["spikes"] > 0).any()   # the hidden layer fires
+    for r in rec.values():
+        x = r["input"][:, 0]
+        v = plots.membrane_traces(r["module"], x)
+        assert v.shape == x.shape
+        # the potential is at or above the threshold exactly where the layer fired
+        assert torch.equal(v >= 1.0, r["spikes"][:, 0] > 0)
