@@ -5,6 +5,10 @@
   ``SPIKECORE_NO_OPENMP=1`` forces the serial build.
 * ``cuda/`` (the CUDA backend) is built only where a CUDA toolkit is found; see
   ``build_support/cuda.py``.
+* The CPU kernels are compiled for the building machine's instruction set (``-march=native``:
+  AVX2/AVX-512 where present), since vectorisation decides their speed.
+  ``SPIKECORE_PORTABLE=1`` builds for the baseline of the architecture instead (a wheel that
+  must run on older CPUs); it gives the same results, only slower.
 
 Every kernel is compiled without floating-point contraction and without fast-math so that its
 forward arithmetic is bit-identical to PyTorch's (see include/spikecore_math.h).
@@ -39,10 +43,15 @@ class BuildExt(build_ext):
         elif not use_openmp:
             print("WARNING: spikecore: SPIKECORE_NO_OPENMP is set; building the CPU kernels "
                   "serially (one thread).", flush=True)
+        portable = os.environ.get("SPIKECORE_PORTABLE", "") in ("1", "true", "yes")
+        isa = [] if portable else ["-march=native"]
+        print(f"spikecore: CPU kernels built for {'the baseline ISA (portable)' if portable else 'this machine (-march=native)'}", flush=True)
         for ext in self.extensions:
-            if ext.name == "spikecore._cpu_kernels" and use_openmp:
-                ext.extra_compile_args = ext.extra_compile_args + ["-fopenmp"]
-                ext.extra_link_args = ext.extra_link_args + ["-fopenmp"]
+            if ext.name == "spikecore._cpu_kernels":
+                ext.extra_compile_args = ext.extra_compile_args + isa
+                if use_openmp:
+                    ext.extra_compile_args = ext.extra_compile_args + ["-fopenmp"]
+                    ext.extra_link_args = ext.extra_link_args + ["-fopenmp"]
         cuda_support.prepare_compiler(self.compiler, self.extensions)
         super().build_extensions()
 

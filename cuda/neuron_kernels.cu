@@ -47,10 +47,20 @@ using spikecore::hard_reset;
 using spikecore::reset_grad;
 using spikecore::soft_reset;
 
-/* The surrogate switch stays out of line: inlined into every unrolled step it multiplies the
- * code size (and the build time) several-fold, while these kernels wait on memory anyway. */
-__device__ __noinline__ float surrogate_grad(int index, float x, float alpha) {
+/* The surrogate derivative. The BPTT kernel on the vectorised path is instantiated per
+ * surrogate (SG = 0..6: the switch folds away and the formula is inlined); elsewhere (SG = -1)
+ * the switch stays in one out-of-line function, because inlined into every unrolled step it
+ * multiplies the code size and the build time several-fold. */
+__device__ __noinline__ float surrogate_grad_call(int index, float x, float alpha) {
     return spikecore::surrogate_grad(index, x, alpha);
+}
+
+template <int SG>
+__device__ __forceinline__ float surrogate_grad(int index, float x, float alpha) {
+    if constexpr (SG < 0)
+        return surrogate_grad_call(index, x, alpha);
+    else
+        return spikecore::surrogate_grad(SG, x, alpha);
 }
 
 /* --- storage <-> float ------------------------------------------------------------------- */
@@ -147,7 +157,8 @@ forward_kernel(const S *__restrict__ x, const S *__restrict__ v0, S *__restrict_
                     sp.e[k] = from_float<S>(s);
                     if (h_seq) hp.e[k] = store_h<S>(h, s, p.v_threshold);
                     if (grad_s_to_h) {
-                        const float sg = surrogate_grad(p.surrogate, h - p.v_threshold, p.alpha);
+                        const float sg = surrogate_grad<-1>(p.surrogate, h - p.v_threshold,
+                                                            p.alpha);
                         gsp.e[k] = from_float<S>(sg);
                         gvp.e[k] = from_float<S>(reset_grad(p.hard_reset, p.detach_reset, h, s,
                                                             sg, p.v_threshold, p.v_reset));
@@ -172,7 +183,7 @@ forward_kernel(const S *__restrict__ x, const S *__restrict__ v0, S *__restrict_
     }
 }
 
-template <typename S, int VEC>
+template <typename S, int VEC, int SG>
 __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS_PER_SM)
 backward_kernel(const S *__restrict__ grad_spike, const S *__restrict__ grad_v_next,
                 const S *__restrict__ h_seq, const S *__restrict__ grad_s_to_h,
@@ -216,7 +227,7 @@ backward_kernel(const S *__restrict__ grad_spike, const S *__restrict__ grad_v_n
                     if (recompute) {
                         const float h = to_float(a[u].e[k]);
                         const float s = fire(h, p.v_threshold);
-                        sg = surrogate_grad(p.surrogate, h - p.v_threshold, p.alpha);
+                        sg = surrogate_grad<SG>(p.surrogate, h - p.v_threshold, p.alpha);
                         dv_dh = reset_grad(p.hard_reset, p.detach_reset, h, s, sg,
                                            p.v_threshold, p.v_reset);
                     } else {
@@ -301,8 +312,16 @@ int backward_typed(const void *gs, const void *gv_next, const void *h_seq, const
     if (n <= 0) return 0;
     constexpr int vec = 16 / sizeof(S);
     const bool wide = can_vectorize<S>(n, {gs, gv_next, h_seq, gs2h, gv2h, gx, gv});
+    using Kernel = decltype(&backward_kernel<S, 1, -1>);
+    static const Kernel per_surrogate[spikecore::SG_COUNT] = {
+        backward_kernel<S, vec, 0>, backward_kernel<S, vec, 1>, backward_kernel<S, vec, 2>,
+        backward_kernel<S, vec, 3>, backward_kernel<S, vec, 4>, backward_kernel<S, vec, 5>,
+        backward_kernel<S, vec, 6>};
     return on_device(device, [&] {
-        auto kernel = wide ? backward_kernel<S, vec> : backward_kernel<S, 1>;
+        const bool inline_sg =
+            wide && h_seq && p.surrogate >= 0 && p.surrogate < spikecore::SG_COUNT;
+        Kernel kernel = inline_sg ? per_surrogate[p.surrogate]
+                                  : (wide ? backward_kernel<S, vec, -1> : backward_kernel<S, 1, -1>);
         kernel<<<grid_for(wide ? n / vec : n), BLOCK, 0, (cudaStream_t)stream>>>(
             (const S *)gs, (const S *)gv_next, (const S *)h_seq, (const S *)gs2h,
             (const S *)gv2h, (S *)gx, (S *)gv, steps, n, p);

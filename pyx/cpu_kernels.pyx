@@ -7,13 +7,22 @@ Design
 ------
 Every kernel sees time-major, C-contiguous 2-D buffers ``[T, N]`` (a single step is ``T = 1``).
 Neurons are independent and time is a recurrence, so the work is split over *neurons*: the
-neuron axis is cut into contiguous blocks, ``prange`` hands the blocks to OpenMP threads with a
-static schedule, and inside a block time runs outside and neurons inside. The inner loop thus
-streams a contiguous row segment of every buffer (vectorisable, prefetch-friendly), and the
-recurrent state of a block (the potential in the forward pass, the carried dL/dV in the
-backward pass) lives in the output buffer ``v_out`` / ``grad_v`` itself, which doubles as the
-per-neuron state array. No element ever depends on how the blocks are assigned to threads, so
-results are bit-identical for any thread count.
+neuron axis is cut into contiguous blocks (at most ``BLOCK_MAX`` neurons, so a block's state
+row stays in the core's L2 cache), ``prange`` hands the blocks to OpenMP threads with a static
+schedule, and inside a block time runs outside and neurons inside. The inner loop thus streams
+a contiguous row segment of every buffer, and the recurrent state of a block (the potential in
+the forward pass, the carried dL/dV in the backward pass) lives in the output buffer ``v_next``
+/ ``grad_v`` itself, which doubles as the per-neuron state array. No element depends on how the
+blocks are assigned to threads, so results are bit-identical for any thread count.
+
+Speed comes from inner loops the compiler can vectorise: no branch may depend on anything but
+the data. The hot paths (training forward, inference forward, BPTT from saved H) are therefore
+specialised at compile time through *tag* fused types (``charge_kind``, ``reset_kind``): each
+specialisation calls the shared formulas with constant arguments, which fold away their
+switches. The surrogate derivative is computed for a whole row first, by one of seven
+single-purpose loops, into the ``grad_x`` row, which the recursion then reads back from cache.
+Rarely used outputs (the teaching path's local gradients, the potential sequence) take one
+general loop.
 
 The scalar formulas (charge, fire, reset, surrogate derivatives, dV/dH) come from
 ``include/spikecore_math.h``, the header the CUDA kernels include too.
@@ -27,6 +36,17 @@ and contiguity before it calls in here; these functions trust their arguments.
 from cython.parallel cimport prange
 
 cdef extern from "spikecore_math.h" namespace "spikecore" nogil:
+    cdef enum:
+        CHARGE_IF
+        CHARGE_LIF
+        CHARGE_LIF_DETACH_INPUT
+        SG_ATAN
+        SG_SIGMOID
+        SG_PIECEWISE_QUADRATIC
+        SG_SOFTSIGN
+        SG_ERF
+        SG_SUPERSPIKE
+        SG_PIECEWISE_EXP
     float charge(int mode, float x, float v, float v_reset, float reciprocal_tau)
     double charge(int mode, double x, double v, double v_reset, double reciprocal_tau)
     float charge_grad_x(int mode, float reciprocal_tau)
@@ -61,10 +81,26 @@ ctypedef fused real:
     float
     double
 
-# Blocks are at least this many neurons (a 4 KiB page of fp32 and more), so that every row
-# segment a thread streams is long enough for the hardware prefetcher.
+# Compile-time tags: distinct C types whose only use is to select a specialisation.
+ctypedef signed char IFCharge
+ctypedef short LIFCharge
+ctypedef int LIFDetachInputCharge
+ctypedef fused charge_kind:
+    IFCharge
+    LIFCharge
+    LIFDetachInputCharge
+
+ctypedef unsigned char HardReset
+ctypedef unsigned short SoftReset
+ctypedef fused reset_kind:
+    HardReset
+    SoftReset
+
 cdef enum:
-    MIN_BLOCK = 4096
+    # Blocks hold BLOCK_MIN..BLOCK_MAX neurons: long enough rows for the hardware prefetcher,
+    # short enough that a block's state row (64 KiB of float32) stays in L2.
+    BLOCK_MIN = 4096
+    BLOCK_MAX = 16384
 
 
 def openmp_enabled():
@@ -74,29 +110,66 @@ def openmp_enabled():
 
 cdef inline Py_ssize_t _block_size(Py_ssize_t n, int n_threads) noexcept nogil:
     cdef Py_ssize_t per_thread = (n + n_threads - 1) // n_threads
-    if per_thread < MIN_BLOCK:
-        per_thread = MIN_BLOCK
+    if per_thread < BLOCK_MIN:
+        per_thread = BLOCK_MIN
+    if per_thread > BLOCK_MAX:
+        per_thread = BLOCK_MAX
     return (per_thread + 15) // 16 * 16
 
 
-cdef void _forward_rows(const real[:, ::1] x, const real[::1] v0,
-                        real[:, ::1] spike, real[::1] v_out,
-                        real[:, ::1] h_seq, real[:, ::1] v_seq,
-                        real[:, ::1] grad_s_to_h, real[:, ::1] grad_v_to_h,
-                        int mode, int hard, int detach_reset, int sg_index,
-                        real v_threshold, real v_reset, real reciprocal_tau, real alpha,
+cdef inline int _mode(charge_kind tag) noexcept nogil:
+    if charge_kind is IFCharge:
+        return CHARGE_IF
+    elif charge_kind is LIFCharge:
+        return CHARGE_LIF
+    else:
+        return CHARGE_LIF_DETACH_INPUT
+
+
+# --- forward -----------------------------------------------------------------------------------
+cdef void _forward_fast(charge_kind ck, reset_kind rk,
+                        const real[:, ::1] x, const real[::1] v0,
+                        real[:, ::1] spike, real[::1] v_out, real[:, ::1] h_seq,
+                        real v_threshold, real v_reset, real reciprocal_tau,
                         Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """Training (h_seq given) or inference forward, specialised on charge and reset."""
     cdef Py_ssize_t t, i
-    cdef Py_ssize_t n_steps = x.shape[0]
+    cdef int mode = _mode(ck)
+    cdef bint save_h = h_seq.shape[0] != 0
+    cdef real v_rest = v_reset if reset_kind is HardReset else <real>0
+    cdef real h, s
+    for i in range(lo, hi):
+        v_out[i] = v0[i]
+    for t in range(x.shape[0]):
+        for i in range(lo, hi):
+            h = charge(mode, x[t, i], v_out[i], v_rest, reciprocal_tau)
+            s = fire(h, v_threshold)
+            spike[t, i] = s
+            if save_h:
+                h_seq[t, i] = h
+            if reset_kind is HardReset:
+                v_out[i] = hard_reset(h, s, v_reset)
+            else:
+                v_out[i] = soft_reset(h, s, v_threshold)
+
+
+cdef void _forward_general(const real[:, ::1] x, const real[::1] v0,
+                           real[:, ::1] spike, real[::1] v_out,
+                           real[:, ::1] h_seq, real[:, ::1] v_seq,
+                           real[:, ::1] grad_s_to_h, real[:, ::1] grad_v_to_h,
+                           int mode, int hard, int detach_reset, int sg_index,
+                           real v_threshold, real v_reset, real reciprocal_tau, real alpha,
+                           Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """Every option at once (teaching path, potential sequence): one loop, not specialised."""
+    cdef Py_ssize_t t, i
     cdef bint save_h = h_seq.shape[0] != 0
     cdef bint save_v = v_seq.shape[0] != 0
     cdef bint with_grad = grad_s_to_h.shape[0] != 0
-    # Under soft reset V_r enters the charge as 0.
     cdef real v_rest = v_reset if hard else <real>0
     cdef real h, s, sg
     for i in range(lo, hi):
         v_out[i] = v0[i]
-    for t in range(n_steps):
+    for t in range(x.shape[0]):
         for i in range(lo, hi):
             h = charge(mode, x[t, i], v_out[i], v_rest, reciprocal_tau)
             s = fire(h, v_threshold)
@@ -113,6 +186,37 @@ cdef void _forward_rows(const real[:, ::1] x, const real[::1] v0,
                 v_out[i] = soft_reset(h, s, v_threshold)
             if save_v:
                 v_seq[t, i] = v_out[i]
+
+
+cdef void _forward_block(const real[:, ::1] x, const real[::1] v0,
+                         real[:, ::1] spike, real[::1] v_out,
+                         real[:, ::1] h_seq, real[:, ::1] v_seq,
+                         real[:, ::1] grad_s_to_h, real[:, ::1] grad_v_to_h,
+                         int mode, int hard, int detach_reset, int sg_index,
+                         real v_threshold, real v_reset, real reciprocal_tau, real alpha,
+                         Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    if v_seq.shape[0] != 0 or grad_s_to_h.shape[0] != 0:
+        _forward_general(x, v0, spike, v_out, h_seq, v_seq, grad_s_to_h, grad_v_to_h, mode,
+                         hard, detach_reset, sg_index, v_threshold, v_reset, reciprocal_tau,
+                         alpha, lo, hi)
+    elif mode == CHARGE_IF and hard:
+        _forward_fast(<IFCharge>0, <HardReset>0, x, v0, spike, v_out, h_seq,
+                      v_threshold, v_reset, reciprocal_tau, lo, hi)
+    elif mode == CHARGE_IF:
+        _forward_fast(<IFCharge>0, <SoftReset>0, x, v0, spike, v_out, h_seq,
+                      v_threshold, v_reset, reciprocal_tau, lo, hi)
+    elif mode == CHARGE_LIF and hard:
+        _forward_fast(<LIFCharge>0, <HardReset>0, x, v0, spike, v_out, h_seq,
+                      v_threshold, v_reset, reciprocal_tau, lo, hi)
+    elif mode == CHARGE_LIF:
+        _forward_fast(<LIFCharge>0, <SoftReset>0, x, v0, spike, v_out, h_seq,
+                      v_threshold, v_reset, reciprocal_tau, lo, hi)
+    elif hard:
+        _forward_fast(<LIFDetachInputCharge>0, <HardReset>0, x, v0, spike, v_out, h_seq,
+                      v_threshold, v_reset, reciprocal_tau, lo, hi)
+    else:
+        _forward_fast(<LIFDetachInputCharge>0, <SoftReset>0, x, v0, spike, v_out, h_seq,
+                      v_threshold, v_reset, reciprocal_tau, lo, hi)
 
 
 def forward(const real[:, ::1] x,           # IN  [T, N] input current
@@ -136,38 +240,85 @@ def forward(const real[:, ::1] x,           # IN  [T, N] input current
         hi = lo + blk
         if hi > n:
             hi = n
-        _forward_rows(x, v, spike, v_next, h_seq, v_seq, grad_s_to_h, grad_v_to_h,
-                      mode, hard, detach_reset, sg_index,
-                      <real>v_threshold, <real>v_reset, <real>reciprocal_tau, <real>alpha,
-                      lo, hi)
+        _forward_block(x, v, spike, v_next, h_seq, v_seq, grad_s_to_h, grad_v_to_h,
+                       mode, hard, detach_reset, sg_index,
+                       <real>v_threshold, <real>v_reset, <real>reciprocal_tau, <real>alpha,
+                       lo, hi)
 
 
-cdef void _backward_rows(const real[:, ::1] grad_spike, const real[::1] grad_v_last,
-                         const real[:, ::1] h_seq,
-                         const real[:, ::1] grad_s_to_h, const real[:, ::1] grad_v_to_h,
-                         real[:, ::1] grad_x, real[::1] grad_v,
-                         int mode, int hard, int detach_reset, int sg_index,
-                         real v_threshold, real v_reset, real reciprocal_tau, real alpha,
+# --- backward ----------------------------------------------------------------------------------
+cdef void _surrogate_row(int index, const real* h, real* out, real v_threshold, real alpha,
                          Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """out[i] = g'(h[i] - θ) for i in [lo, hi): one loop per surrogate, so each vectorises."""
+    cdef Py_ssize_t i
+    if index == SG_ATAN:
+        for i in range(lo, hi):
+            out[i] = surrogate_grad(SG_ATAN, h[i] - v_threshold, alpha)
+    elif index == SG_SIGMOID:
+        for i in range(lo, hi):
+            out[i] = surrogate_grad(SG_SIGMOID, h[i] - v_threshold, alpha)
+    elif index == SG_PIECEWISE_QUADRATIC:
+        for i in range(lo, hi):
+            out[i] = surrogate_grad(SG_PIECEWISE_QUADRATIC, h[i] - v_threshold, alpha)
+    elif index == SG_SOFTSIGN:
+        for i in range(lo, hi):
+            out[i] = surrogate_grad(SG_SOFTSIGN, h[i] - v_threshold, alpha)
+    elif index == SG_ERF:
+        for i in range(lo, hi):
+            out[i] = surrogate_grad(SG_ERF, h[i] - v_threshold, alpha)
+    elif index == SG_SUPERSPIKE:
+        for i in range(lo, hi):
+            out[i] = surrogate_grad(SG_SUPERSPIKE, h[i] - v_threshold, alpha)
+    else:
+        for i in range(lo, hi):
+            out[i] = surrogate_grad(SG_PIECEWISE_EXP, h[i] - v_threshold, alpha)
+
+
+cdef void _backward_from_h(reset_kind rk,
+                           const real[:, ::1] grad_spike, const real[::1] grad_v_last,
+                           const real[:, ::1] h_seq, real[:, ::1] grad_x, real[::1] grad_v,
+                           int detach_reset, int sg_index, real v_threshold, real v_reset,
+                           real alpha, real dh_dx, real dh_dv,
+                           Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """BPTT recomputing S, dS/dH and dV/dH from H; specialised on the reset."""
     cdef Py_ssize_t t, i
-    cdef Py_ssize_t n_steps = grad_spike.shape[0]
-    cdef bint recompute = h_seq.shape[0] != 0
-    cdef real dh_dx = charge_grad_x(mode, reciprocal_tau)
-    cdef real dh_dv = charge_grad_v(mode, reciprocal_tau)
-    cdef real h, s, sg, dv_dh, grad_h
+    cdef int hard = reset_kind is HardReset
+    cdef real h, s, sg, grad_h
     for i in range(lo, hi):
         grad_v[i] = grad_v_last[i]
-    for t in range(n_steps - 1, -1, -1):
-        for i in range(lo, hi):
-            if recompute:
+    for t in range(grad_spike.shape[0] - 1, -1, -1):
+        # the surrogate row goes into grad_x[t] first and is read back from cache below
+        _surrogate_row(sg_index, &h_seq[t, 0], &grad_x[t, 0], v_threshold, alpha, lo, hi)
+        if detach_reset:
+            for i in range(lo, hi):
                 h = h_seq[t, i]
-                s = fire(h, v_threshold)
-                sg = surrogate_grad(sg_index, h - v_threshold, alpha)
-                dv_dh = reset_grad(hard, detach_reset, h, s, sg, v_threshold, v_reset)
-            else:
-                sg = grad_s_to_h[t, i]
-                dv_dh = grad_v_to_h[t, i]
-            grad_h = grad_spike[t, i] * sg + grad_v[i] * dv_dh
+                sg = grad_x[t, i]
+                grad_h = grad_spike[t, i] * sg + grad_v[i] * reset_grad(
+                    hard, 1, h, fire(h, v_threshold), sg, v_threshold, v_reset)
+                grad_x[t, i] = grad_h * dh_dx
+                grad_v[i] = grad_h * dh_dv
+        else:
+            for i in range(lo, hi):
+                h = h_seq[t, i]
+                sg = grad_x[t, i]
+                grad_h = grad_spike[t, i] * sg + grad_v[i] * reset_grad(
+                    hard, 0, h, fire(h, v_threshold), sg, v_threshold, v_reset)
+                grad_x[t, i] = grad_h * dh_dx
+                grad_v[i] = grad_h * dh_dv
+
+
+cdef void _backward_stored(const real[:, ::1] grad_spike, const real[::1] grad_v_last,
+                           const real[:, ::1] grad_s_to_h, const real[:, ::1] grad_v_to_h,
+                           real[:, ::1] grad_x, real[::1] grad_v, real dh_dx, real dh_dv,
+                           Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """BPTT from the stored local gradients of the teaching path."""
+    cdef Py_ssize_t t, i
+    cdef real grad_h
+    for i in range(lo, hi):
+        grad_v[i] = grad_v_last[i]
+    for t in range(grad_spike.shape[0] - 1, -1, -1):
+        for i in range(lo, hi):
+            grad_h = grad_spike[t, i] * grad_s_to_h[t, i] + grad_v[i] * grad_v_to_h[t, i]
             grad_x[t, i] = grad_h * dh_dx
             grad_v[i] = grad_h * dh_dv
 
@@ -188,12 +339,22 @@ def backward(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
     cdef Py_ssize_t blk = _block_size(n, n_threads)
     cdef Py_ssize_t n_blocks = (n + blk - 1) // blk
     cdef Py_ssize_t b, lo, hi
+    cdef bint recompute = h_seq.shape[0] != 0
+    cdef real dh_dx = charge_grad_x(mode, <real>reciprocal_tau)
+    cdef real dh_dv = charge_grad_v(mode, <real>reciprocal_tau)
     for b in prange(n_blocks, nogil=True, schedule='static', num_threads=n_threads):
         lo = b * blk
         hi = lo + blk
         if hi > n:
             hi = n
-        _backward_rows(grad_spike, grad_v_next, h_seq, grad_s_to_h, grad_v_to_h, grad_x, grad_v,
-                       mode, hard, detach_reset, sg_index,
-                       <real>v_threshold, <real>v_reset, <real>reciprocal_tau, <real>alpha,
-                       lo, hi)
+        if not recompute:
+            _backward_stored(grad_spike, grad_v_next, grad_s_to_h, grad_v_to_h, grad_x, grad_v,
+                             dh_dx, dh_dv, lo, hi)
+        elif hard:
+            _backward_from_h(<HardReset>0, grad_spike, grad_v_next, h_seq, grad_x, grad_v,
+                             detach_reset, sg_index, <real>v_threshold, <real>v_reset,
+                             <real>alpha, dh_dx, dh_dv, lo, hi)
+        else:
+            _backward_from_h(<SoftReset>0, grad_spike, grad_v_next, h_seq, grad_x, grad_v,
+                             detach_reset, sg_index, <real>v_threshold, <real>v_reset,
+                             <real>alpha, dh_dx, dh_dv, lo, hi)

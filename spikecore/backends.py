@@ -95,11 +95,11 @@ class CPUBackend(Backend):
 
     @staticmethod
     def _np(t):
-        return t.detach().numpy()
+        return (t.detach() if t.requires_grad else t).numpy()
 
     def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False):
         spike, v_next = torch.empty_like(x), torch.empty_like(v)
-        unused = x.new_empty((0, x.shape[1]))
+        unused = x.new_empty((0, x.shape[1])).numpy()
         h_seq = torch.empty_like(x) if save_h else None
         v_seq = torch.empty_like(x) if save_v else None
         gs2h = torch.empty_like(x) if with_grad else None
@@ -107,7 +107,7 @@ class CPUBackend(Backend):
         np_ = self._np
         self._kernels.forward(
             np_(x), np_(v), np_(spike), np_(v_next),
-            *(np_(t if t is not None else unused) for t in (h_seq, v_seq, gs2h, gv2h)),
+            *(unused if t is None else np_(t) for t in (h_seq, v_seq, gs2h, gv2h)),
             cfg.charge_mode, cfg.hard_reset, cfg.detach_reset, cfg.surrogate,
             cfg.v_threshold, cfg.v_rest, cfg.reciprocal_tau, cfg.alpha,
             self._threads(x.numel()))
@@ -116,11 +116,11 @@ class CPUBackend(Backend):
     def backward(self, grad_spike, grad_v_next, cfg, h_seq=None, grad_s_to_h=None,
                  grad_v_to_h=None):
         grad_x, grad_v = torch.empty_like(grad_spike), torch.empty_like(grad_v_next)
-        unused = grad_spike.new_empty((0, grad_spike.shape[1]))
+        unused = grad_spike.new_empty((0, grad_spike.shape[1])).numpy()
         np_ = self._np
         self._kernels.backward(
             np_(grad_spike), np_(grad_v_next),
-            *(np_(t if t is not None else unused) for t in (h_seq, grad_s_to_h, grad_v_to_h)),
+            *(unused if t is None else np_(t) for t in (h_seq, grad_s_to_h, grad_v_to_h)),
             np_(grad_x), np_(grad_v),
             cfg.charge_mode, cfg.hard_reset, cfg.detach_reset, cfg.surrogate,
             cfg.v_threshold, cfg.v_rest, cfg.reciprocal_tau, cfg.alpha,

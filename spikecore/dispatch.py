@@ -76,7 +76,18 @@ def _compute_dtype(backend, name, dtype):
 
 
 def _as_2d(t, rows, cols, dtype):
-    return t.reshape(rows, cols).to(dtype).contiguous()
+    """``t`` viewed as a C-contiguous [rows, cols] tensor of ``dtype`` (copies only if needed)."""
+    if t.dim() != 2 or t.shape[0] != rows:
+        t = t.reshape(rows, cols)
+    if t.dtype != dtype:
+        t = t.to(dtype)
+    return t if t.is_contiguous() else t.contiguous()
+
+
+def _restore(t, shape, dtype):
+    if t.shape != shape:
+        t = t.view(shape)
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_v=False,
@@ -92,18 +103,17 @@ def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_
     dtype = _compute_dtype(impl, x_name, x_seq.dtype)
     steps = x_seq.shape[0] if multi_step else 1
     n = math.prod(step_shape)
-    res = impl.forward(_as_2d(x_seq, steps, n, dtype), v.reshape(n).to(dtype).contiguous(), cfg,
-                       save_h=save_h, save_v=save_v, with_grad=with_grad)
-    out_dtype = x_seq.dtype
-    spike, v_next, h_seq, v_seq, gs2h, gv2h = res
+    spike, v_next, h_seq, v_seq, gs2h, gv2h = impl.forward(
+        _as_2d(x_seq, steps, n, dtype), _as_2d(v, 1, n, dtype)[0], cfg,
+        save_h=save_h, save_v=save_v, with_grad=with_grad)
+    shape, out_dtype = x_seq.shape, x_seq.dtype
 
     def shaped(t, keep_dtype=False):
         if t is None:
             return None
-        t = t.view(x_seq.shape)
-        return t if keep_dtype else t.to(out_dtype)
+        return _restore(t, shape, t.dtype if keep_dtype else out_dtype)
 
-    return ForwardResult(shaped(spike), v_next.view(step_shape).to(out_dtype),
+    return ForwardResult(shaped(spike), _restore(v_next, step_shape, out_dtype),
                          shaped(h_seq, keep_dtype=True), shaped(v_seq), shaped(gs2h), shaped(gv2h))
 
 
@@ -136,7 +146,7 @@ def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
     if seq["h_seq"] is None and (seq["grad_s_to_h"] is None or seq["grad_v_to_h"] is None):
         raise ValueError("backward needs h_seq, or both grad_s_to_h and grad_v_to_h")
     grad_x, grad_v = impl.backward(_as_2d(grad_spike_seq, steps, n, dtype),
-                                   grad_v_next.reshape(n).to(dtype).contiguous(), cfg, **seq)
+                                   _as_2d(grad_v_next, 1, n, dtype)[0], cfg, **seq)
     out_dtype = grad_spike_seq.dtype
-    return (grad_x.view(grad_spike_seq.shape).to(out_dtype),
-            grad_v.view(step_shape).to(out_dtype))
+    return (_restore(grad_x, grad_spike_seq.shape, out_dtype),
+            _restore(grad_v, step_shape, out_dtype))

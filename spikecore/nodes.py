@@ -41,26 +41,39 @@ class BaseNode(nn.Module):
 
     neuron = "IF"
     multi_step = False
+    #: attributes that make up the kernels' NeuronConfig (cached until one of them changes)
+    _config_attrs = ("v_threshold", "v_reset", "surrogate_function", "alpha", "detach_reset")
 
     def __init__(self, v_threshold=1.0, v_reset=0.0, surrogate_function="ATan", alpha=2.0,
                  detach_reset=False, *, backend=None):
         super().__init__()
-        index = _surrogate.resolve(surrogate_function)
         self.v_threshold = v_threshold
         self.v_reset = v_reset
-        self.surrogate_function = _surrogate.NAMES[index]
-        self.grad_surrogate_function_index = index
+        self.surrogate_function = _surrogate.NAMES[_surrogate.resolve(surrogate_function)]
         self.alpha = alpha
         self.detach_reset = detach_reset
         self.backend = backend
+        self._config_cache = (None, None)
         self.config()  # validate now, not at the first forward
         self.reset()
 
-    def config(self) -> NeuronConfig:
-        """The validated scalar parameters the kernels receive."""
+    @property
+    def grad_surrogate_function_index(self) -> int:
+        """The API index of ``surrogate_function``."""
+        return _surrogate.resolve(self.surrogate_function)
+
+    def _build_config(self) -> NeuronConfig:
         return NeuronConfig.build(self.neuron, self.v_threshold, self.v_reset, None, False,
-                                  self.alpha, self.grad_surrogate_function_index,
-                                  self.detach_reset)
+                                  self.alpha, self.surrogate_function, self.detach_reset)
+
+    def config(self) -> NeuronConfig:
+        """The validated scalar parameters the kernels receive (rebuilt after any change)."""
+        key = tuple(getattr(self, name) for name in self._config_attrs)
+        cached_key, cfg = self._config_cache
+        if key != cached_key:
+            cfg = self._build_config()
+            self._config_cache = (key, cfg)
+        return cfg
 
     def reset(self):
         """Forget the state: ``v`` becomes ``v_reset`` again (0.0 under soft reset)."""
@@ -122,6 +135,7 @@ class LIFNode(BaseNode):
     """
 
     neuron = "LIF"
+    _config_attrs = BaseNode._config_attrs + ("tau", "detach_input")
 
     def __init__(self, tau=100.0, detach_input=False, v_threshold=1.0, v_reset=0.0,
                  surrogate_function="ATan", alpha=2.0, detach_reset=False, *, backend=None):
@@ -134,10 +148,10 @@ class LIFNode(BaseNode):
         super().__init__(v_threshold, v_reset, surrogate_function, alpha, detach_reset,
                          backend=backend)
 
-    def config(self) -> NeuronConfig:
+    def _build_config(self) -> NeuronConfig:
         return NeuronConfig.build("LIF", self.v_threshold, self.v_reset, 1.0 / self.tau,
-                                  self.detach_input, self.alpha,
-                                  self.grad_surrogate_function_index, self.detach_reset)
+                                  self.detach_input, self.alpha, self.surrogate_function,
+                                  self.detach_reset)
 
     def extra_repr(self):
         return f"tau={self.tau}, detach_input={self.detach_input}, " + super().extra_repr()
