@@ -1,8 +1,9 @@
 """CPU thread scaling of the fused multi-step LIF kernels (forward + BPTT from saved H).
 
-For each thread count: the median time of the kernels alone, its multiple of the memory floor
-(24 bytes per neuron-step in float32 over the copy bandwidth measured with the same threads),
-and a check that the results are bit-identical to the 1-thread run.
+For each thread count: the median time of the two kernels alone, writing into buffers
+allocated beforehand, its multiple of the memory floor (24 bytes per neuron-step in float32 over
+the copy bandwidth measured with the same threads), and a check that the results are
+bit-identical to the 1-thread run.
 
     python benchmarks/cpu_threads.py [--steps 64] [--neurons 262144] [--threads 1 2 4 8 16]
 """
@@ -13,7 +14,7 @@ import time
 
 import torch
 
-from spikecore import dispatch
+from spikecore import _cpu_kernels as kernels
 from spikecore.config import NeuronConfig
 
 
@@ -39,6 +40,11 @@ def main():
     x = torch.rand(args.steps, args.neurons) * 1.5
     v = torch.zeros(args.neurons)
     g = torch.randn_like(x)
+    spike, h, gx = (torch.empty_like(x) for _ in range(3))
+    v_next, gv = torch.empty_like(v), torch.empty_like(v)
+    unused = x.new_empty(0, args.neurons).numpy()
+    p = (cfg.charge_mode, cfg.hard_reset, cfg.detach_reset, cfg.surrogate, cfg.v_threshold,
+         cfg.v_rest, cfg.reciprocal_tau, cfg.alpha)
     src = torch.rand(args.steps * args.neurons * 3)
     dst = torch.empty_like(src)
     first = None
@@ -49,14 +55,16 @@ def main():
         torch.set_num_threads(threads)
 
         def step():
-            res = dispatch.forward(x, v, cfg, save_h=True)
-            return res, dispatch.backward(g, torch.zeros_like(v), cfg, h_seq=res.h_seq)
+            kernels.forward(x.numpy(), v.numpy(), spike.numpy(), v_next.numpy(), h.numpy(),
+                            unused, unused, unused, *p, threads)
+            kernels.backward(g.numpy(), v.numpy(), h.numpy(), unused, unused, gx.numpy(),
+                             gv.numpy(), *p, threads)
 
         t = median_time(step, args.repeat)
         bw = 2 * src.numel() * 4 / median_time(lambda: dst.copy_(src), args.repeat)
         floor = 24 * args.steps * args.neurons / bw
-        res, (gx, gv) = step()
-        out = (res.spike, res.v_next, gx, gv)
+        step()
+        out = tuple(o.clone() for o in (spike, v_next, gx, gv))
         first = first or out
         same = all(torch.equal(a, b) for a, b in zip(first, out))
         base = base or t

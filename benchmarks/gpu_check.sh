@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu_check.sh          (SPIKECORE_CUDA_ARCHS defaults to 90 here)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 export SPIKECORE_REQUIRE_CUDA=1 SPIKECORE_CUDA_ARCHS=${SPIKECORE_CUDA_ARCHS:-90}
 t0=$(date +%s)
