@@ -30,6 +30,10 @@ cdef extern from "spikecore_cuda.h" nogil:
                          const void *h_seq, const void *grad_s_to_h, const void *grad_v_to_h,
                          void *grad_x, void *grad_v, long long steps, long long neurons,
                          sc_params params, int device, void *stream, char *err, int err_len)
+    int sc_cuda_backward_plif(int dtype, const void *grad_spike, const void *grad_v_next,
+                              const void *h_seq, const void *v, void *grad_x, void *grad_v,
+                              float *grad_tau, long long steps, long long neurons,
+                              sc_params params, int device, void *stream, char *err, int err_len)
     int sc_cuda_device_count(int *count, char *err, int err_len)
 
 cdef enum:
@@ -99,4 +103,23 @@ def backward(int dtype, uintptr_t grad_spike, uintptr_t grad_v_next, uintptr_t h
                               <const void *>h_seq, <const void *>grad_s_to_h,
                               <const void *>grad_v_to_h, <void *>grad_x, <void *>grad_v,
                               steps, neurons, p, device, <void *>stream, err, ERR_LEN)
+    _check(rc, err)
+
+
+def backward_plif(int dtype, uintptr_t grad_spike, uintptr_t grad_v_next, uintptr_t h_seq,
+                  uintptr_t v, uintptr_t grad_x, uintptr_t grad_v, uintptr_t grad_tau,
+                  long long steps, long long neurons, int mode, bint hard, bint detach_reset,
+                  int sg_index, double v_threshold, double v_reset, double reciprocal_tau,
+                  double alpha, int device, uintptr_t stream):
+    """Launch the ParametricLIF BPTT kernel; grad_tau is a float32 [N] buffer."""
+    cdef sc_params p = _params(mode, hard, detach_reset, sg_index, v_threshold, v_reset,
+                               reciprocal_tau, alpha)
+    cdef char err[ERR_LEN]
+    cdef int rc
+    err[0] = 0
+    with nogil:
+        rc = sc_cuda_backward_plif(dtype, <const void *>grad_spike, <const void *>grad_v_next,
+                                   <const void *>h_seq, <const void *>v, <void *>grad_x,
+                                   <void *>grad_v, <float *>grad_tau, steps, neurons, p, device,
+                                   <void *>stream, err, ERR_LEN)
     _check(rc, err)

@@ -40,6 +40,7 @@ constexpr int BLOCK = 256;
 constexpr int MIN_BLOCKS_PER_SM = 2;  /* caps registers at 128: 512 resident threads per SM */
 
 using spikecore::charge;
+using spikecore::charge_grad_tau;
 using spikecore::charge_grad_v;
 using spikecore::charge_grad_x;
 using spikecore::fire;
@@ -248,6 +249,48 @@ backward_kernel(const S *__restrict__ grad_spike, const S *__restrict__ grad_v_n
     }
 }
 
+/* BPTT for a learnable 1/tau (ParametricLIF): as backward_kernel, and each thread also sums
+ * dL/dH[t] * dH[t]/d(1/tau) over time for its neuron into grad_tau[i] (float32). The sum over
+ * neurons is left to the caller (torch.sum), so no atomics are needed and the result does not
+ * depend on the launch configuration. V[t-1] is rebuilt from H[t-1] as the forward computed
+ * it; V[-1] is v0. One neuron per thread: this path is not on the hot list. */
+template <typename S>
+__global__ void __launch_bounds__(BLOCK, MIN_BLOCKS_PER_SM)
+backward_plif_kernel(const S *__restrict__ grad_spike, const S *__restrict__ grad_v_next,
+                     const S *__restrict__ h_seq, const S *__restrict__ v0,
+                     S *__restrict__ grad_x, S *__restrict__ grad_v,
+                     float *__restrict__ grad_tau, long long steps, long long n, sc_params p) {
+    const float dh_dx = charge_grad_x(p.charge_mode, p.reciprocal_tau);
+    const float dh_dv = charge_grad_v(p.charge_mode, p.reciprocal_tau);
+    const float v_rest = p.hard_reset ? p.v_reset : 0.0f;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        float carry = load(grad_v_next + i), acc = 0.0f;
+        for (long long t = steps - 1; t >= 0; --t) {
+            const float h = load(h_seq + t * n + i);
+            const float s = fire(h, p.v_threshold);
+            const float sg = surrogate_grad<-1>(p.surrogate, h - p.v_threshold, p.alpha);
+            const float grad_h = load(grad_spike + t * n + i) * sg +
+                carry * reset_grad(p.hard_reset, p.detach_reset, h, s, sg, p.v_threshold,
+                                   p.v_reset);
+            float v_prev;
+            if (t > 0) {
+                const float hp = load(h_seq + (t - 1) * n + i);
+                const float sp = fire(hp, p.v_threshold);
+                v_prev = p.hard_reset ? hard_reset(hp, sp, p.v_reset)
+                                      : soft_reset(hp, sp, p.v_threshold);
+            } else {
+                v_prev = load(v0 + i);
+            }
+            acc += grad_h * charge_grad_tau(p.charge_mode, h, v_prev, v_rest, p.reciprocal_tau);
+            grad_x[t * n + i] = from_float<S>(grad_h * dh_dx);
+            carry = grad_h * dh_dv;
+        }
+        grad_v[i] = from_float<S>(carry);
+        grad_tau[i] = acc;
+    }
+}
+
 /* --- host side: device guard, launch, error reporting ------------------------------------ */
 int report(cudaError_t e, const char *what, char *err, int err_len) {
     if (e == cudaSuccess) return 0;
@@ -328,6 +371,18 @@ int backward_typed(const void *gs, const void *gv_next, const void *h_seq, const
     }, "spikecore backward kernel", err, err_len);
 }
 
+template <typename S>
+int backward_plif_typed(const void *gs, const void *gv_next, const void *h_seq, const void *v0,
+                        void *gx, void *gv, float *grad_tau, long long steps, long long n,
+                        sc_params p, int device, void *stream, char *err, int err_len) {
+    if (n <= 0) return 0;
+    return on_device(device, [&] {
+        backward_plif_kernel<S><<<grid_for(n), BLOCK, 0, (cudaStream_t)stream>>>(
+            (const S *)gs, (const S *)gv_next, (const S *)h_seq, (const S *)v0, (S *)gx,
+            (S *)gv, grad_tau, steps, n, p);
+    }, "spikecore ParametricLIF backward kernel", err, err_len);
+}
+
 int bad_dtype(int dtype, char *err, int err_len) {
     snprintf(err, err_len, "unsupported dtype code %d", dtype);
     return -1;
@@ -383,4 +438,27 @@ extern "C" int sc_cuda_backward(int dtype, const void *grad_spike, const void *g
 extern "C" int sc_cuda_device_count(int *count, char *err, int err_len) {
     *count = 0;
     return report(cudaGetDeviceCount(count), "cudaGetDeviceCount", err, err_len);
+}
+
+extern "C" int sc_cuda_backward_plif(int dtype, const void *grad_spike, const void *grad_v_next,
+                                     const void *h_seq, const void *v, void *grad_x,
+                                     void *grad_v, float *grad_tau, long long steps,
+                                     long long neurons, sc_params params, int device,
+                                     void *stream, char *err, int err_len) {
+    switch (dtype) {
+    case SC_FLOAT32:
+        return backward_plif_typed<float>(grad_spike, grad_v_next, h_seq, v, grad_x, grad_v,
+                                          grad_tau, steps, neurons, params, device, stream, err,
+                                          err_len);
+    case SC_FLOAT16:
+        return backward_plif_typed<__half>(grad_spike, grad_v_next, h_seq, v, grad_x, grad_v,
+                                           grad_tau, steps, neurons, params, device, stream, err,
+                                           err_len);
+    case SC_BFLOAT16:
+        return backward_plif_typed<__nv_bfloat16>(grad_spike, grad_v_next, h_seq, v, grad_x,
+                                                  grad_v, grad_tau, steps, neurons, params,
+                                                  device, stream, err, err_len);
+    default:
+        return bad_dtype(dtype, err, err_len);
+    }
 }

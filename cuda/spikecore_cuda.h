@@ -45,6 +45,14 @@ int sc_cuda_backward(int dtype, const void *grad_spike, const void *grad_v_next,
                      void *grad_x, void *grad_v, long long steps, long long neurons,
                      sc_params params, int device, void *stream, char *err, int err_len);
 
+/* BPTT from h_seq for a learnable 1/tau (ParametricLIF): like sc_cuda_backward, and also writes
+ * grad_tau[i] = sum over t of dL/dH[t] * dH[t]/d(1/tau) for each neuron i (float32 [N]).
+ * v is V[-1], the potential before the first step. */
+int sc_cuda_backward_plif(int dtype, const void *grad_spike, const void *grad_v_next,
+                          const void *h_seq, const void *v, void *grad_x, void *grad_v,
+                          float *grad_tau, long long steps, long long neurons, sc_params params,
+                          int device, void *stream, char *err, int err_len);
+
 /* Number of CUDA devices visible to the runtime (0 with an error message when none). */
 int sc_cuda_device_count(int *count, char *err, int err_len);
 

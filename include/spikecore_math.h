@@ -74,6 +74,16 @@ SC_FN T charge_grad_v(int mode, T reciprocal_tau) {
     return mode == CHARGE_IF ? (T)1 : (T)1 - reciprocal_tau;
 }
 
+/* dH/d(1/tau) for a learnable time constant (ParametricLIF), from the saved H and V[t-1]:
+ * LIF: H - V = (X - (V - V_r))/tau, so dH/d(1/tau) = X - (V - V_r) = (H - V) * tau;
+ * LIF with detach_input: dH/d(1/tau) = -(V - V_r). Zero for IF. */
+template <typename T>
+SC_FN T charge_grad_tau(int mode, T h, T v, T v_reset, T reciprocal_tau) {
+    if (mode == CHARGE_LIF) return (h - v) / reciprocal_tau;
+    if (mode == CHARGE_LIF_DETACH_INPUT) return -(v - v_reset);
+    return (T)0;
+}
+
 /* Fire: Heaviside step with Theta(0) = 1. */
 template <typename T>
 SC_FN T fire(T h, T v_threshold) {

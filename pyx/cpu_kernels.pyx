@@ -61,6 +61,8 @@ cdef extern from "spikecore_math.h" namespace "spikecore" nogil:
     double soft_reset(double h, double s, double v_threshold)
     float surrogate_grad(int index, float x, float alpha)
     double surrogate_grad(int index, double x, double alpha)
+    float charge_grad_tau(int mode, float h, float v, float v_reset, float reciprocal_tau)
+    double charge_grad_tau(int mode, double h, double v, double v_reset, double reciprocal_tau)
     float reset_grad(int hard, int detach_reset, float h, float s, float sg,
                      float v_threshold, float v_reset)
     double reset_grad(int hard, int detach_reset, double h, double s, double sg,
@@ -358,3 +360,73 @@ def backward(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
             _backward_from_h(<SoftReset>0, grad_spike, grad_v_next, h_seq, grad_x, grad_v,
                              detach_reset, sg_index, <real>v_threshold, <real>v_reset,
                              <real>alpha, dh_dx, dh_dv, lo, hi)
+
+
+# --- learnable time constant (ParametricLIF) ----------------------------------------------------
+cdef void _backward_plif_rows(const real[:, ::1] grad_spike, const real[::1] grad_v_last,
+                              const real[:, ::1] h_seq, const real[::1] v0,
+                              real[:, ::1] grad_x, real[::1] grad_v, double[::1] grad_tau,
+                              int mode, int hard, int detach_reset, int sg_index,
+                              real v_threshold, real v_reset, real reciprocal_tau, real alpha,
+                              Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """BPTT from H that also sums dL/dH[t] * dH[t]/d(1/tau) over time for each neuron. V[t-1]
+    is rebuilt from H[t-1] exactly as the forward pass computed it (V[-1] = v0)."""
+    cdef Py_ssize_t t, i
+    cdef real dh_dx = charge_grad_x(mode, reciprocal_tau)
+    cdef real dh_dv = charge_grad_v(mode, reciprocal_tau)
+    cdef real v_rest = v_reset if hard else <real>0
+    cdef real h, s, sg, grad_h, h_prev, v_prev
+    for i in range(lo, hi):
+        grad_v[i] = grad_v_last[i]
+        grad_tau[i] = 0
+    for t in range(grad_spike.shape[0] - 1, -1, -1):
+        for i in range(lo, hi):
+            h = h_seq[t, i]
+            s = fire(h, v_threshold)
+            sg = surrogate_grad(sg_index, h - v_threshold, alpha)
+            grad_h = grad_spike[t, i] * sg + grad_v[i] * reset_grad(
+                hard, detach_reset, h, s, sg, v_threshold, v_reset)
+            if t > 0:
+                h_prev = h_seq[t - 1, i]
+                if hard:
+                    v_prev = hard_reset(h_prev, fire(h_prev, v_threshold), v_reset)
+                else:
+                    v_prev = soft_reset(h_prev, fire(h_prev, v_threshold), v_threshold)
+            else:
+                v_prev = v0[i]
+            grad_tau[i] += grad_h * charge_grad_tau(mode, h, v_prev, v_rest, reciprocal_tau)
+            grad_x[t, i] = grad_h * dh_dx
+            grad_v[i] = grad_h * dh_dv
+
+
+def backward_plif(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
+                  const real[::1] grad_v_next,     # IN  [N] dL/dV[T-1]
+                  const real[:, ::1] h_seq,        # IN  [T, N] saved H
+                  const real[::1] v,               # IN  [N] V[-1], the potential before step 0
+                  real[:, ::1] grad_x,             # OUT [T, N] dL/dX[t]
+                  real[::1] grad_v,                # OUT [N] dL/dV[-1]
+                  double[::1] grad_tau,            # OUT [N] per-neuron sum over t (scratch)
+                  int mode, bint hard, bint detach_reset, int sg_index,
+                  double v_threshold, double v_reset, double reciprocal_tau, double alpha,
+                  int n_threads):
+    """BPTT from saved H for a learnable 1/tau; returns dL/d(1/tau) summed over neurons and time.
+
+    Each neuron sums its own terms over time (no shared accumulator, so no race), and the
+    neuron sums are then added serially in index order, so the result is bit-identical for
+    any thread count."""
+    cdef Py_ssize_t n = grad_spike.shape[1]
+    cdef Py_ssize_t blk = _block_size(n, n_threads)
+    cdef Py_ssize_t n_blocks = (n + blk - 1) // blk
+    cdef Py_ssize_t b, lo, hi, i
+    cdef double total = 0
+    for b in prange(n_blocks, nogil=True, schedule='static', num_threads=n_threads):
+        lo = b * blk
+        hi = lo + blk
+        if hi > n:
+            hi = n
+        _backward_plif_rows(grad_spike, grad_v_next, h_seq, v, grad_x, grad_v, grad_tau,
+                            mode, hard, detach_reset, sg_index, <real>v_threshold,
+                            <real>v_reset, <real>reciprocal_tau, <real>alpha, lo, hi)
+    for i in range(n):
+        total += grad_tau[i]
+    return total

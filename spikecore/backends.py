@@ -45,6 +45,11 @@ class Backend:
                  grad_v_to_h=None):
         raise NotImplementedError
 
+    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg):
+        """BPTT from H for a learnable 1/τ: ``(grad_x, grad_v, dL/d(1/τ))``, the last a 0-d
+        tensor summed over neurons and time."""
+        raise NotImplementedError
+
 
 class ReferenceBackend(Backend):
     """Plain PyTorch ops (spikecore.reference) on any device."""
@@ -66,6 +71,9 @@ class ReferenceBackend(Backend):
         if h_seq is not None:
             return reference.bptt_from_h(grad_spike, grad_v_next, h_seq, cfg)
         return reference.bptt(grad_spike, grad_v_next, grad_s_to_h, grad_v_to_h, cfg)
+
+    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg):
+        return reference.bptt_from_h_plif(grad_spike, grad_v_next, h_seq, v_init, cfg)
 
 
 class CPUBackend(Backend):
@@ -126,6 +134,18 @@ class CPUBackend(Backend):
             cfg.v_threshold, cfg.v_rest, cfg.reciprocal_tau, cfg.alpha,
             self._threads(grad_spike.numel()))
         return grad_x, grad_v
+
+
+    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg):
+        grad_x, grad_v = torch.empty_like(grad_spike), torch.empty_like(grad_v_next)
+        scratch = torch.empty(grad_spike.shape[1], dtype=torch.float64)
+        np_ = self._np
+        total = self._kernels.backward_plif(
+            np_(grad_spike), np_(grad_v_next), np_(h_seq), np_(v_init), np_(grad_x), np_(grad_v),
+            scratch.numpy(), cfg.charge_mode, cfg.hard_reset, cfg.detach_reset, cfg.surrogate,
+            cfg.v_threshold, cfg.v_rest, cfg.reciprocal_tau, cfg.alpha,
+            self._threads(grad_spike.numel()))
+        return grad_x, grad_v, torch.tensor(total, dtype=torch.float64)
 
 
 _REGISTRY: Dict[str, Backend] = {}

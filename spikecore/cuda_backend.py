@@ -80,6 +80,19 @@ class CUDABackend(backends.Backend):
         return grad_x, grad_v
 
 
+    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg):
+        grad_x, grad_v = torch.empty_like(grad_spike), torch.empty_like(grad_v_next)
+        per_neuron = torch.empty(grad_spike.shape[1], dtype=torch.float32,
+                                 device=grad_spike.device)
+        p = self._ptr
+        self._kernels.backward_plif(
+            _DTYPE_CODES[grad_spike.dtype], p(grad_spike), p(grad_v_next), p(h_seq), p(v_init),
+            p(grad_x), p(grad_v), p(per_neuron), grad_spike.shape[0], grad_spike.shape[1],
+            cfg.charge_mode, cfg.hard_reset, cfg.detach_reset, cfg.surrogate, cfg.v_threshold,
+            cfg.v_rest, cfg.reciprocal_tau, cfg.alpha, *self._launch_args(grad_spike))
+        return grad_x, grad_v, per_neuron.sum(dtype=torch.float64)
+
+
 _BACKEND = CUDABackend()
 backends.register(_BACKEND)
 

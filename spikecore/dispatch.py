@@ -18,7 +18,7 @@ import torch
 
 from . import backends
 
-__all__ = ["ForwardResult", "forward", "backward", "resolve_backend"]
+__all__ = ["ForwardResult", "forward", "backward", "backward_plif", "resolve_backend"]
 
 _HALF = (torch.float16, torch.bfloat16)
 _SUPPORTED = (torch.float32, torch.float64) + _HALF
@@ -150,3 +150,28 @@ def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
     out_dtype = grad_spike_seq.dtype
     return (_restore(grad_x, grad_spike_seq.shape, out_dtype),
             _restore(grad_v, step_shape, out_dtype))
+
+
+def backward_plif(grad_spike_seq, grad_v_next, cfg, *, h_seq, v_init, multi_step=True,
+                  backend=None):
+    """BPTT from saved H for a learnable 1/τ (ParametricLIF). ``v_init`` is V[-1], the potential
+    the forward pass started from. Returns ``(grad_x_seq, grad_v, grad_reciprocal_tau)``, the
+    last a 0-d float64 tensor: dL/d(1/τ) summed over neurons and time steps."""
+    names = ("grad_spike_seq", "grad_v_next")
+    _check_tensor(names[0], grad_spike_seq)
+    step_shape = grad_spike_seq.shape[1:] if multi_step else grad_spike_seq.shape
+    if grad_v_next is None:
+        grad_v_next = grad_spike_seq.new_zeros(step_shape)
+    _check_like(names[1], grad_v_next, names[0], grad_spike_seq, step_shape)
+    _check_tensor("h_seq", h_seq)
+    _check_tensor("v_init", v_init)
+    impl = resolve_backend(backend, grad_spike_seq.device)
+    dtype = _compute_dtype(impl, names[0], grad_spike_seq.dtype)
+    steps = grad_spike_seq.shape[0] if multi_step else 1
+    n = math.prod(step_shape)
+    grad_x, grad_v, grad_rtau = impl.backward_plif(
+        _as_2d(grad_spike_seq, steps, n, dtype), _as_2d(grad_v_next, 1, n, dtype)[0],
+        _as_2d(h_seq, steps, n, dtype), _as_2d(v_init, 1, n, dtype)[0], cfg)
+    out_dtype = grad_spike_seq.dtype
+    return (_restore(grad_x, grad_spike_seq.shape, out_dtype),
+            _restore(grad_v, step_shape, out_dtype), grad_rtau)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .nodes import MultiStepIFNode, MultiStepLIFNode
+from .plif import MultiStepParametricLIFNode
 
 __all__ = ["NEURONS", "MODELS", "SeqToANN", "build_model", "mlp", "conv"]
 
@@ -20,6 +21,8 @@ __all__ = ["NEURONS", "MODELS", "SeqToANN", "build_model", "mlp", "conv"]
 NEURONS: Dict[str, Callable[[str], nn.Module]] = {
     "lif": lambda sg: MultiStepLIFNode(tau=2.0, surrogate_function=sg, detach_reset=True),
     "if": lambda sg: MultiStepIFNode(surrogate_function=sg, detach_reset=True),
+    "plif": lambda sg: MultiStepParametricLIFNode(init_tau=2.0, surrogate_function=sg,
+                                                  detach_reset=True),
 }
 
 

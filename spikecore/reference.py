@@ -33,18 +33,21 @@ from .config import NeuronConfig
 
 __all__ = [
     "charge", "fire", "reset", "surrogate_grad", "reset_grad",
-    "fptt", "fptt_with_grad", "bptt", "bptt_from_h", "fptt_autograd",
+    "fptt", "fptt_with_grad", "bptt", "bptt_from_h", "bptt_from_h_plif", "fptt_autograd",
 ]
 
 
 # --- one step, one equation per function -----------------------------------------------------
-def charge(x: torch.Tensor, v: torch.Tensor, cfg: NeuronConfig) -> torch.Tensor:
-    """H[t] from X[t] and V[t-1]."""
+def charge(x: torch.Tensor, v: torch.Tensor, cfg: NeuronConfig,
+           reciprocal_tau=None) -> torch.Tensor:
+    """H[t] from X[t] and V[t-1]. ``reciprocal_tau`` (a tensor, e.g. a learnable sigmoid(w))
+    replaces ``cfg.reciprocal_tau`` when given."""
+    rtau = cfg.reciprocal_tau if reciprocal_tau is None else reciprocal_tau
     if cfg.neuron == "IF":
         return v + x
     if cfg.detach_input:
-        return v + x - (v - cfg.v_rest) * cfg.reciprocal_tau
-    return v + (x - (v - cfg.v_rest)) * cfg.reciprocal_tau
+        return v + x - (v - cfg.v_rest) * rtau
+    return v + (x - (v - cfg.v_rest)) * rtau
 
 
 def fire(h: torch.Tensor, cfg: NeuronConfig) -> torch.Tensor:
@@ -122,6 +125,34 @@ def bptt_from_h(grad_spike_seq, grad_v_next, h_seq, cfg: NeuronConfig):
     return bptt(grad_spike_seq, grad_v_next, sg, reset_grad(h_seq, s, sg, cfg), cfg)
 
 
+def bptt_from_h_plif(grad_spike_seq, grad_v_next, h_seq, v_init, cfg: NeuronConfig):
+    """:func:`bptt_from_h` for a learnable k = 1/τ, also returning dL/dk summed over neurons and
+    time (a 0-d tensor)::
+
+        dL/dk = Σ_t Σ_i dL/dH[t]·dH[t]/dk,   dH/dk = X - (V[t-1] - V_r) = (H - V[t-1])/k  (LIF)
+                                             dH/dk = -(V[t-1] - V_r)           (detach_input)
+
+    V[t-1] is the forward's potential after reset: rebuilt from H[t-1], and V[-1] = v_init.
+    """
+    s = fire(h_seq, cfg)
+    sg = surrogate_grad(h_seq, cfg)
+    dv_dh = reset_grad(h_seq, s, sg, cfg)
+    v_prev = torch.cat([v_init.unsqueeze(0), reset(h_seq, s, cfg)[:-1]])
+    if cfg.detach_input:
+        dh_dk = -(v_prev - cfg.v_rest)
+    else:
+        dh_dk = (h_seq - v_prev) / cfg.reciprocal_tau
+    grad_x, grad_k = [], torch.zeros((), dtype=torch.float64, device=h_seq.device)
+    grad_v = grad_v_next
+    for t in range(grad_spike_seq.shape[0] - 1, -1, -1):
+        grad_h = grad_spike_seq[t] * sg[t] + grad_v * dv_dh[t]
+        grad_k = grad_k + (grad_h * dh_dk[t]).double().sum()
+        grad_x.append(grad_h * cfg.dh_dx)
+        grad_v = grad_h * cfg.dh_dv
+    grad_x.reverse()
+    return _stack(grad_x, grad_spike_seq), grad_v.clone(), grad_k
+
+
 def _stack(items, like):
     if items:
         return torch.stack(items)
@@ -145,14 +176,15 @@ class _Heaviside(torch.autograd.Function):
         return grad * dg, None, None
 
 
-def fptt_autograd(x_seq, v, cfg: NeuronConfig):
+def fptt_autograd(x_seq, v, cfg: NeuronConfig, reciprocal_tau=None):
     """Forward through time built from differentiable ops; autograd yields the gradients.
 
+    ``reciprocal_tau`` may be a tensor (a learnable 1/τ) replacing ``cfg.reciprocal_tau``.
     Returns ``(spike_seq, v_next)``, both attached to the autograd graph.
     """
     spikes = []
     for x in x_seq:
-        h = charge(x, v, cfg)
+        h = charge(x, v, cfg, reciprocal_tau)
         s = _Heaviside.apply(h - cfg.v_threshold, cfg.surrogate, cfg.alpha)
         s_reset = s.detach() if cfg.detach_reset else s
         v = reset(h, s_reset, cfg)

@@ -1,0 +1,113 @@
+"""ParametricLIF: learnable 1/τ = sigmoid(w), the fused gradient for w against autograd."""
+import math
+
+import pytest
+import torch
+
+import spikecore
+from spikecore import reference
+from spikecore.plif import MultiStepParametricLIFNode, ParametricLIFNode
+from helpers import make_cfg
+
+CASES = [(di, v_reset, dr, sg) for di in (False, True) for v_reset in (0.0, None, -0.2)
+         for dr in (False, True) for sg in (0, 1, 2, 5)]
+
+
+def _autograd_reference(x, v0, w, cfg, g_s, g_v):
+    xr = x.detach().clone().requires_grad_()
+    wr = w.detach().clone().requires_grad_()
+    s, v = reference.fptt_autograd(xr, v0, cfg, reciprocal_tau=torch.sigmoid(wr))
+    ((s * g_s).sum() + (v * g_v).sum()).backward()
+    return s, v, xr.grad, wr.grad
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("detach_input, v_reset, detach_reset, sg", CASES)
+def test_plif_matches_autograd(detach_input, v_reset, detach_reset, sg, dtype, backend):
+    torch.manual_seed(0)
+    node = MultiStepParametricLIFNode(init_tau=3.0, detach_input=detach_input, v_reset=v_reset,
+                                      surrogate_function=sg, detach_reset=detach_reset,
+                                      backend=backend).to(dtype)
+    with torch.no_grad():
+        node.w.fill_(0.3)
+    x = (torch.rand(7, 4, 9, dtype=dtype) * 1.5).requires_grad_()
+    g_s, g_v = torch.randn(7, 4, 9, dtype=dtype), torch.randn(4, 9, dtype=dtype)
+    s = node(x)
+    ((s * g_s).sum() + (node.v * g_v).sum()).backward()
+    cfg = make_cfg("LIF", detach_input, v_reset, sg, detach_reset, tau=3.0)
+    v0 = torch.full((4, 9), 0.0 if v_reset is None else v_reset, dtype=dtype)
+    s_ref, v_ref, gx_ref, gw_ref = _autograd_reference(x, v0, node.w, cfg, g_s, g_v)
+    assert torch.equal(s, s_ref) and torch.equal(node.v, v_ref)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(x.grad, gx_ref, **tol)
+    torch.testing.assert_close(node.w.grad, gw_ref, **tol)
+    assert node.w.grad.abs().item() > 0
+
+
+def test_plif_gradient_bit_identical_across_threads():
+    n = 3 * 16384 + 5
+    x = torch.rand(6, n) * 1.5
+    grads = []
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            node = MultiStepParametricLIFNode(init_tau=2.5)
+            xr = x.clone().requires_grad_()
+            node(xr).sum().backward()
+            grads.append((node.w.grad.clone(), xr.grad.clone()))
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+
+
+def test_single_step_equals_multi_step():
+    multi, single = MultiStepParametricLIFNode(init_tau=4.0), ParametricLIFNode(init_tau=4.0)
+    x = torch.rand(5, 3, 8, dtype=torch.float64) * 2
+    xm, xs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_m = multi(xm)
+    out_s = torch.stack([single(xs[t]) for t in range(5)])
+    assert torch.equal(out_m, out_s)
+    out_m.sum().backward()
+    out_s.sum().backward()
+    torch.testing.assert_close(multi.w.grad, single.w.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(xm.grad, xs.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_init_and_repr():
+    node = ParametricLIFNode(init_tau=5.0)
+    assert node.tau == pytest.approx(5.0)
+    assert torch.sigmoid(node.w).item() == pytest.approx(0.2)
+    assert "init_tau=5.0" in repr(node) and "tau=5" in repr(node)
+    assert [n for n, _ in node.named_parameters()] == ["w"]
+    for bad, exc in ((1.0, ValueError), (0.5, ValueError), (math.inf, ValueError), ("2", TypeError)):
+        with pytest.raises(exc, match="init_tau"):
+            ParametricLIFNode(init_tau=bad)
+
+
+def test_inference_saves_nothing():
+    node = MultiStepParametricLIFNode(init_tau=2.0)
+    with torch.no_grad():
+        out = node(torch.rand(4, 10))
+    assert out.grad_fn is None
+    node.reset()
+    out = node(torch.rand(4, 10))       # w requires grad: training route
+    assert out.grad_fn is not None
+
+
+def test_tau_learns():
+    torch.manual_seed(1)
+    node = MultiStepParametricLIFNode(init_tau=10.0)
+    opt = torch.optim.SGD(node.parameters(), lr=2.0)
+    x = torch.full((16, 64), 1.2) + torch.rand(16, 64) * 0.1
+    rates = []
+    for _ in range(30):
+        node.reset()
+        rate = node(x).mean()
+        loss = (rate - 0.4) ** 2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rates.append(rate.item())
+    assert rates[-1] > rates[0] + 0.1 and node.tau < 10.0
