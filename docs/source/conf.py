@@ -67,6 +67,15 @@ def _make_figures():
 _make_figures()
 
 
+# --- tutorials: pages generated from the py:percent sources in tutorials/ (nothing executed) --
+def _make_tutorials():
+    script = os.path.join(ROOT, "tutorials", "_tools", "tutorial_pages.py")
+    subprocess.run([sys.executable, script, HERE], check=True)
+
+
+_make_tutorials()
+
+
 # --- language switch: every en/<page> links to zh/<page> and back ----------------------------
 LANGS = {"en": "English", "zh": "中文"}
 
