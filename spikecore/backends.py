@@ -22,9 +22,10 @@ from . import reference
 
 __all__ = ["Backend", "register", "get", "for_device", "available", "names"]
 
-# Below this many neuron-steps a CPU call runs on one thread: starting a parallel region costs
-# more than the work.
-PARALLEL_MIN_ELEMENTS = 1 << 15
+# Below this many neuron-steps (about 0.2 ms of work for one core) a CPU call runs on one
+# thread: a parallel region costs microseconds when the cores are free, and far more when other
+# processes occupy them (a thread that is not scheduled holds up the region's barrier).
+PARALLEL_MIN_ELEMENTS = 1 << 18
 
 
 class Backend:

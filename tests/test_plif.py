@@ -111,3 +111,24 @@ def test_tau_learns():
         opt.step()
         rates.append(rate.item())
     assert rates[-1] > rates[0] + 0.1 and node.tau < 10.0
+
+
+@pytest.mark.skipif(not spikecore.cuda_available(),
+                    reason=f"CUDA backend unavailable: {spikecore.cuda_unavailable_reason()}")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("detach_input, v_reset", [(False, 0.0), (True, None)])
+def test_plif_cuda_matches_cpu(dtype, detach_input, v_reset):
+    torch.manual_seed(3)
+    x = (torch.rand(6, 5, 32) * 1.5).to(dtype)
+    grads = {}
+    for device in ("cpu", "cuda"):
+        node = MultiStepParametricLIFNode(init_tau=3.0, detach_input=detach_input,
+                                          v_reset=v_reset).to(device)
+        xr = x.to(device).requires_grad_()
+        s = node(xr)
+        s.float().sum().backward()
+        grads[device] = (s.cpu(), xr.grad.cpu(), node.w.grad.cpu())
+    assert torch.equal(grads["cpu"][0], grads["cuda"][0])
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(grads["cuda"][1], grads["cpu"][1], **tol)
+    torch.testing.assert_close(grads["cuda"][2], grads["cpu"][2], **tol)

@@ -23,9 +23,9 @@ def _run(cfg, x, v, g):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_one_and_many_threads_agree(restore_threads, dtype):
     cfg = make_cfg("LIF", False, None, surrogate_index=4)
-    n = 3 * 4096 + 77           # several blocks of neurons, a ragged last block
-    x, v = make_inputs(cfg, 5, (n,), dtype)
-    g = torch.randn(5, n, dtype=dtype)
+    n = 3 * 16384 + 77          # several blocks of neurons, a ragged last block
+    x, v = make_inputs(cfg, 6, (n,), dtype)
+    g = torch.randn(6, n, dtype=dtype)
     assert x.numel() >= backends.PARALLEL_MIN_ELEMENTS
     results = []
     for threads in (1, 2, 3):
