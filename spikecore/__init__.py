@@ -9,18 +9,20 @@ Quick start::
 See :mod:`spikecore.neuron` for the full kernel API and :mod:`spikecore.surrogate` for the
 surrogate gradients.
 """
-from . import backends, reference, surrogate  # noqa: F401
+from . import backends, ops, reference, surrogate  # noqa: F401
 from .cuda_backend import cuda_available, cuda_unavailable_reason  # noqa: F401
 from .config import NeuronConfig  # noqa: F401
 from .nodes import BaseNode, IFNode, LIFNode, MultiStepIFNode, MultiStepLIFNode  # noqa: F401
-from .utils import reset_net  # noqa: F401
+from .plif import MultiStepParametricLIFNode, ParametricLIFNode  # noqa: F401
+from .utils import detach_net, reset_net  # noqa: F401
 
 __version__ = "0.1.0"
 
 __all__ = ["BaseNode", "IFNode", "LIFNode", "MultiStepIFNode", "MultiStepLIFNode",
+           "ParametricLIFNode", "MultiStepParametricLIFNode",
            "NeuronConfig", "openmp_enabled", "cpu_available", "cuda_available",
            "cuda_unavailable_reason", "backends", "reference",
-           "surrogate", "neuron", "reset_net"]
+           "surrogate", "neuron", "ops", "reset_net", "detach_net"]
 
 
 def cpu_available() -> bool:

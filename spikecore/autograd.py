@@ -23,11 +23,14 @@ from .config import NeuronConfig
 __all__ = ["NeuronFunction", "LIFStep", "LIFMultiStep", "IFStep", "IFMultiStep"]
 
 
-def _forward(ctx, x, v, cfg, multi_step, backend):
+def _forward(ctx, x, v, cfg, multi_step, backend, save_v=False):
     res = dispatch.forward(x, v, cfg, multi_step=multi_step, backend=backend, save_h=True,
-                           names=("x_seq" if multi_step else "x", "v"))
+                           save_v=save_v, names=("x_seq" if multi_step else "x", "v"))
     ctx.save_for_backward(res.h_seq)
     ctx.cfg, ctx.multi_step, ctx.backend = cfg, multi_step, backend
+    if save_v:  # the potential after each step: a record of the state, not differentiable
+        ctx.mark_non_differentiable(res.v_seq)
+        return res.spike, res.v_next, res.v_seq
     return res.spike, res.v_next
 
 
@@ -38,15 +41,20 @@ def _backward(ctx, grad_spike, grad_v_next):
 
 
 class NeuronFunction(torch.autograd.Function):
-    """``apply(x, v, cfg, multi_step, backend) -> (spike, v_next)`` for any :class:`NeuronConfig`."""
+    """``apply(x, v, cfg, multi_step, backend) -> (spike, v_next)`` for any :class:`NeuronConfig`.
+
+    ``apply(x, v, cfg, multi_step, backend, True)`` also returns ``v_seq``, the potential after
+    each step (shaped like ``x``, not differentiable), as a third output.
+    """
 
     @staticmethod
-    def forward(ctx, x, v, cfg, multi_step, backend):
-        return _forward(ctx, x, v, cfg, multi_step, backend)
+    def forward(ctx, x, v, cfg, multi_step, backend, save_v=False):
+        return _forward(ctx, x, v, cfg, multi_step, backend, save_v)
 
     @staticmethod
-    def backward(ctx, grad_spike, grad_v_next):
-        return (*_backward(ctx, grad_spike, grad_v_next), None, None, None)
+    def backward(ctx, grad_spike, grad_v_next, *_grad_v_seq):
+        # one None per non-tensor input; autograd drops the trailing one when save_v was omitted
+        return (*_backward(ctx, grad_spike, grad_v_next), None, None, None, None)
 
 
 class LIFStep(torch.autograd.Function):

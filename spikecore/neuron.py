@@ -5,8 +5,10 @@ from .autograd import IFMultiStep, IFStep, LIFMultiStep, LIFStep, NeuronFunction
 from .functional import *  # noqa: F401,F403
 from .functional import __all__ as _functional_all
 from .nodes import BaseNode, IFNode, LIFNode, MultiStepIFNode, MultiStepLIFNode  # noqa: F401
+from .plif import MultiStepParametricLIFNode, ParametricLIFNode  # noqa: F401
 
 __all__ = list(_functional_all) + [
     "LIFStep", "LIFMultiStep", "IFStep", "IFMultiStep", "NeuronFunction",
     "BaseNode", "LIFNode", "MultiStepLIFNode", "IFNode", "MultiStepIFNode",
+    "ParametricLIFNode", "MultiStepParametricLIFNode",
 ]

@@ -5,22 +5,36 @@ multi-step nodes (:class:`MultiStepIFNode`, :class:`MultiStepLIFNode`) take a wh
 sequence ``[T, *]``. All return spikes of the input's shape and dtype and leave the potential
 after the last step in ``self.v``.
 
-``self.v`` starts as the float ``v_reset`` (0.0 under soft reset, ``v_reset=None``); the first
-call broadcasts it to the input's shape, and :meth:`BaseNode.reset` puts it back. Call
-``reset()`` between independent samples.
+State. ``self.v`` starts as the float ``v_reset`` (0.0 under soft reset, ``v_reset=None``); the
+first call broadcasts it to the input's shape (inside the kernel), after which ``v`` is a tensor
+until :meth:`BaseNode.reset` puts the float back. Call ``reset()`` (or
+:func:`spikecore.reset_net`) between independent samples, and :meth:`BaseNode.detach` (or
+:func:`spikecore.detach_net`) to cut the graph behind ``v`` for truncated BPTT. ``v`` is a plain
+attribute, not a buffer: it is not in ``state_dict`` and DistributedDataParallel does not
+broadcast it (each process keeps its own), yet ``.to()``, ``.cuda()``, ``.double()`` and
+``.half()`` move and cast it with the parameters. Multi-step nodes built with
+``store_v_seq=True`` also keep the potential after every step, ``[T, *]``, in ``self.v_seq``
+(a record of the state: it carries no gradient).
 
-When a gradient is needed (grad mode on and the input or ``v`` requires grad) a node runs
-:class:`spikecore.autograd.NeuronFunction`, which saves only H; otherwise (``torch.no_grad()``,
-inference) it runs the forward-only kernel, which saves nothing.
+``state_dict`` holds what the module learns: parameters and buffers (none for IF/LIF, whose
+constants are constructor arguments and shown by ``repr``; a learnable time constant would be a
+parameter). The potential is transient state and never saved.
+
+Routes. When a gradient is needed (grad mode on and the input or ``v`` requires grad) a node
+runs :class:`spikecore.autograd.NeuronFunction`, which saves only H; otherwise
+(``torch.no_grad()``, inference) it runs the forward-only kernel, which saves nothing. Under
+``torch.compile`` the same kernels run as the custom operators of :mod:`spikecore.ops`, so a
+network of nodes compiles without graph breaks. Under autocast the kernel receives the input in
+the dtype autocast gave it (a stored ``v`` of another dtype is cast to it): half-precision
+kernels on CUDA, float32 arithmetic on the CPU, spikes in the input's dtype either way.
 """
 import math
 
 import torch
 from torch import nn
 
-from . import dispatch
+from . import ops
 from . import surrogate as _surrogate
-from .autograd import NeuronFunction
 from .config import NeuronConfig
 
 __all__ = ["BaseNode", "IFNode", "MultiStepIFNode", "LIFNode", "MultiStepLIFNode"]
@@ -53,6 +67,8 @@ class BaseNode(nn.Module):
         self.alpha = alpha
         self.detach_reset = detach_reset
         self.backend = backend
+        #: keep the potential after every step in ``v_seq`` (multi-step nodes)
+        self.store_v_seq = False
         self._config_cache = (None, None)
         self.config()  # validate now, not at the first forward
         self.reset()
@@ -75,32 +91,77 @@ class BaseNode(nn.Module):
             self._config_cache = (key, cfg)
         return cfg
 
+    def _initial_v(self) -> float:
+        return 0.0 if self.v_reset is None else float(self.v_reset)
+
     def reset(self):
         """Forget the state: ``v`` becomes ``v_reset`` again (0.0 under soft reset)."""
-        self.v = 0.0 if self.v_reset is None else self.v_reset
+        self.v = self._initial_v()
+        self.v_seq = None
+
+    def detach(self):
+        """Cut the autograd graph behind ``v`` (truncated BPTT); the values stay. Returns self."""
+        if isinstance(self.v, torch.Tensor):
+            self.v = self.v.detach()
+        return self
 
     def extra_repr(self):
-        return (f"v_threshold={self.v_threshold}, v_reset={self.v_reset}, "
+        text = (f"v_threshold={self.v_threshold}, v_reset={self.v_reset}, "
                 f"surrogate_function={self.surrogate_function!r}, alpha={self.alpha}, "
                 f"detach_reset={self.detach_reset}, backend={self.backend!r}")
+        if self.multi_step:
+            text += f", store_v_seq={self.store_v_seq}"
+        return text
+
+    # -- the state follows the module ------------------------------------------------------
+    def _apply(self, fn, *args, **kwargs):
+        # .to(), .cuda(), .double(), .half(): move and cast the potential with the parameters
+        super()._apply(fn, *args, **kwargs)
+        for name in ("v", "v_seq"):
+            t = self.__dict__.get(name)
+            if isinstance(t, torch.Tensor):
+                self.__dict__[name] = fn(t)
+        return self
+
+    def __getstate__(self):
+        # copy.deepcopy and pickle: keep the values of the state, not the graph behind them
+        state = super().__getstate__().copy()
+        for name in ("v", "v_seq"):
+            t = state.get(name)
+            if isinstance(t, torch.Tensor) and t.grad_fn is not None:
+                state[name] = t.detach()
+        return state
+
+    def _replicate_for_data_parallel(self):
+        # DataParallel rebuilds its replicas on every call and scatters the batch, so a replica
+        # starts from the fresh state on its own device rather than sharing this module's v.
+        replica = super()._replicate_for_data_parallel()
+        replica.v, replica.v_seq = self._initial_v(), None
+        return replica
+
+    # -- the kernels -------------------------------------------------------------------------
+    def _reciprocal_tau_tensor(self):
+        """A 0-d tensor k = 1/τ that replaces the config's float, for a learnable time constant
+        (see :mod:`spikecore.ops`); ``None`` here."""
+        return None
 
     def _run(self, x):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{type(self).__name__} expects a torch.Tensor input, "
                             f"got {type(x).__name__}")
+        if self.multi_step and x.dim() == 0:
+            raise ValueError(f"{type(self).__name__} expects a [T, *] input, got a 0-d tensor")
         v = self.v
-        if not isinstance(v, torch.Tensor):
-            if self.multi_step and x.dim() == 0:
-                raise ValueError(f"{type(self).__name__} expects a [T, *] input, got a 0-d tensor")
-            v = torch.full(x.shape[1:] if self.multi_step else x.shape, float(v),
-                           dtype=x.dtype, device=x.device)
-        cfg = self.config()
-        if torch.is_grad_enabled() and (x.requires_grad or v.requires_grad):
-            spike, self.v = NeuronFunction.apply(x, v, cfg, self.multi_step, self.backend)
-        else:
-            res = dispatch.forward(x, v, cfg, multi_step=self.multi_step, backend=self.backend,
-                                   names=("dv_seq" if self.multi_step else "dv", "v"))
-            spike, self.v = res.spike, res.v_next
+        if (isinstance(v, torch.Tensor) and v.dtype != x.dtype
+                and torch.is_autocast_enabled(x.device.type)):
+            v = v.to(x.dtype)   # the state follows the dtype autocast chose for the input
+        save_v = self.multi_step and self.store_v_seq
+        spike, self.v, v_seq = ops.neuron(
+            x, v, self.config(), multi_step=self.multi_step, backend=self.backend,
+            reciprocal_tau=self._reciprocal_tau_tensor(), save_v=save_v,
+            names=("dv_seq" if self.multi_step else "dv", "v"))
+        if save_v:
+            self.v_seq = v_seq
         return spike
 
     def forward(self, dv: torch.Tensor) -> torch.Tensor:
@@ -113,9 +174,20 @@ class IFNode(BaseNode):
 
 
 class MultiStepIFNode(IFNode):
-    """Integrate-and-fire neuron over a whole sequence ``[T, *]`` per call."""
+    """Integrate-and-fire neuron over a whole sequence ``[T, *]`` per call.
+
+    Args:
+        store_v_seq: also keep the potential after every step, ``[T, *]``, in ``self.v_seq``.
+        Others: as :class:`BaseNode`.
+    """
 
     multi_step = True
+
+    def __init__(self, v_threshold=1.0, v_reset=0.0, surrogate_function="ATan", alpha=2.0,
+                 detach_reset=False, *, backend=None, store_v_seq=False):
+        super().__init__(v_threshold, v_reset, surrogate_function, alpha, detach_reset,
+                         backend=backend)
+        self.store_v_seq = store_v_seq
 
     def forward(self, dv_seq: torch.Tensor) -> torch.Tensor:
         """``dv_seq`` ``[T, *]``; returns spikes ``[T, *]``, ``v`` becomes V[T-1]."""
@@ -158,9 +230,21 @@ class LIFNode(BaseNode):
 
 
 class MultiStepLIFNode(LIFNode):
-    """Leaky integrate-and-fire neuron over a whole sequence ``[T, *]`` per call."""
+    """Leaky integrate-and-fire neuron over a whole sequence ``[T, *]`` per call.
+
+    Args:
+        store_v_seq: also keep the potential after every step, ``[T, *]``, in ``self.v_seq``.
+        Others: as :class:`LIFNode`.
+    """
 
     multi_step = True
+
+    def __init__(self, tau=100.0, detach_input=False, v_threshold=1.0, v_reset=0.0,
+                 surrogate_function="ATan", alpha=2.0, detach_reset=False, *, backend=None,
+                 store_v_seq=False):
+        super().__init__(tau, detach_input, v_threshold, v_reset, surrogate_function, alpha,
+                         detach_reset, backend=backend)
+        self.store_v_seq = store_v_seq
 
     def forward(self, dv_seq: torch.Tensor) -> torch.Tensor:
         """``dv_seq`` ``[T, *]``; returns spikes ``[T, *]``, ``v`` becomes V[T-1]."""

@@ -9,47 +9,20 @@ the docs for the derivation)::
     dH[t]/dk = -(V[t-1] - V_r)                                   (detach_input=True)
     dL/dw    = k (1 - k) · Σ_t Σ_i dL/dH[t, i] · dH[t, i]/dk
 
-The fused backward kernels (CPU and CUDA) compute that sum in the same pass as BPTT, each
-neuron summing its own terms over time; no two threads ever add into the same place.
+The fused backward kernels (CPU and CUDA) compute dL/dk in the same pass as BPTT, each neuron
+summing its own terms over time, so no two threads ever add into the same place. k = sigmoid(w)
+reaches them as a tensor through the custom operator of :mod:`spikecore.ops` (eager and
+``torch.compile`` alike), and autograd through the sigmoid gives dL/dw.
 """
 import math
 
 import torch
 from torch import nn
 
-from . import dispatch
 from .config import NeuronConfig
 from .nodes import BaseNode
 
-__all__ = ["ParametricLIFFunction", "ParametricLIFNode", "MultiStepParametricLIFNode"]
-
-
-class ParametricLIFFunction(torch.autograd.Function):
-    """``apply(x, v, w, cfg, multi_step, backend) -> (spike, v_next)`` with 1/τ = sigmoid(w).
-
-    ``cfg`` is a LIF :class:`~spikecore.config.NeuronConfig`; its ``reciprocal_tau`` is replaced
-    by sigmoid(w). Saves H, the initial potential and w.
-    """
-
-    @staticmethod
-    def forward(ctx, x, v, w, cfg, multi_step, backend):
-        cfg = NeuronConfig.build("LIF", cfg.v_threshold, cfg.v_reset, float(torch.sigmoid(w)),
-                                 cfg.detach_input, cfg.alpha, cfg.surrogate, cfg.detach_reset)
-        res = dispatch.forward(x, v, cfg, multi_step=multi_step, backend=backend, save_h=True,
-                               names=("x_seq" if multi_step else "x", "v"))
-        ctx.save_for_backward(res.h_seq, v, w)
-        ctx.cfg, ctx.multi_step, ctx.backend = cfg, multi_step, backend
-        return res.spike, res.v_next
-
-    @staticmethod
-    def backward(ctx, grad_spike, grad_v_next):
-        h_seq, v, w = ctx.saved_tensors
-        grad_x, grad_v, grad_k = dispatch.backward_plif(
-            grad_spike, grad_v_next, ctx.cfg, h_seq=h_seq, v_init=v, multi_step=ctx.multi_step,
-            backend=ctx.backend)
-        k = torch.sigmoid(w.detach().double())
-        grad_w = (grad_k.to(k.device) * k * (1 - k)).to(w.dtype).reshape(w.shape)
-        return grad_x, grad_v, grad_w, None, None, None
+__all__ = ["ParametricLIFNode", "MultiStepParametricLIFNode"]
 
 
 class ParametricLIFNode(BaseNode):
@@ -87,27 +60,10 @@ class ParametricLIFNode(BaseNode):
                                   self.detach_input, self.alpha, self.surrogate_function,
                                   self.detach_reset)
 
-    def _run(self, x):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{type(self).__name__} expects a torch.Tensor input, "
-                            f"got {type(x).__name__}")
-        v = self.v
-        if not isinstance(v, torch.Tensor):
-            if self.multi_step and x.dim() == 0:
-                raise ValueError(f"{type(self).__name__} expects a [T, *] input, got a 0-d tensor")
-            v = torch.full(x.shape[1:] if self.multi_step else x.shape, float(v),
-                           dtype=x.dtype, device=x.device)
-        cfg = self.config()
-        if torch.is_grad_enabled() and (x.requires_grad or v.requires_grad or self.w.requires_grad):
-            spike, self.v = ParametricLIFFunction.apply(x, v, self.w, cfg, self.multi_step,
-                                                        self.backend)
-            return spike
-        cfg = NeuronConfig.build("LIF", cfg.v_threshold, cfg.v_reset, float(torch.sigmoid(self.w)),
-                                 cfg.detach_input, cfg.alpha, cfg.surrogate, cfg.detach_reset)
-        res = dispatch.forward(x, v, cfg, multi_step=self.multi_step, backend=self.backend,
-                               names=("dv_seq" if self.multi_step else "dv", "v"))
-        self.v = res.v_next
-        return res.spike
+    def _reciprocal_tau_tensor(self):
+        # k = sigmoid(w) enters the kernels' custom op as a tensor; autograd through the sigmoid
+        # turns the fused dL/dk into dL/dw = k (1 - k) dL/dk
+        return torch.sigmoid(self.w)
 
     def extra_repr(self):
         return (f"init_tau={self.init_tau}, tau={self.tau:.4g}, detach_input={self.detach_input}, "
@@ -115,9 +71,21 @@ class ParametricLIFNode(BaseNode):
 
 
 class MultiStepParametricLIFNode(ParametricLIFNode):
-    """Parametric LIF neuron over a whole sequence ``[T, *]`` per call."""
+    """Parametric LIF neuron over a whole sequence ``[T, *]`` per call.
+
+    Args:
+        store_v_seq: also keep the potential after every step, ``[T, *]``, in ``self.v_seq``.
+        Others: as :class:`ParametricLIFNode`.
+    """
 
     multi_step = True
+
+    def __init__(self, init_tau=2.0, detach_input=False, v_threshold=1.0, v_reset=0.0,
+                 surrogate_function="ATan", alpha=2.0, detach_reset=False, *, backend=None,
+                 store_v_seq=False):
+        super().__init__(init_tau, detach_input, v_threshold, v_reset, surrogate_function, alpha,
+                         detach_reset, backend=backend)
+        self.store_v_seq = store_v_seq
 
     def forward(self, dv_seq: torch.Tensor) -> torch.Tensor:
         """``dv_seq`` ``[T, *]``; returns spikes ``[T, *]``, ``v`` becomes V[T-1]."""

@@ -3,7 +3,7 @@ from torch import nn
 
 from .nodes import BaseNode
 
-__all__ = ["reset_net", "spiking_layers"]
+__all__ = ["reset_net", "detach_net", "spiking_layers"]
 
 
 def _is_spiking(module: nn.Module) -> bool:
@@ -27,4 +27,18 @@ def reset_net(model: nn.Module) -> nn.Module:
     """
     for _, m in spiking_layers(model):
         m.reset()
+    return model
+
+
+def detach_net(model: nn.Module) -> nn.Module:
+    """Detach the membrane potential of every spiking layer in ``model`` from the autograd
+    graph (its value stays); returns ``model``.
+
+    Truncated BPTT: split a long sequence into chunks, and call it after each chunk's backward
+    so that the next chunk starts from the same state but back-propagates no further.
+    """
+    for _, m in spiking_layers(model):
+        detach = getattr(m, "detach", None)
+        if callable(detach):
+            detach()
     return model
