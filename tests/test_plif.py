@@ -124,7 +124,7 @@ def test_plif_cuda_matches_cpu(dtype, detach_input, v_reset):
     for device in ("cpu", "cuda"):
         node = MultiStepParametricLIFNode(init_tau=3.0, detach_input=detach_input,
                                           v_reset=v_reset).to(device)
-        xr = x.to(device).requires_grad_()
+        xr = x.to(device).detach().clone().requires_grad_()
         s = node(xr)
         s.float().sum().backward()
         grads[device] = (s.cpu(), xr.grad.cpu(), node.w.grad.cpu())
