@@ -291,22 +291,13 @@ cdef void _backward_from_h(reset_kind rk,
     for t in range(grad_spike.shape[0] - 1, -1, -1):
         # the surrogate row goes into grad_x[t] first and is read back from cache below
         _surrogate_row(sg_index, &h_seq[t, 0], &grad_x[t, 0], v_threshold, alpha, lo, hi)
-        if detach_reset:
-            for i in range(lo, hi):
-                h = h_seq[t, i]
-                sg = grad_x[t, i]
-                grad_h = grad_spike[t, i] * sg + grad_v[i] * reset_grad(
-                    hard, 1, h, fire(h, v_threshold), sg, v_threshold, v_reset)
-                grad_x[t, i] = grad_h * dh_dx
-                grad_v[i] = grad_h * dh_dv
-        else:
-            for i in range(lo, hi):
-                h = h_seq[t, i]
-                sg = grad_x[t, i]
-                grad_h = grad_spike[t, i] * sg + grad_v[i] * reset_grad(
-                    hard, 0, h, fire(h, v_threshold), sg, v_threshold, v_reset)
-                grad_x[t, i] = grad_h * dh_dx
-                grad_v[i] = grad_h * dh_dv
+        for i in range(lo, hi):
+            h = h_seq[t, i]
+            sg = grad_x[t, i]
+            grad_h = grad_spike[t, i] * sg + grad_v[i] * reset_grad(
+                hard, detach_reset, h, fire(h, v_threshold), sg, v_threshold, v_reset)
+            grad_x[t, i] = grad_h * dh_dx
+            grad_v[i] = grad_h * dh_dv
 
 
 cdef void _backward_stored(const real[:, ::1] grad_spike, const real[::1] grad_v_last,
