@@ -109,7 +109,6 @@ def main():
         for name, t in medians.items():
             rows.append((f"T={steps} {str(dtype).split('.')[1]}", name, t * 1e3, t / floor,
                          t / base))
-        del x, g
         torch.cuda.empty_cache()
 
     print("\nmulti-step LIF forward+backward, N = 64*65536 neurons, CUDA events, median of "

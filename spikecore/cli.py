@@ -87,6 +87,10 @@ def train(argv) -> int:
     args = parser.parse_args(argv)
     if args.resume and args.out is None:
         parser.error("--resume needs --out DIR (the folder of the run to continue)")
+    if not args.quiet and os.environ.get("RANK", "0") == "0":
+        preload = os.environ.get("LD_PRELOAD", "")
+        allocator = "jemalloc (kept pages)" if "jemalloc" in preload else "the C library's malloc"
+        print(f"spikecore: memory allocator: {allocator}")
     try:
         result = fit(args.model, args.dataset, epochs=args.epochs, batch_size=args.batch_size,
                      lr=args.lr, timesteps=args.timesteps, encoding=args.encoding,
@@ -113,10 +117,49 @@ def train(argv) -> int:
     return 0
 
 
+_JEMALLOC_PATHS = ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+                   "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+                   "/usr/lib64/libjemalloc.so.2", "/usr/local/lib/libjemalloc.so.2")
+_JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+
+
+def _reexec_with_jemalloc(argv) -> None:
+    """Re-run this command under jemalloc when it is installed.
+
+    glibc hands blocks over 32 MiB back to the kernel when they are freed, so with large layers
+    every training step pays the page faults of its fresh activations again; jemalloc configured
+    to keep freed pages does not. ``SPIKECORE_NO_JEMALLOC=1`` turns this off and
+    ``SPIKECORE_JEMALLOC=/path/libjemalloc.so.2`` picks the library. ``execve`` keeps the process
+    id and the environment, so torchrun workers are unaffected."""
+    if not sys.platform.startswith("linux") or os.environ.get("SPIKECORE_NO_JEMALLOC") == "1":
+        return
+    if "jemalloc" in os.environ.get("LD_PRELOAD", ""):
+        return  # already under it (this also stops a re-exec loop)
+    lib = os.environ.get("SPIKECORE_JEMALLOC") or next(
+        (p for p in _JEMALLOC_PATHS if os.path.exists(p)), None)
+    if not lib or not os.path.exists(lib):
+        return
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = lib + (":" + env["LD_PRELOAD"] if env.get("LD_PRELOAD") else "")
+    env.setdefault("MALLOC_CONF", _JEMALLOC_CONF)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "spikecore", *argv], env)
+    except OSError:
+        return  # keep running with the default allocator
+
+
 def main(argv=None) -> int:
-    """Entry point of the ``spikecore`` console script."""
+    """Entry point of the ``spikecore`` console script.
+
+    From the command line (``argv`` not given) ``spikecore train`` re-runs itself under jemalloc
+    when the library is installed (see :func:`_reexec_with_jemalloc`)."""
+    from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "train":
+        if from_command_line:
+            _reexec_with_jemalloc(argv)
         return train(argv[1:])
     parser = build_parser()
     if not argv or argv[0] in ("-h", "--help"):

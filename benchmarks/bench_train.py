@@ -1,0 +1,274 @@
+"""Training-epoch benchmark: the model of ``spikecore train`` built with spikecore's nodes vs the
+same model with the plain PyTorch autograd loop (and SpikingJelly / snnTorch nodes if installed).
+
+The network is :func:`spikecore.models.mlp` (Flatten -> Linear(64, hidden) -> LIF ->
+Linear(hidden, 10) -> LIF, LIF tau=2, hard reset to 0, detach_reset=True, ATan), T=8 steps of
+direct encoding, on the digits data of :mod:`spikecore.data`, Adam, cross-entropy on 5 x the
+mean output over T: the defaults of ``spikecore train``. Every candidate starts from the SAME
+initial weights and sees the SAME batches; only the neuron layers differ. Before timing, the
+outputs and weight gradients of the first batch are compared with spikecore's.
+
+Epochs are interleaved (epoch e of every candidate, then epoch e+1, ...); the table gives the
+median epoch time and spikecore's end-to-end speed-up over each candidate.
+
+    python benchmarks/bench_train.py [--epochs 5] [--threads 2] [--hidden 128] [-T 8]
+"""
+import argparse
+import copy
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as C  # noqa: E402
+
+from spikecore import data as _data  # noqa: E402
+from spikecore import models, reference  # noqa: E402
+from spikecore.nodes import BaseNode, MultiStepLIFNode  # noqa: E402
+from spikecore.utils import reset_net  # noqa: E402
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--epochs", type=int, default=5, help="timed epochs per candidate")
+    p.add_argument("--warmup", type=int, default=1, help="untimed epochs first")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--timesteps", "-T", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--max-batches", type=int, default=None, help="batches per epoch (tests)")
+    p.add_argument("--no-peers", action="store_true", help="skip SpikingJelly and snnTorch")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+# --- neuron layers of the other candidates --------------------------------------------------------
+class PlainLIF(nn.Module):
+    """The plain PyTorch autograd loop over time (spikecore.reference.fptt_autograd) with the
+    configuration of the spikecore node it replaces."""
+
+    def __init__(self, node: BaseNode):
+        super().__init__()
+        self.cfg = node.config()
+
+    def forward(self, x_seq):
+        v = torch.full(x_seq.shape[1:], self.cfg.v_rest, dtype=x_seq.dtype)
+        return reference.fptt_autograd(x_seq, v, self.cfg)[0]
+
+
+def sj_factory():
+    mods, why = C.import_spikingjelly()
+    if mods is None:
+        return None, why
+    neuron, surrogate, _ = mods
+
+    def make(node):
+        cfg = node.config()
+        return neuron.LIFNode(tau=float(node.tau), decay_input=not cfg.detach_input,
+                              v_threshold=cfg.v_threshold, v_reset=cfg.v_reset,
+                              surrogate_function=surrogate.ATan(alpha=cfg.alpha),
+                              detach_reset=cfg.detach_reset, step_mode="m")
+    return make, None
+
+
+def snn_factory():
+    mods, why = C.import_snntorch()
+    if mods is None:
+        return None, why
+    snntorch, surrogate = mods
+
+    class SnnLeaky(nn.Module):
+        """snnTorch's Leaky stepped in a Python loop (its documented usage): H = beta*V + X,
+        reset to zero (detached). beta = 1 - 1/tau: the charge of spikecore's LIF with
+        detach_input=True, not the decayed-input LIF of the other candidates."""
+
+        def __init__(self, node):
+            super().__init__()
+            cfg = node.config()
+            self.leaky = snntorch.Leaky(beta=1.0 - cfg.reciprocal_tau, threshold=cfg.v_threshold,
+                                        reset_mechanism="zero",
+                                        spike_grad=surrogate.atan(alpha=cfg.alpha))
+
+        def forward(self, x_seq):
+            mem, out = torch.zeros_like(x_seq[0]), []
+            for x in x_seq:
+                s, mem = self.leaky(x, mem)
+                out.append(s)
+            return torch.stack(out)
+    return SnnLeaky, None
+
+
+def swap_nodes(net: nn.Module, make) -> nn.Module:
+    """A deep copy of ``net`` (same weights) with every spikecore node replaced by make(node)."""
+    net = copy.deepcopy(net)
+    for name, child in list(net.named_children()):
+        if isinstance(child, BaseNode):
+            setattr(net, name, make(child))
+        else:
+            setattr(net, name, swap_nodes(child, make) if list(child.children()) else child)
+    return net
+
+
+def is_node(m):
+    """A neuron layer of any candidate (spikecore node, PlainLIF, SpikingJelly, snnTorch)."""
+    return isinstance(m, (BaseNode, PlainLIF)) or type(m).__name__ in ("LIFNode", "SnnLeaky")
+
+
+def reset_all(net):
+    reset_net(net)
+    for m in net.modules():  # peers' nodes (SpikingJelly's have reset())
+        if (not isinstance(m, BaseNode) and type(m).__module__.startswith("spikingjelly")
+                and callable(getattr(m, "reset", None))):
+            m.reset()
+
+
+# --- training ---------------------------------------------------------------------------------
+class Run:
+    def __init__(self, name, net, lr, note=""):
+        self.name, self.net, self.note = name, net, note
+        self.opt = torch.optim.Adam(net.parameters(), lr=lr)
+        self.times, self.losses, self.skip = [], [], None
+
+
+def step(run, x, y, T):
+    net = run.net
+    reset_all(net)
+    out = net(_data.direct_encode(x, T))
+    loss = F.cross_entropy(out.mean(0) * 5.0, y)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    return loss.item()
+
+
+def epoch(run, ds, batches, T):
+    run.net.train()
+    t0 = time.perf_counter()
+    total = 0.0
+    for j in batches:
+        total += step(run, ds.train_x[j], ds.train_y[j], T) * len(j)
+    return time.perf_counter() - t0, total / sum(len(j) for j in batches)
+
+
+def first_batch(runs, ds, batch, T, snn_twin):
+    """Outputs and weight gradients of the first batch (before any step) vs spikecore's."""
+    x, y = ds.train_x[batch], ds.train_y[batch]
+
+    def outputs(net):
+        """(spikes of every neuron layer, concatenated; weight gradients)."""
+        reset_all(net)  # drop state (and graphs) left by training before copying
+        net = copy.deepcopy(net)
+        spikes = []
+        hooks = [m.register_forward_hook(lambda m, i, o: spikes.append(o.detach().flatten()))
+                 for m in net.modules() if is_node(m)]
+        out = net(_data.direct_encode(x, T))
+        F.cross_entropy(out.mean(0) * 5.0, y).backward()
+        for h in hooks:
+            h.remove()
+        return torch.cat(spikes), [p.grad.clone() for p in net.parameters()]
+
+    ref_out, ref_g = outputs(runs[0].net)
+    twin_out, twin_g = outputs(snn_twin) if snn_twin is not None else (None, None)
+    lines = [f"  {runs[0].name}: reference; firing rate of all neuron layers "
+             f"{ref_out.mean().item():.3f} ({ref_out.numel()} spikes compared)"]
+    for r in runs[1:]:
+        out, g = outputs(r.net)
+        if r.name.startswith("snnTorch"):
+            o, gg, what = twin_out, twin_g, ("vs spikecore with the matching model "
+                                            "(MultiStepLIFNode detach_input=True)")
+        else:
+            o, gg, what = ref_out, ref_g, "vs spikecore"
+        diff = int((out != o).sum())
+        err = max((a - b).abs().max().item() for a, b in zip(g, gg))
+        scale = max(b.abs().max().item() for b in gg) or 1.0
+        r.note = (f"spikes of every layer equal {what}" if diff == 0 else
+                  f"{diff} of {out.numel()} spikes differ {what}")
+        r.note += f"; max |weight grad diff| {err:.1e} (rel {err / scale:.1e})"
+        lines.append(f"  {r.name}: {r.note}")
+    return lines
+
+
+def main(argv=None):
+    a = parse(argv)
+    C.set_threads(a.threads)
+    C.header(f"training epoch, mlp hidden={a.hidden}, T={a.timesteps}, digits, batch "
+             f"{a.batch_size}, Adam lr {a.lr}", a.threads)
+    ds = _data.load_dataset("digits")
+    gen = torch.Generator().manual_seed(a.seed)
+    order = torch.randperm(len(ds.train_y), generator=gen)
+    batches = [order[i:i + a.batch_size] for i in range(0, len(order), a.batch_size)]
+    batches = batches[:a.max_batches] if a.max_batches else batches
+    torch.manual_seed(a.seed)
+    base = models.mlp(ds.in_shape, ds.num_classes, hidden=a.hidden, neuron="lif")
+    runs = [Run("spikecore nodes", copy.deepcopy(base), a.lr),
+            Run("plain PyTorch loop", swap_nodes(base, PlainLIF), a.lr)]
+    skipped = []
+    snn_twin = None
+    if a.no_peers:
+        skipped += [("SpikingJelly", "--no-peers"), ("snnTorch", "--no-peers")]
+    else:
+        make, why = sj_factory()
+        if make is None:
+            skipped.append(("SpikingJelly", why))
+        else:
+            runs.append(Run(f"SpikingJelly {C.peer_version('spikingjelly')} LIFNode",
+                            swap_nodes(base, make), a.lr))
+        make, why = snn_factory()
+        if make is None:
+            skipped.append(("snnTorch", why))
+        else:
+            runs.append(Run(f"snnTorch {C.peer_version('snntorch')} Leaky (different model)",
+                            swap_nodes(base, make), a.lr))
+            snn_twin = swap_nodes(base, lambda n: MultiStepLIFNode(
+                tau=n.tau, detach_input=True, v_threshold=n.v_threshold, v_reset=n.v_reset,
+                surrogate_function=n.surrogate_function, alpha=n.alpha, detach_reset=True))
+    print(f"{len(batches)} batches per epoch; checks on the first batch (same weights):")
+    for line in first_batch(runs, ds, batches[0], a.timesteps, snn_twin):
+        print(line)
+    for name, why in skipped:
+        print(f"  {name}: skipped ({why})")
+    C.flush()
+
+    for e in range(a.warmup + a.epochs):
+        k = e % len(runs)
+        for r in runs[k:] + runs[:k]:
+            t, loss = epoch(r, ds, batches, a.timesteps)
+            if e >= a.warmup:
+                r.times.append(t)
+                r.losses.append(loss)
+    print(f"after training ({a.warmup + a.epochs} epochs each), first batch again, each with "
+          "its own trained weights:")
+    for line in first_batch([r for r in runs if not r.name.startswith("snnTorch")], ds,
+                            batches[0], a.timesteps, None):
+        print(line)
+    for r in runs[1:]:
+        if r.name.startswith("snnTorch"):
+            continue
+        err = max((p - q).abs().max().item()
+                  for p, q in zip(r.net.parameters(), runs[0].net.parameters()))
+        print(f"  {r.name}: max |weight diff| vs spikecore after training {err:.1e}")
+    ref = runs[0]
+    n_samples = sum(len(j) for j in batches)
+    rows = []
+    for r in runs:
+        med = sorted(r.times)[len(r.times) // 2] if r.times else float("nan")
+        r.median = med
+    for r in runs:
+        rows.append([r.name, C.fmt_ms(r.median), f"{min(r.times) * 1e3:.1f}",
+                     f"{n_samples / r.median:.0f}", f"{r.median / ref.median:.2f}",
+                     f"{r.losses[-1]:.4f}"])
+    print(f"\nmedian of {a.epochs} interleaved epochs (after {a.warmup} warm-up); "
+          f"speed-up = candidate epoch time / spikecore's")
+    print(C.table(rows, ["candidate", "epoch ms", "min ms", "samples/s", "speed-up",
+                         "last loss"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

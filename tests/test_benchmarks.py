@@ -1,0 +1,85 @@
+"""Smoke tests of the CPU benchmark scripts: each runs with tiny sizes, exits 0 and prints its
+table and its correctness checks. Nothing here asserts speed."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "benchmarks")
+
+pytest.importorskip("spikecore._cpu_kernels")
+
+
+def _run(*args, env=None, timeout=120):
+    full_env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
+    p = subprocess.run(list(args), capture_output=True, text=True, cwd=ROOT, env=full_env,
+                       timeout=timeout)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout, p.stderr
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    """Import a benchmark script as a module; torch's thread count and OMP_NUM_THREADS (which
+    the scripts set) are restored afterwards."""
+    import importlib
+
+    import torch
+    monkeypatch.syspath_prepend(BENCH)
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    threads = torch.get_num_threads()
+    yield importlib.import_module
+    torch.set_num_threads(threads)
+
+
+TINY = ["--steps", "3", "--neurons", "512", "--repeat", "2", "--threads", "1", "--no-compile",
+        "--no-peers", "--overhead-calls", "5"]
+
+
+def _check_neuron_output(out, prealloc):
+    assert "median ms" in out and "x floor" in out and "speed-up" in out
+    assert "copy bandwidth" in out
+    assert "plain PyTorch loop: spikes equal" in out
+    assert "SPIKES DIFFER" not in out
+    assert "us per call" in out
+    if prealloc:
+        assert "spikecore kernels (prealloc)" in out and "spikecore e2e: spikes equal" in out
+
+
+def test_bench_neuron_script():
+    """The script as a program: exit status 0 and its table."""
+    out, _ = _run(sys.executable, os.path.join(BENCH, "bench_neuron.py"), *TINY, "--prealloc")
+    _check_neuron_output(out, True)
+
+
+@pytest.mark.parametrize("extra", [
+    ["--pass", "inference", "--neuron", "if"],
+    ["--mode", "single", "--prealloc", "--threads", "2"],
+    ["--mode", "single", "--pass", "inference", "--dtype", "float64"],
+])
+def test_bench_neuron_options(bench, capsys, extra):
+    assert bench("bench_neuron").main(TINY + extra) == 0
+    _check_neuron_output(capsys.readouterr().out, "--prealloc" in extra)
+
+
+def test_bench_train(bench, capsys):
+    assert bench("bench_train").main(["--epochs", "1", "--warmup", "0", "--max-batches", "2",
+                                      "--hidden", "16", "--threads", "1", "--no-peers"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch ms" in out and "speed-up" in out
+    assert "plain PyTorch loop: spikes of every layer equal vs spikecore" in out
+
+
+@pytest.mark.skipif(shutil.which("sh") is None or shutil.which("env") is None,
+                    reason="needs a POSIX shell")
+def test_run_with_allocator():
+    script = os.path.join(BENCH, "run_with_allocator.sh")
+    out, err = _run("sh", script, "env")
+    assert "run_with_allocator:" in err
+    if "jemalloc (" in err:
+        assert "jemalloc" in out and "MALLOC_CONF=" in out
+    out, err = _run("sh", script, "env", env={"SPIKECORE_NO_JEMALLOC": "1", "LD_PRELOAD": ""})
+    assert "default allocator" in err and "jemalloc" not in out
