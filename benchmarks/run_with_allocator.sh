@@ -6,7 +6,7 @@
 #
 # Why: glibc returns freed blocks over 32 MiB to the kernel, so every call that allocates large
 # fresh tensors pays the page faults again (~12 ms per 64 MiB here). jemalloc with decay
-# disabled keeps freed pages mapped (see /work/shared/BUILD-NOTES.md).
+# disabled keeps freed pages mapped (see benchmarks/RESULTS.md).
 # Environment: JEMALLOC_LIB overrides the library path; SPIKECORE_NO_JEMALLOC=1 runs plainly;
 # an existing MALLOC_CONF is kept.
 if [ "$#" -eq 0 ]; then
