@@ -29,9 +29,8 @@ save_h, save_v) -> (spike, v_next, h_seq, v_seq)``
 ``spikecore::neuron_backward(grad_spike, grad_v_next, h_seq, <scalars>) -> (grad_x, grad_v)``
     BPTT from the saved H (the training route of :mod:`spikecore.autograd`).
 
-``spikecore::neuron_backward_plif(grad_spike, grad_v_next, h_seq, v, v_init, reciprocal_tau_tensor,
-<scalars>) -> (grad_x, grad_v, grad_reciprocal_tau)``
-    The same plus dL/dk summed over neurons and steps, for a learnable k.
+``spikecore::neuron_backward_plif(grad_spike, grad_v_next, h_seq, v, v_init, k, <scalars>)``
+    Returns ``(grad_x, grad_v, grad_reciprocal_tau)``: the same plus dL/dk summed over neurons and steps, for a learnable k.
 
 :func:`neuron` is the Python entry point the nodes use: in eager mode it keeps the original route
 (:class:`~spikecore.autograd.NeuronFunction` when a gradient is needed, the forward-only kernel
