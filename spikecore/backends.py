@@ -14,8 +14,10 @@ Backends: ``cpu`` (Cython/OpenMP), ``cuda`` (nvcc-built module, registered by
 backend of its tensors' device unless one is named; a backend that is not built is never
 swapped for another: asking for it raises an error that says how to build it.
 """
+import functools
 from typing import Dict, Optional
 
+import numpy as np
 import torch
 
 from . import reference
@@ -77,6 +79,9 @@ class ReferenceBackend(Backend):
         return reference.bptt_from_h_plif(grad_spike, grad_v_next, h_seq, v_init, cfg)
 
 
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+
+
 class CPUBackend(Backend):
     """The Cython/OpenMP kernels of pyx/cpu_kernels.pyx."""
 
@@ -106,9 +111,15 @@ class CPUBackend(Backend):
     def _np(t):
         return (t.detach() if t.requires_grad else t).numpy()
 
+    @staticmethod
+    @functools.lru_cache(maxsize=64)
+    def _unused(dtype, n):
+        """A [0, N] array (it holds nothing) standing for an output that is not wanted."""
+        return np.empty((0, n), dtype=dtype)
+
     def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False):
         spike, v_next = torch.empty_like(x), torch.empty_like(v)
-        unused = x.new_empty((0, x.shape[1])).numpy()
+        unused = self._unused(_NUMPY[x.dtype], x.shape[1])
         h_seq = torch.empty_like(x) if save_h else None
         v_seq = torch.empty_like(x) if save_v else None
         gs2h = torch.empty_like(x) if with_grad else None
@@ -125,7 +136,7 @@ class CPUBackend(Backend):
     def backward(self, grad_spike, grad_v_next, cfg, h_seq=None, grad_s_to_h=None,
                  grad_v_to_h=None):
         grad_x, grad_v = torch.empty_like(grad_spike), torch.empty_like(grad_v_next)
-        unused = grad_spike.new_empty((0, grad_spike.shape[1])).numpy()
+        unused = self._unused(_NUMPY[grad_spike.dtype], grad_spike.shape[1])
         np_ = self._np
         self._kernels.backward(
             np_(grad_spike), np_(grad_v_next),
