@@ -35,12 +35,16 @@ def main():
     parser.add_argument("--threads", type=int, nargs="+",
                         default=[t for t in (1, 2, 4, 8, 16) if t <= os.cpu_count()])
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--h-bf16", action="store_true",
+                        help="keep the saved H in bfloat16 (the floor becomes 20 bytes)")
     args = parser.parse_args()
     cfg = NeuronConfig.build("LIF", 1.0, 0.0, 0.5, False, 2.0, 0, False)
     x = torch.rand(args.steps, args.neurons) * 1.5
     v = torch.zeros(args.neurons)
     g = torch.randn_like(x)
-    spike, h, gx = (torch.empty_like(x) for _ in range(3))
+    spike, gx = torch.empty_like(x), torch.empty_like(x)
+    h = torch.empty_like(x, dtype=torch.bfloat16 if args.h_bf16 else torch.float32)
+    h_np = h.view(torch.int16).numpy().view("uint16") if args.h_bf16 else h.numpy()
     v_next, gv = torch.empty_like(v), torch.empty_like(v)
     unused = x.new_empty(0, args.neurons).numpy()
     p = (cfg.charge_mode, cfg.hard_reset, cfg.detach_reset, cfg.surrogate, cfg.v_threshold,
@@ -48,21 +52,22 @@ def main():
     src = torch.rand(args.steps * args.neurons * 3)
     dst = torch.empty_like(src)
     first = None
-    print(f"multi-step LIF forward+backward, T={args.steps}, N={args.neurons}, float32")
+    print(f"multi-step LIF forward+backward, T={args.steps}, N={args.neurons}, float32, "
+          f"saved H in {'bfloat16' if args.h_bf16 else 'float32'}")
     print(f"{'threads':>7}{'ms':>10}{'copy GB/s':>11}{'x floor':>9}{'speed-up':>10}  identical")
     base = None
     for threads in args.threads:
         torch.set_num_threads(threads)
 
         def step():
-            kernels.forward(x.numpy(), v.numpy(), spike.numpy(), v_next.numpy(), h.numpy(),
+            kernels.forward(x.numpy(), v.numpy(), spike.numpy(), v_next.numpy(), h_np,
                             unused, unused, unused, *p, threads)
-            kernels.backward(g.numpy(), v.numpy(), h.numpy(), unused, unused, gx.numpy(),
+            kernels.backward(g.numpy(), v.numpy(), h_np, unused, unused, gx.numpy(),
                              gv.numpy(), *p, threads)
 
         t = median_time(step, args.repeat)
         bw = 2 * src.numel() * 4 / median_time(lambda: dst.copy_(src), args.repeat)
-        floor = 24 * args.steps * args.neurons / bw
+        floor = (20 if args.h_bf16 else 24) * args.steps * args.neurons / bw
         step()
         out = tuple(o.clone() for o in (spike, v_next, gx, gv))
         first = first or out

@@ -83,17 +83,11 @@ __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 
-/* The neighbouring 16-bit float above (up) or below a value, on sign-magnitude bits. */
-__device__ __forceinline__ unsigned short next_bits(unsigned short b, bool up) {
-    const bool neg = b & 0x8000u;
-    if (up) return neg ? (b == 0x8000u ? 0x0001u : b - 1) : b + 1;
-    return neg ? b + 1 : (b == 0 ? 0x8001u : b - 1);
-}
 __device__ __forceinline__ __half nudge(__half q, bool up) {
-    return __ushort_as_half(next_bits(__half_as_ushort(q), up));
+    return __ushort_as_half(spikecore::next16(__half_as_ushort(q), up));
 }
 __device__ __forceinline__ __nv_bfloat16 nudge(__nv_bfloat16 q, bool up) {
-    return __ushort_as_bfloat16(next_bits(__bfloat16_as_ushort(q), up));
+    return __ushort_as_bfloat16(spikecore::next16(__bfloat16_as_ushort(q), up));
 }
 __device__ __forceinline__ float nudge(float q, bool) { return q; }
 

@@ -22,6 +22,7 @@
 #define SPIKECORE_MATH_H
 
 #include <math.h>
+#include <string.h>
 
 #if defined(__CUDACC__)
 #define SC_FN __host__ __device__ __forceinline__
@@ -98,6 +99,44 @@ SC_FN T hard_reset(T h, T s, T v_reset) {
 template <typename T>
 SC_FN T soft_reset(T h, T s, T v_threshold) {
     return h - s * v_threshold;
+}
+
+/* The neighbouring 16-bit float above (up) or below a value, on sign-magnitude bits (valid for
+ * float16 and bfloat16 alike). Written with selects only, so that loops over it vectorise. */
+SC_FN unsigned short next16(unsigned short b, int up) {
+    const unsigned int u = b;
+    const int neg = (u & 0x8000u) != 0;
+    const unsigned int away = u + 1u;                 /* larger magnitude, same sign */
+    const unsigned int toward = u - 1u;               /* smaller magnitude, same sign */
+    const unsigned int past_zero = neg ? 0x0001u : 0x8001u;   /* from +-0 to the other side */
+    const int at_zero = (u & 0x7fffu) == 0;
+    const int grow = up ? !neg : neg;                 /* moving away from zero? */
+    return (unsigned short)(grow ? away : (at_zero ? past_zero : toward));
+}
+
+/* float <-> bfloat16 bits, round to nearest even (NaN stays NaN). */
+SC_FN unsigned short bf16_from_float(float f) {
+    unsigned int u;
+    memcpy(&u, &f, sizeof u);
+    const unsigned int rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const unsigned int quiet_nan = (u >> 16) | 0x40u;
+    return (unsigned short)((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+}
+SC_FN float bf16_to_float(unsigned short b) {
+    const unsigned int u = (unsigned int)b << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* H kept in bfloat16 on the same side of the threshold as the H that decided the spike S, so
+ * that a backward pass recomputing S from the stored H finds the same spike (a one-ulp nudge
+ * where rounding would cross the threshold). */
+SC_FN unsigned short bf16_keep_spike(float h, float s, float v_threshold) {
+    const unsigned short q = bf16_from_float(h);
+    const int fired = s != 0.0f;
+    const int crossed = (bf16_to_float(q) >= v_threshold) != fired;
+    return crossed ? next16(q, fired) : q;
 }
 
 /* Surrogate derivative g'(x; alpha), x = H - V_threshold. */

@@ -63,6 +63,8 @@ cdef extern from "spikecore_math.h" namespace "spikecore" nogil:
     double surrogate_grad(int index, double x, double alpha)
     float charge_grad_tau(int mode, float h, float v, float v_reset, float reciprocal_tau)
     double charge_grad_tau(int mode, double h, double v, double v_reset, double reciprocal_tau)
+    unsigned short bf16_keep_spike(float h, float s, float v_threshold)
+    float bf16_to_float(unsigned short b)
     float reset_grad(int hard, int detach_reset, float h, float s, float sg,
                      float v_threshold, float v_reset)
     double reset_grad(int hard, int detach_reset, double h, double s, double sg,
@@ -82,6 +84,14 @@ cdef extern from *:
 ctypedef fused real:
     float
     double
+
+# How the saved H is stored: in the compute dtype, or as bfloat16 bits (half the memory and half
+# the backward's reads of H; see bf16_keep_spike in the header).
+ctypedef unsigned short BF16Bits
+ctypedef fused hstore:
+    float
+    double
+    BF16Bits
 
 # Compile-time tags: distinct C types whose only use is to select a specialisation.
 ctypedef signed char IFCharge
@@ -119,6 +129,22 @@ cdef inline Py_ssize_t _block_size(Py_ssize_t n, int n_threads) noexcept nogil:
     return (per_thread + 15) // 16 * 16
 
 
+cdef inline void _put_h(hstore[:, ::1] h_seq, Py_ssize_t t, Py_ssize_t i, real h, real s,
+                        real v_threshold) noexcept nogil:
+    if hstore is BF16Bits:
+        h_seq[t, i] = bf16_keep_spike(<float>h, <float>s, <float>v_threshold)
+    else:
+        h_seq[t, i] = <hstore>h
+
+
+cdef inline double _get_h(const hstore[:, ::1] h_seq, Py_ssize_t t, Py_ssize_t i) noexcept nogil:
+    # float -> double -> float is exact, so callers that cast back lose nothing
+    if hstore is BF16Bits:
+        return bf16_to_float(h_seq[t, i])
+    else:
+        return h_seq[t, i]
+
+
 cdef inline int _mode(charge_kind tag) noexcept nogil:
     if charge_kind is IFCharge:
         return CHARGE_IF
@@ -131,7 +157,7 @@ cdef inline int _mode(charge_kind tag) noexcept nogil:
 # --- forward -----------------------------------------------------------------------------------
 cdef void _forward_fast(charge_kind ck, reset_kind rk,
                         const real[:, ::1] x, const real[::1] v0,
-                        real[:, ::1] spike, real[::1] v_out, real[:, ::1] h_seq,
+                        real[:, ::1] spike, real[::1] v_out, hstore[:, ::1] h_seq,
                         real v_threshold, real v_reset, real reciprocal_tau,
                         Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     """Training (h_seq given) or inference forward, specialised on charge and reset."""
@@ -148,7 +174,7 @@ cdef void _forward_fast(charge_kind ck, reset_kind rk,
             s = fire(h, v_threshold)
             spike[t, i] = s
             if save_h:
-                h_seq[t, i] = h
+                _put_h(h_seq, t, i, h, s, v_threshold)
             if reset_kind is HardReset:
                 v_out[i] = hard_reset(h, s, v_reset)
             else:
@@ -157,7 +183,7 @@ cdef void _forward_fast(charge_kind ck, reset_kind rk,
 
 cdef void _forward_general(const real[:, ::1] x, const real[::1] v0,
                            real[:, ::1] spike, real[::1] v_out,
-                           real[:, ::1] h_seq, real[:, ::1] v_seq,
+                           hstore[:, ::1] h_seq, real[:, ::1] v_seq,
                            real[:, ::1] grad_s_to_h, real[:, ::1] grad_v_to_h,
                            int mode, int hard, int detach_reset, int sg_index,
                            real v_threshold, real v_reset, real reciprocal_tau, real alpha,
@@ -177,7 +203,7 @@ cdef void _forward_general(const real[:, ::1] x, const real[::1] v0,
             s = fire(h, v_threshold)
             spike[t, i] = s
             if save_h:
-                h_seq[t, i] = h
+                _put_h(h_seq, t, i, h, s, v_threshold)
             if with_grad:
                 sg = surrogate_grad(sg_index, h - v_threshold, alpha)
                 grad_s_to_h[t, i] = sg
@@ -192,7 +218,7 @@ cdef void _forward_general(const real[:, ::1] x, const real[::1] v0,
 
 cdef void _forward_block(const real[:, ::1] x, const real[::1] v0,
                          real[:, ::1] spike, real[::1] v_out,
-                         real[:, ::1] h_seq, real[:, ::1] v_seq,
+                         hstore[:, ::1] h_seq, real[:, ::1] v_seq,
                          real[:, ::1] grad_s_to_h, real[:, ::1] grad_v_to_h,
                          int mode, int hard, int detach_reset, int sg_index,
                          real v_threshold, real v_reset, real reciprocal_tau, real alpha,
@@ -225,7 +251,8 @@ def forward(const real[:, ::1] x,           # IN  [T, N] input current
             const real[::1] v,              # IN  [N] potential before the first step
             real[:, ::1] spike,             # OUT [T, N] spikes
             real[::1] v_next,               # OUT [N] potential after the last step
-            real[:, ::1] h_seq,             # OUT [T, N] charged potential H, or [0, N]
+            hstore[:, ::1] h_seq,           # OUT [T, N] charged potential H (compute dtype, or
+                                            #     bfloat16 bits), or [0, N]
             real[:, ::1] v_seq,             # OUT [T, N] potential after reset, or [0, N]
             real[:, ::1] grad_s_to_h,       # OUT [T, N] dS/dH, or [0, N]
             real[:, ::1] grad_v_to_h,       # OUT [T, N] dV/dH, or [0, N] (iff grad_s_to_h is)
@@ -249,36 +276,36 @@ def forward(const real[:, ::1] x,           # IN  [T, N] input current
 
 
 # --- backward ----------------------------------------------------------------------------------
-cdef void _surrogate_row(int index, const real* h, real* out, real v_threshold, real alpha,
-                         Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """out[i] = g'(h[i] - θ) for i in [lo, hi): one loop per surrogate, so each vectorises."""
+cdef void _surrogate_row(int index, const hstore[:, ::1] h_seq, Py_ssize_t t, real* out,
+                         real v_threshold, real alpha, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """out[i] = g'(H[t, i] - θ) for i in [lo, hi): one loop per surrogate, so each vectorises."""
     cdef Py_ssize_t i
     if index == SG_ATAN:
         for i in range(lo, hi):
-            out[i] = surrogate_grad(SG_ATAN, h[i] - v_threshold, alpha)
+            out[i] = surrogate_grad(SG_ATAN, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
     elif index == SG_SIGMOID:
         for i in range(lo, hi):
-            out[i] = surrogate_grad(SG_SIGMOID, h[i] - v_threshold, alpha)
+            out[i] = surrogate_grad(SG_SIGMOID, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
     elif index == SG_PIECEWISE_QUADRATIC:
         for i in range(lo, hi):
-            out[i] = surrogate_grad(SG_PIECEWISE_QUADRATIC, h[i] - v_threshold, alpha)
+            out[i] = surrogate_grad(SG_PIECEWISE_QUADRATIC, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
     elif index == SG_SOFTSIGN:
         for i in range(lo, hi):
-            out[i] = surrogate_grad(SG_SOFTSIGN, h[i] - v_threshold, alpha)
+            out[i] = surrogate_grad(SG_SOFTSIGN, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
     elif index == SG_ERF:
         for i in range(lo, hi):
-            out[i] = surrogate_grad(SG_ERF, h[i] - v_threshold, alpha)
+            out[i] = surrogate_grad(SG_ERF, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
     elif index == SG_SUPERSPIKE:
         for i in range(lo, hi):
-            out[i] = surrogate_grad(SG_SUPERSPIKE, h[i] - v_threshold, alpha)
+            out[i] = surrogate_grad(SG_SUPERSPIKE, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
     else:
         for i in range(lo, hi):
-            out[i] = surrogate_grad(SG_PIECEWISE_EXP, h[i] - v_threshold, alpha)
+            out[i] = surrogate_grad(SG_PIECEWISE_EXP, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
 
 
 cdef void _backward_from_h(reset_kind rk,
                            const real[:, ::1] grad_spike, const real[::1] grad_v_last,
-                           const real[:, ::1] h_seq, real[:, ::1] grad_x, real[::1] grad_v,
+                           const hstore[:, ::1] h_seq, real[:, ::1] grad_x, real[::1] grad_v,
                            int detach_reset, int sg_index, real v_threshold, real v_reset,
                            real alpha, real dh_dx, real dh_dv,
                            Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
@@ -290,9 +317,9 @@ cdef void _backward_from_h(reset_kind rk,
         grad_v[i] = grad_v_last[i]
     for t in range(grad_spike.shape[0] - 1, -1, -1):
         # the surrogate row goes into grad_x[t] first and is read back from cache below
-        _surrogate_row(sg_index, &h_seq[t, 0], &grad_x[t, 0], v_threshold, alpha, lo, hi)
+        _surrogate_row(sg_index, h_seq, t, &grad_x[t, 0], v_threshold, alpha, lo, hi)
         for i in range(lo, hi):
-            h = h_seq[t, i]
+            h = <real>_get_h(h_seq, t, i)
             sg = grad_x[t, i]
             grad_h = grad_spike[t, i] * sg + grad_v[i] * reset_grad(
                 hard, detach_reset, h, fire(h, v_threshold), sg, v_threshold, v_reset)
@@ -318,7 +345,7 @@ cdef void _backward_stored(const real[:, ::1] grad_spike, const real[::1] grad_v
 
 def backward(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
              const real[::1] grad_v_next,     # IN  [N] dL/dV[T-1]
-             const real[:, ::1] h_seq,        # IN  [T, N] saved H (recompute route), or [0, N]
+             const hstore[:, ::1] h_seq,      # IN  [T, N] saved H (recompute route), or [0, N]
              const real[:, ::1] grad_s_to_h,  # IN  [T, N] dS/dH (stored route), or [0, N]
              const real[:, ::1] grad_v_to_h,  # IN  [T, N] dV/dH (stored route), or [0, N]
              real[:, ::1] grad_x,             # OUT [T, N] dL/dX[t]

@@ -23,9 +23,10 @@ from .config import NeuronConfig
 __all__ = ["NeuronFunction", "LIFStep", "LIFMultiStep", "IFStep", "IFMultiStep"]
 
 
-def _forward(ctx, x, v, cfg, multi_step, backend, save_v=False):
+def _forward(ctx, x, v, cfg, multi_step, backend, save_v=False, h_dtype=None):
     res = dispatch.forward(x, v, cfg, multi_step=multi_step, backend=backend, save_h=True,
-                           save_v=save_v, names=("x_seq" if multi_step else "x", "v"))
+                           save_v=save_v, h_dtype=h_dtype,
+                           names=("x_seq" if multi_step else "x", "v"))
     ctx.save_for_backward(res.h_seq)
     ctx.cfg, ctx.multi_step, ctx.backend = cfg, multi_step, backend
     if save_v:  # the potential after each step: a record of the state, not differentiable
@@ -44,17 +45,18 @@ class NeuronFunction(torch.autograd.Function):
     """``apply(x, v, cfg, multi_step, backend) -> (spike, v_next)`` for any :class:`NeuronConfig`.
 
     ``apply(x, v, cfg, multi_step, backend, True)`` also returns ``v_seq``, the potential after
-    each step (shaped like ``x``, not differentiable), as a third output.
+    each step (shaped like ``x``, not differentiable), as a third output. A last argument
+    ``h_dtype=torch.bfloat16`` keeps the saved H in bfloat16 (see :func:`dispatch.forward`).
     """
 
     @staticmethod
-    def forward(ctx, x, v, cfg, multi_step, backend, save_v=False):
-        return _forward(ctx, x, v, cfg, multi_step, backend, save_v)
+    def forward(ctx, x, v, cfg, multi_step, backend, save_v=False, h_dtype=None):
+        return _forward(ctx, x, v, cfg, multi_step, backend, save_v, h_dtype)
 
     @staticmethod
     def backward(ctx, grad_spike, grad_v_next, *_grad_v_seq):
-        # one None per non-tensor input; autograd drops the trailing one when save_v was omitted
-        return (*_backward(ctx, grad_spike, grad_v_next), None, None, None, None)
+        # one None per non-tensor input; autograd drops the trailing ones that were omitted
+        return (*_backward(ctx, grad_spike, grad_v_next), None, None, None, None, None)
 
 
 class LIFStep(torch.autograd.Function):

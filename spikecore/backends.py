@@ -36,12 +36,14 @@ class Backend:
     name = ""
     device_type = ""
     native_dtypes = ()
+    #: dtypes the saved H may be kept in besides the compute dtype (``h_dtype=`` of forward)
+    h_dtypes = ()
 
     def load_error(self) -> Optional[str]:
         """``None`` when usable, else a message that says why not and how to fix it."""
         return None
 
-    def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False):
+    def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False, h_dtype=None):
         raise NotImplementedError
 
     def backward(self, grad_spike, grad_v_next, cfg, h_seq=None, grad_s_to_h=None,
@@ -60,19 +62,22 @@ class ReferenceBackend(Backend):
     name = "reference"
     device_type = None
     native_dtypes = (torch.float32, torch.float64)
+    h_dtypes = (torch.bfloat16,)
 
-    def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False):
+    def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False, h_dtype=None):
         spike, v_next, h_seq, v_seq = reference.fptt(x, v, cfg)
         gs2h = gv2h = None
         if with_grad:
             gs2h = reference.surrogate_grad(h_seq, cfg)
             gv2h = reference.reset_grad(h_seq, spike, gs2h, cfg)
+        if save_h and h_dtype is not None:
+            h_seq = reference.keep_spike_bf16(h_seq, spike, cfg)
         return (spike, v_next, h_seq if save_h else None, v_seq if save_v else None, gs2h, gv2h)
 
     def backward(self, grad_spike, grad_v_next, cfg, h_seq=None, grad_s_to_h=None,
                  grad_v_to_h=None):
         if h_seq is not None:
-            return reference.bptt_from_h(grad_spike, grad_v_next, h_seq, cfg)
+            return reference.bptt_from_h(grad_spike, grad_v_next, h_seq.to(grad_spike.dtype), cfg)
         return reference.bptt(grad_spike, grad_v_next, grad_s_to_h, grad_v_to_h, cfg)
 
     def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg):
@@ -107,9 +112,14 @@ class CPUBackend(Backend):
     def _threads(elements):
         return 1 if elements < PARALLEL_MIN_ELEMENTS else max(1, torch.get_num_threads())
 
+    h_dtypes = (torch.bfloat16,)
+
     @staticmethod
     def _np(t):
-        return (t.detach() if t.requires_grad else t).numpy()
+        t = t.detach() if t.requires_grad else t
+        if t.dtype == torch.bfloat16:  # kept H: the kernels read and write its bits
+            return t.view(torch.int16).numpy().view(np.uint16)
+        return t.numpy()
 
     @staticmethod
     @functools.lru_cache(maxsize=64)
@@ -117,10 +127,10 @@ class CPUBackend(Backend):
         """A [0, N] array (it holds nothing) standing for an output that is not wanted."""
         return np.empty((0, n), dtype=dtype)
 
-    def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False):
+    def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False, h_dtype=None):
         spike, v_next = torch.empty_like(x), torch.empty_like(v)
         unused = self._unused(_NUMPY[x.dtype], x.shape[1])
-        h_seq = torch.empty_like(x) if save_h else None
+        h_seq = torch.empty_like(x, dtype=h_dtype) if save_h else None
         v_seq = torch.empty_like(x) if save_v else None
         gs2h = torch.empty_like(x) if with_grad else None
         gv2h = torch.empty_like(x) if with_grad else None

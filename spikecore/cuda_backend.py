@@ -53,7 +53,7 @@ class CUDABackend(backends.Backend):
     def _ptr(t):
         return 0 if t is None else t.data_ptr()
 
-    def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False):
+    def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False, h_dtype=None):
         spike, v_next = torch.empty_like(x), torch.empty_like(v)
         h_seq = torch.empty_like(x) if save_h else None
         v_seq = torch.empty_like(x) if save_v else None

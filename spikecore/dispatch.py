@@ -91,8 +91,12 @@ def _restore(t, shape, dtype):
 
 
 def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_v=False,
-            with_grad=False, names=("x_seq", "v")) -> ForwardResult:
-    """Run the neuron forward on ``x_seq`` ``[T, *]`` (or ``x`` ``[*]`` if not multi_step)."""
+            with_grad=False, h_dtype=None, names=("x_seq", "v")) -> ForwardResult:
+    """Run the neuron forward on ``x_seq`` ``[T, *]`` (or ``x`` ``[*]`` if not multi_step).
+
+    ``h_dtype=torch.bfloat16`` keeps the saved H in bfloat16 (half the memory autograd holds and
+    half the backward's reads of H; float32 computation on the CPU or reference backend only).
+    """
     x_name, v_name = names
     _check_tensor(x_name, x_seq)
     if multi_step and x_seq.dim() == 0:
@@ -101,11 +105,16 @@ def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_
     _check_like(v_name, v, x_name, x_seq, step_shape)
     impl = resolve_backend(backend, x_seq.device)
     dtype = _compute_dtype(impl, x_name, x_seq.dtype)
+    if h_dtype is not None and (h_dtype not in impl.h_dtypes or dtype != torch.float32):
+        raise ValueError(f"h_dtype={h_dtype} is not available here: the {impl.name!r} backend "
+                         f"keeps H in {[str(d) for d in impl.h_dtypes] or 'its compute dtype only'}"
+                         f", for float32 computation (this call computes in {dtype})")
     steps = x_seq.shape[0] if multi_step else 1
     n = math.prod(step_shape)
     spike, v_next, h_seq, v_seq, gs2h, gv2h = impl.forward(
         _as_2d(x_seq, steps, n, dtype), _as_2d(v, 1, n, dtype)[0], cfg,
-        save_h=save_h, save_v=save_v, with_grad=with_grad)
+        save_h=save_h, save_v=save_v, with_grad=with_grad,
+        **({"h_dtype": h_dtype} if h_dtype is not None else {}))
     shape, out_dtype = x_seq.shape, x_seq.dtype
 
     def shaped(t, keep_dtype=False):
@@ -138,8 +147,11 @@ def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
     for name, t in seq.items():
         if t is None:
             continue
-        if name == "h_seq":  # saved by us, possibly in float32 for half inputs
+        if name == "h_seq":  # saved by us: float32 for half inputs, or kept in bfloat16
             _check_tensor(name, t)
+            if t.dtype in impl.h_dtypes:
+                seq[name] = _as_2d(t, steps, n, t.dtype)
+                continue
         else:
             _check_like(name, t, gs_name, grad_spike_seq, grad_spike_seq.shape)
         seq[name] = _as_2d(t, steps, n, dtype)

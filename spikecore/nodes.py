@@ -69,6 +69,9 @@ class BaseNode(nn.Module):
         self.backend = backend
         #: keep the potential after every step in ``v_seq`` (multi-step nodes)
         self.store_v_seq = False
+        #: dtype of the H saved for backward: None (the compute dtype) or ``torch.bfloat16``,
+        #: which halves the memory autograd keeps per layer (CPU, float32, eager IF/LIF)
+        self.saved_h_dtype = None
         self._config_cache = (None, None)
         self.config()  # validate now, not at the first forward
         self.reset()
@@ -159,6 +162,7 @@ class BaseNode(nn.Module):
         spike, self.v, v_seq = ops.neuron(
             x, v, self.config(), multi_step=self.multi_step, backend=self.backend,
             reciprocal_tau=self._reciprocal_tau_tensor(), save_v=save_v,
+            h_dtype=self.saved_h_dtype,
             names=("dv_seq" if self.multi_step else "dv", "v"))
         if save_v:
             self.v_seq = v_seq

@@ -231,7 +231,7 @@ neuron_forward.register_autograd(_forward_backward, setup_context=_forward_setup
 
 # --- the entry point of the nodes -------------------------------------------------------------
 def neuron(x: Tensor, v, cfg: NeuronConfig, *, multi_step: bool = True, backend=None,
-           reciprocal_tau: Optional[Tensor] = None, save_v: bool = False,
+           reciprocal_tau: Optional[Tensor] = None, save_v: bool = False, h_dtype=None,
            names=("x_seq", "v")):
     """Run the neuron on ``x`` from the potential ``v`` (a tensor, or a float every neuron
     starts at). Returns ``(spike, v_next, v_seq)``; ``v_seq`` is ``None`` unless ``save_v``.
@@ -239,9 +239,13 @@ def neuron(x: Tensor, v, cfg: NeuronConfig, *, multi_step: bool = True, backend=
     A gradient is computed when grad mode is on and ``x``, ``v`` or ``reciprocal_tau`` (a 0-d
     tensor replacing ``cfg.reciprocal_tau``, for a learnable τ) requires one; then only H is
     saved (plus the initial potential and k for a learnable τ). Otherwise the forward-only
-    kernel runs and nothing is saved.
+    kernel runs and nothing is saved. ``h_dtype=torch.bfloat16`` keeps that H in bfloat16 (eager
+    IF/LIF on the CPU; not under torch.compile or with a learnable τ).
     """
     v_tensor = v if isinstance(v, torch.Tensor) else None
+    if h_dtype is not None and (reciprocal_tau is not None or torch.compiler.is_compiling()):
+        raise ValueError("keeping H in bfloat16 (h_dtype) is supported for IF/LIF nodes in eager "
+                         "mode only, not under torch.compile or with a learnable time constant")
     need_grad = torch.is_grad_enabled() and (
         x.requires_grad or (v_tensor is not None and v_tensor.requires_grad)
         or (reciprocal_tau is not None and reciprocal_tau.requires_grad))
@@ -255,7 +259,7 @@ def neuron(x: Tensor, v, cfg: NeuronConfig, *, multi_step: bool = True, backend=
             v_tensor = torch.full(_step_shape(x, multi_step), float(v), dtype=x.dtype,
                                   device=x.device)
         if need_grad:
-            out = NeuronFunction.apply(x, v_tensor, cfg, multi_step, backend, save_v)
+            out = NeuronFunction.apply(x, v_tensor, cfg, multi_step, backend, save_v, h_dtype)
             return out[0], out[1], (out[2] if save_v else None)
         res = dispatch.forward(x, v_tensor, cfg, multi_step=multi_step, backend=backend,
                                save_v=save_v, names=names)

@@ -33,7 +33,8 @@ from .config import NeuronConfig
 
 __all__ = [
     "charge", "fire", "reset", "surrogate_grad", "reset_grad",
-    "fptt", "fptt_with_grad", "bptt", "bptt_from_h", "bptt_from_h_plif", "fptt_autograd",
+    "fptt", "fptt_with_grad", "bptt", "bptt_from_h", "bptt_from_h_plif", "keep_spike_bf16",
+    "fptt_autograd",
 ]
 
 
@@ -151,6 +152,17 @@ def bptt_from_h_plif(grad_spike_seq, grad_v_next, h_seq, v_init, cfg: NeuronConf
         grad_v = grad_h * cfg.dh_dv
     grad_x.reverse()
     return _stack(grad_x, grad_spike_seq), grad_v.clone(), grad_k
+
+
+def keep_spike_bf16(h_seq, spike_seq, cfg: NeuronConfig):
+    """H rounded to bfloat16, moved by one unit in the last place wherever rounding would put
+    it on the other side of the threshold than the H that decided the spike, so that S
+    recomputed from the stored H is the S of the forward pass."""
+    q = h_seq.to(torch.bfloat16)
+    fired = spike_seq != 0
+    wrong = (q.to(h_seq.dtype) >= cfg.v_threshold) != fired
+    toward = torch.where(fired, float("inf"), float("-inf")).to(torch.bfloat16)
+    return torch.where(wrong, torch.nextafter(q, toward), q)
 
 
 def _stack(items, like):

@@ -1,0 +1,70 @@
+"""What autograd keeps per layer: one [T, N] tensor of H, in float32 or (optionally) bfloat16."""
+import pytest
+import torch
+
+import spikecore
+from spikecore import dispatch, reference
+from helpers import make_cfg, make_inputs
+
+
+def _saved(out):
+    return out.grad_fn.saved_tensors
+
+
+@pytest.mark.parametrize("node_cls, kw", [(spikecore.MultiStepLIFNode, dict(tau=2.0)),
+                                          (spikecore.MultiStepIFNode, {})])
+def test_one_h_tensor_per_layer(node_cls, kw):
+    node = node_cls(**kw)
+    x = torch.rand(8, 4, 100, requires_grad=True)
+    saved = _saved(node(x))
+    assert len(saved) == 1 and saved[0].shape == (8, 4, 100) and saved[0].dtype == torch.float32
+    assert saved[0].numel() * saved[0].element_size() == 4 * 8 * 400   # 4 bytes per neuron-step
+    node.reset()
+    node.saved_h_dtype = torch.bfloat16
+    saved16 = _saved(node(x))
+    assert saved16[0].dtype == torch.bfloat16
+    assert saved16[0].numel() * saved16[0].element_size() == 2 * 8 * 400  # half of it
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("v_reset, sg", [(0.0, 0), (None, 1), (-0.2, 2), (0.0, 4)])
+def test_bf16_h_keeps_spikes_and_approximates_gradients(backend, v_reset, sg):
+    cfg = make_cfg("LIF", False, v_reset, sg)
+    x, v = make_inputs(cfg, 8, (4096,), torch.float32, seed=sg)
+    g = torch.randn(8, 4096)
+    r32 = dispatch.forward(x, v, cfg, save_h=True, backend=backend)
+    r16 = dispatch.forward(x, v, cfg, save_h=True, h_dtype=torch.bfloat16, backend=backend)
+    assert torch.equal(r16.spike, r32.spike) and torch.equal(r16.v_next, r32.v_next)
+    # the stored H recomputes the same spikes, and lies within one bfloat16 step of H
+    assert torch.equal(reference.fire(r16.h_seq.float(), cfg), r32.spike)
+    assert ((r16.h_seq.float() - r32.h_seq).abs() <= r32.h_seq.abs() * 2 ** -7 + 1e-30).all()
+    gx32, gv32 = dispatch.backward(g, v, cfg, h_seq=r32.h_seq, backend=backend)
+    gx16, gv16 = dispatch.backward(g, v, cfg, h_seq=r16.h_seq, backend=backend)
+    # given the stored H, the backward is exactly the float32 one on those values
+    gx_ref, gv_ref = reference.bptt_from_h(g, v, r16.h_seq.float(), cfg)
+    torch.testing.assert_close(gx16, gx_ref, rtol=1e-5, atol=1e-6)
+    # against float32 H: the surrogate's slope times the rounding of H, small overall
+    assert ((gx16 - gx32).norm() / gx32.norm()).item() < 2e-2
+
+
+def test_cpu_bf16_h_matches_the_reference_bit_for_bit():
+    cfg = make_cfg("LIF", False, 0.0)
+    x, v = make_inputs(cfg, 6, (3000,), torch.float32)
+    a = dispatch.forward(x, v, cfg, save_h=True, h_dtype=torch.bfloat16, backend="cpu").h_seq
+    b = dispatch.forward(x, v, cfg, save_h=True, h_dtype=torch.bfloat16,
+                         backend="reference").h_seq
+    assert torch.equal(a, b)
+
+
+def test_h_dtype_rejected_where_unsupported():
+    cfg = make_cfg("LIF", False, 0.0)
+    x = torch.rand(3, 10, dtype=torch.float64)
+    with pytest.raises(ValueError, match="h_dtype"):
+        dispatch.forward(x, torch.zeros(10, dtype=torch.float64), cfg, save_h=True,
+                         h_dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="h_dtype"):
+        dispatch.forward(x.float(), torch.zeros(10), cfg, save_h=True, h_dtype=torch.float16)
+    node = spikecore.MultiStepParametricLIFNode()
+    node.saved_h_dtype = torch.bfloat16
+    with pytest.raises(ValueError, match="bfloat16"):
+        node(torch.rand(3, 10, requires_grad=True))
