@@ -39,6 +39,15 @@ class Backend:
     #: dtypes the saved H may be kept in besides the compute dtype (``h_dtype=`` of forward)
     h_dtypes = ()
 
+    @staticmethod
+    def new_outputs(x, v, save_h=False, save_v=False, with_grad=False, h_dtype=None):
+        """Fresh outputs of :meth:`forward`: ``(spike, v_next, h_seq, v_seq, gs2h, gv2h)``, the
+        optional ones ``None`` unless asked for."""
+        def seq(wanted, dtype=None):
+            return torch.empty_like(x, dtype=dtype) if wanted else None
+        return (torch.empty_like(x), torch.empty_like(v), seq(save_h, h_dtype), seq(save_v),
+                seq(with_grad), seq(with_grad))
+
     def load_error(self) -> Optional[str]:
         """``None`` when usable, else a message that says why not and how to fix it."""
         return None
@@ -128,12 +137,9 @@ class CPUBackend(Backend):
         return np.empty((0, n), dtype=dtype)
 
     def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False, h_dtype=None):
-        spike, v_next = torch.empty_like(x), torch.empty_like(v)
+        spike, v_next, h_seq, v_seq, gs2h, gv2h = self.new_outputs(x, v, save_h, save_v,
+                                                                   with_grad, h_dtype)
         unused = self._unused(_NUMPY[x.dtype], x.shape[1])
-        h_seq = torch.empty_like(x, dtype=h_dtype) if save_h else None
-        v_seq = torch.empty_like(x) if save_v else None
-        gs2h = torch.empty_like(x) if with_grad else None
-        gv2h = torch.empty_like(x) if with_grad else None
         np_ = self._np
         self._kernels.forward(
             np_(x), np_(v), np_(spike), np_(v_next),

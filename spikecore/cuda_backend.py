@@ -54,11 +54,8 @@ class CUDABackend(backends.Backend):
         return 0 if t is None else t.data_ptr()
 
     def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False, h_dtype=None):
-        spike, v_next = torch.empty_like(x), torch.empty_like(v)
-        h_seq = torch.empty_like(x) if save_h else None
-        v_seq = torch.empty_like(x) if save_v else None
-        gs2h = torch.empty_like(x) if with_grad else None
-        gv2h = torch.empty_like(x) if with_grad else None
+        spike, v_next, h_seq, v_seq, gs2h, gv2h = self.new_outputs(x, v, save_h, save_v,
+                                                                   with_grad)
         p = self._ptr
         self._kernels.forward(
             _DTYPE_CODES[x.dtype], p(x), p(v), p(spike), p(v_next), p(h_seq), p(v_seq), p(gs2h),

@@ -126,11 +126,11 @@ def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_
                          shaped(h_seq, keep_dtype=True), shaped(v_seq), shaped(gs2h), shaped(gv2h))
 
 
-def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
-             grad_v_to_h=None, multi_step=True, backend=None,
-             names=("grad_spike_seq", "grad_v_next")):
-    """BPTT through ``[T, *]`` steps (or one step). Give ``h_seq`` (training route) or both
-    ``grad_s_to_h`` and ``grad_v_to_h`` (teaching route). Returns ``(grad_x_seq, grad_v)``."""
+def _gradient_inputs(grad_spike_seq, grad_v_next, multi_step, backend, names):
+    """Validate and flatten the incoming gradients of a backward call.
+
+    Returns ``(impl, dtype, steps, n, step_shape, grad_spike [steps, n], grad_v_next [n])``.
+    """
     gs_name, gv_name = names
     _check_tensor(gs_name, grad_spike_seq)
     if multi_step and grad_spike_seq.dim() == 0:
@@ -143,6 +143,17 @@ def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
     dtype = _compute_dtype(impl, gs_name, grad_spike_seq.dtype)
     steps = grad_spike_seq.shape[0] if multi_step else 1
     n = math.prod(step_shape)
+    return (impl, dtype, steps, n, step_shape, _as_2d(grad_spike_seq, steps, n, dtype),
+            _as_2d(grad_v_next, 1, n, dtype)[0])
+
+
+def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
+             grad_v_to_h=None, multi_step=True, backend=None,
+             names=("grad_spike_seq", "grad_v_next")):
+    """BPTT through ``[T, *]`` steps (or one step). Give ``h_seq`` (training route) or both
+    ``grad_s_to_h`` and ``grad_v_to_h`` (teaching route). Returns ``(grad_x_seq, grad_v)``."""
+    impl, dtype, steps, n, step_shape, grad_spike, grad_v_last = _gradient_inputs(
+        grad_spike_seq, grad_v_next, multi_step, backend, names)
     seq = dict(h_seq=h_seq, grad_s_to_h=grad_s_to_h, grad_v_to_h=grad_v_to_h)
     for name, t in seq.items():
         if t is None:
@@ -153,12 +164,11 @@ def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
                 seq[name] = _as_2d(t, steps, n, t.dtype)
                 continue
         else:
-            _check_like(name, t, gs_name, grad_spike_seq, grad_spike_seq.shape)
+            _check_like(name, t, names[0], grad_spike_seq, grad_spike_seq.shape)
         seq[name] = _as_2d(t, steps, n, dtype)
     if seq["h_seq"] is None and (seq["grad_s_to_h"] is None or seq["grad_v_to_h"] is None):
         raise ValueError("backward needs h_seq, or both grad_s_to_h and grad_v_to_h")
-    grad_x, grad_v = impl.backward(_as_2d(grad_spike_seq, steps, n, dtype),
-                                   _as_2d(grad_v_next, 1, n, dtype)[0], cfg, **seq)
+    grad_x, grad_v = impl.backward(grad_spike, grad_v_last, cfg, **seq)
     out_dtype = grad_spike_seq.dtype
     return (_restore(grad_x, grad_spike_seq.shape, out_dtype),
             _restore(grad_v, step_shape, out_dtype))
@@ -169,21 +179,13 @@ def backward_plif(grad_spike_seq, grad_v_next, cfg, *, h_seq, v_init, multi_step
     """BPTT from saved H for a learnable 1/τ (ParametricLIF). ``v_init`` is V[-1], the potential
     the forward pass started from. Returns ``(grad_x_seq, grad_v, grad_reciprocal_tau)``, the
     last a 0-d float64 tensor: dL/d(1/τ) summed over neurons and time steps."""
-    names = ("grad_spike_seq", "grad_v_next")
-    _check_tensor(names[0], grad_spike_seq)
-    step_shape = grad_spike_seq.shape[1:] if multi_step else grad_spike_seq.shape
-    if grad_v_next is None:
-        grad_v_next = grad_spike_seq.new_zeros(step_shape)
-    _check_like(names[1], grad_v_next, names[0], grad_spike_seq, step_shape)
+    impl, dtype, steps, n, step_shape, grad_spike, grad_v_last = _gradient_inputs(
+        grad_spike_seq, grad_v_next, multi_step, backend, ("grad_spike_seq", "grad_v_next"))
     _check_tensor("h_seq", h_seq)
     _check_tensor("v_init", v_init)
-    impl = resolve_backend(backend, grad_spike_seq.device)
-    dtype = _compute_dtype(impl, names[0], grad_spike_seq.dtype)
-    steps = grad_spike_seq.shape[0] if multi_step else 1
-    n = math.prod(step_shape)
     grad_x, grad_v, grad_rtau = impl.backward_plif(
-        _as_2d(grad_spike_seq, steps, n, dtype), _as_2d(grad_v_next, 1, n, dtype)[0],
-        _as_2d(h_seq, steps, n, dtype), _as_2d(v_init, 1, n, dtype)[0], cfg)
+        grad_spike, grad_v_last, _as_2d(h_seq, steps, n, dtype),
+        _as_2d(v_init, 1, n, dtype)[0], cfg)
     out_dtype = grad_spike_seq.dtype
     return (_restore(grad_x, grad_spike_seq.shape, out_dtype),
             _restore(grad_v, step_shape, out_dtype), grad_rtau)

@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import unicodedata
 
 import pytest
 
@@ -99,14 +98,17 @@ _CONSTRUCT = re.compile(r"``[^`]+``|(?::[\w:+-]+:)?`[^`]+`_{0,2}|\*\*[^*\n]+\*\*
 _BLOCK_DIRECTIVE = re.compile(r"^(\s*)\.\. (code-block|code|math|literalinclude)::")
 
 
-def _ok_before(ch):
-    return ch.isspace() or ch in "-:/'\"<([{" or unicodedata.category(ch) in (
-        "Pd", "Po", "Ps", "Pi", "Pf")
+def _load_tutorial_tool():
+    spec = importlib.util.spec_from_file_location(
+        "tutorial_pages", os.path.join(ROOT, "tutorials", "_tools", "tutorial_pages.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _ok_after(ch):
-    return ch.isspace() or ch in "-.,:;!?\\/'\")]}>" or unicodedata.category(ch) in (
-        "Pd", "Po", "Pe", "Pi", "Pf")
+# what docutils accepts around inline markup: the same rules the tutorial page generator uses
+_TOOL = _load_tutorial_tool()
+_ok_before, _ok_after = _TOOL._ok_before, _TOOL._ok_after
 
 
 def _prose(text):

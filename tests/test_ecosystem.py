@@ -2,6 +2,7 @@
 nodes' state (v_seq, reset/detach, state_dict, .to(), copies, DDP) and determinism."""
 import copy
 import os
+import time
 
 import pytest
 import torch
@@ -404,6 +405,18 @@ def test_copies_keep_their_own_state():
     assert replica.v == 0.0 and isinstance(net[1].v, torch.Tensor)
 
 
+class _Steps(nn.Module):
+    """Runs a single-step network over the T steps of its input in one forward call, so that
+    DistributedDataParallel sees one forward per backward."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x_seq):
+        return torch.stack([self.net(x) for x in x_seq])
+
+
 def _ddp_worker(rank, world, init_file, out_dir):
     import torch.distributed as dist
     torch.set_num_threads(1)
@@ -412,15 +425,18 @@ def _ddp_worker(rank, world, init_file, out_dir):
     try:
         net = single_net()
         local = copy.deepcopy(net)
-        ddp = nn.parallel.DistributedDataParallel(net)   # broadcast_buffers=True, the default
+        ddp = nn.parallel.DistributedDataParallel(_Steps(net))   # broadcast_buffers=True
         x = torch.rand(4, 3 + rank, 8, generator=torch.Generator().manual_seed(rank)) * 2
-        for model in (ddp, local):
+        for model in (ddp, _Steps(local)):
             spikecore.reset_net(model)
-            out = torch.stack([model(x[t]) for t in range(4)])
-            out.sum().backward()
+            model(x).sum().backward()
         torch.save({"v": net[1].v.detach(), "v_local": local[1].v.detach(),
                     "grad": net[0].weight.grad, "grad_local": local[0].weight.grad},
                    os.path.join(out_dir, f"rank{rank}.pt"))
+        # release DDP's communication state while the peer is still there (a gloo peer that
+        # is torn down after the other process has left can wait forever)
+        del ddp
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -429,7 +445,14 @@ def _ddp_worker(rank, world, init_file, out_dir):
                     not torch.distributed.is_gloo_available(), reason="needs gloo")
 def test_ddp_processes_keep_their_own_state(tmp_path):
     import torch.multiprocessing as mp
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    ctx = mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)),
+                             nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + 120
+    while not ctx.join(timeout=max(0.0, deadline - time.monotonic())):
+        if time.monotonic() >= deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the two DDP workers did not finish within 120 s")
     r = [torch.load(tmp_path / f"rank{i}.pt") for i in range(2)]
     for i in range(2):
         # each process's v is its own batch's (the ranks even differ in batch size)
