@@ -148,6 +148,7 @@ WORKER = textwrap.dedent('''
                         "accuracy": accuracy,
                         "ranks_agree": all(torch.equal(everyone[0], w) for w in everyone)},
                        out_path)
+        dist.barrier()                               # leave together: no rank tears down mid-exchange
         dist.destroy_process_group()
 
 
