@@ -44,7 +44,7 @@ class BuildExt(build_ext):
             print("WARNING: spikecore: SPIKECORE_NO_OPENMP is set; building the CPU kernels "
                   "serially (one thread).", flush=True)
         portable = os.environ.get("SPIKECORE_PORTABLE", "") in ("1", "true", "yes")
-        isa = [] if portable else ["-march=native"]
+        isa = [] if portable else ["-march=native", "-mprefer-vector-width=512"]
         print(f"spikecore: CPU kernels built for {'the baseline ISA (portable)' if portable else 'this machine (-march=native)'}", flush=True)
         for ext in self.extensions:
             if ext.name == "spikecore._cpu_kernels":

@@ -97,20 +97,27 @@ def interleave(candidates: List[Candidate], repeat: int, warmup: int = 1) -> Non
             c.times.append(time.perf_counter() - t0)
 
 
-def copy_candidates(n_bytes: int) -> List[Candidate]:
-    """numpy ``np.copyto`` and torch ``copy_`` of ``n_bytes`` (src and dst allocated and touched
-    once, beforehand). Bandwidth = (read + write) bytes / time."""
+def copy_candidates(n_bytes: int, threads: int) -> List[Candidate]:
+    """Copies of ``n_bytes`` (src and dst allocated and touched once, beforehand): numpy
+    ``np.copyto``, torch ``copy_``, and spikecore's own store path with streaming (non-temporal)
+    stores, the fastest way to write memory that is not read back soon. The kernels write their
+    large outputs that way, so a floor from plain copies alone (which first read every
+    destination line) would be too lenient. Bandwidth = (read + write) bytes / time."""
+    from spikecore import _cpu_kernels
+
     n = max(1, n_bytes // 4)
     src = torch.rand(n)
     dst = torch.empty_like(src)
     dst.zero_()
     s_np, d_np = src.numpy(), dst.numpy()
+    s_u8, d_u8 = s_np.view(np.uint8), d_np.view(np.uint8)
     return [Candidate("copy numpy", lambda: np.copyto(d_np, s_np)),
-            Candidate("copy torch", lambda: dst.copy_(src))]
+            Candidate("copy torch", lambda: dst.copy_(src)),
+            Candidate("copy streaming", lambda: _cpu_kernels.copy_bytes(s_u8, d_u8, True, threads))]
 
 
 def bandwidth(copies: List[Candidate], n_bytes: int) -> float:
-    """Best (numpy vs torch) median copy bandwidth in bytes/s, counting read + write."""
+    """Best median copy bandwidth of ``copies`` in bytes/s, counting read + write."""
     meds = [c.median for c in copies if c.times]
     return 2 * (max(1, n_bytes // 4) * 4) / min(meds)
 

@@ -537,13 +537,14 @@ def main(argv=None):
     C.flush()
 
     copy_bytes = T * N * item
-    copies = C.copy_candidates(copy_bytes)
+    copies = C.copy_candidates(copy_bytes, a.threads)
     C.interleave(cands + copies, a.repeat, warmup=1)
     bw = C.bandwidth(copies, copy_bytes)
     floor = per * T * N / bw
     print(f"copy bandwidth (read+write, {copy_bytes / 2**20:.1f} MiB buffers, {a.threads} "
           f"thread(s)): numpy {2 * copy_bytes / copies[0].median / 1e9:.1f} GB/s, torch "
-          f"{2 * copy_bytes / copies[1].median / 1e9:.1f} GB/s -> floor {floor * 1e3:.3f} ms "
+          f"{2 * copy_bytes / copies[1].median / 1e9:.1f} GB/s, streaming "
+          f"{2 * copy_bytes / copies[2].median / 1e9:.1f} GB/s -> floor {floor * 1e3:.3f} ms "
           f"per call ({per} B/neuron-step)")
 
     prim = cands[0]

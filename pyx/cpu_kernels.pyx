@@ -70,6 +70,11 @@ cdef extern from "spikecore_math.h" namespace "spikecore" nogil:
     double reset_grad(int hard, int detach_reset, double h, double s, double sg,
                       double v_threshold, double v_reset)
 
+cdef extern from "spikecore_stream.h" namespace "spikecore" nogil:
+    void sc_store_chunk(void* dst, const void* src, size_t n, int stream)
+    void sc_store_fence()
+    void sc_prefetch(const void* p, size_t n)
+
 cdef extern from *:
     """
     #ifdef _OPENMP
@@ -113,11 +118,35 @@ cdef enum:
     # short enough that a block's state row (64 KiB of float32) stays in L2.
     BLOCK_MIN = 4096
     BLOCK_MAX = 16384
+    # Neurons per chunk buffer: 1 KiB of float32 per buffer, so a chunk's buffers stay in L1.
+    CHUNK = 256
+    # How far ahead in a row (neurons) the kernels prefetch their streamed inputs.
+    PREFETCH_AHEAD = 2048
+
+# Outputs of at least this many bytes per [T, N] tensor are written with streaming stores
+# (include/spikecore_stream.h); smaller ones are likely still in cache when they are read next.
+cdef Py_ssize_t _stream_min_bytes = 2 << 20
 
 
 def openmp_enabled():
     """True when this module was compiled with OpenMP."""
     return SPIKECORE_OPENMP == 1
+
+
+def stream_min_bytes(new=None):
+    """The size (bytes of one [T, N] output) from which outputs are streamed to memory; with an
+    argument, set it (0 streams everything) and return the previous value."""
+    global _stream_min_bytes
+    old = _stream_min_bytes
+    if new is not None:
+        if new < 0:
+            raise ValueError(f"stream_min_bytes must be >= 0, got {new}")
+        _stream_min_bytes = new
+    return old
+
+
+cdef inline int _should_stream(Py_ssize_t nbytes) noexcept nogil:
+    return nbytes >= _stream_min_bytes
 
 
 cdef inline Py_ssize_t _block_size(Py_ssize_t n, int n_threads) noexcept nogil:
@@ -159,26 +188,61 @@ cdef void _forward_fast(charge_kind ck, reset_kind rk,
                         const real[:, ::1] x, const real[::1] v0,
                         real[:, ::1] spike, real[::1] v_out, hstore[:, ::1] h_seq,
                         real v_threshold, real v_reset, real reciprocal_tau,
-                        Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """Training (h_seq given) or inference forward, specialised on charge and reset."""
-    cdef Py_ssize_t t, i
+                        Py_ssize_t lo, Py_ssize_t hi, int stream) noexcept nogil:
+    """Training (h_seq given) or inference forward, specialised on charge and reset.
+
+    Rows are processed in chunks of CHUNK neurons. Without streaming the loop writes its
+    outputs in place; with streaming it writes S and H (and, on the last step, V) into L1
+    buffers that sc_store_chunk then streams out."""
+    cdef Py_ssize_t t, j, k, c, m, last = x.shape[0] - 1
     cdef int mode = _mode(ck)
     cdef bint save_h = h_seq.shape[0] != 0
     cdef real v_rest = v_reset if reset_kind is HardReset else <real>0
     cdef real h, s
-    for i in range(lo, hi):
-        v_out[i] = v0[i]
+    cdef const real* x_row
+    cdef const real* v_in
+    cdef real* s_dst
+    cdef real* v_dst
+    cdef hstore* h_dst = NULL
+    cdef real s_buf[CHUNK]
+    cdef real v_buf[CHUNK]
+    cdef hstore h_buf[CHUNK]
+    if x.shape[0] == 0:  # no step: the potential passes through
+        for j in range(lo, hi):
+            v_out[j] = v0[j]
     for t in range(x.shape[0]):
-        for i in range(lo, hi):
-            h = charge(mode, x[t, i], v_out[i], v_rest, reciprocal_tau)
-            s = fire(h, v_threshold)
-            spike[t, i] = s
+        for k in range((hi - lo + CHUNK - 1) // CHUNK):
+            c = lo + k * CHUNK
+            m = CHUNK if c + CHUNK <= hi else hi - c
+            x_row = &x[t, c]
+            if c + PREFETCH_AHEAD + m <= hi:
+                sc_prefetch(x_row + PREFETCH_AHEAD, m * sizeof(real))
+            v_in = &v0[c] if t == 0 else &v_out[c]
+            s_dst = &s_buf[0] if stream else &spike[t, c]
+            v_dst = &v_buf[0] if stream and t == last else &v_out[c]
             if save_h:
-                _put_h(h_seq, t, i, h, s, v_threshold)
-            if reset_kind is HardReset:
-                v_out[i] = hard_reset(h, s, v_reset)
-            else:
-                v_out[i] = soft_reset(h, s, v_threshold)
+                h_dst = &h_buf[0] if stream else &h_seq[t, c]
+            for j in range(m):
+                h = charge(mode, x_row[j], v_in[j], v_rest, reciprocal_tau)
+                s = fire(h, v_threshold)
+                s_dst[j] = s
+                if save_h:
+                    if hstore is BF16Bits:
+                        h_dst[j] = bf16_keep_spike(<float>h, <float>s, <float>v_threshold)
+                    else:
+                        h_dst[j] = <hstore>h
+                if reset_kind is HardReset:
+                    v_dst[j] = hard_reset(h, s, v_reset)
+                else:
+                    v_dst[j] = soft_reset(h, s, v_threshold)
+            if stream:
+                sc_store_chunk(&spike[t, c], s_buf, m * sizeof(real), 1)
+                if save_h:
+                    sc_store_chunk(&h_seq[t, c], h_buf, m * sizeof(hstore), 1)
+                if t == last:
+                    sc_store_chunk(&v_out[c], v_buf, m * sizeof(real), 1)
+    if stream:
+        sc_store_fence()
 
 
 cdef void _forward_general(const real[:, ::1] x, const real[::1] v0,
@@ -222,29 +286,29 @@ cdef void _forward_block(const real[:, ::1] x, const real[::1] v0,
                          real[:, ::1] grad_s_to_h, real[:, ::1] grad_v_to_h,
                          int mode, int hard, int detach_reset, int sg_index,
                          real v_threshold, real v_reset, real reciprocal_tau, real alpha,
-                         Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+                         Py_ssize_t lo, Py_ssize_t hi, int stream) noexcept nogil:
     if v_seq.shape[0] != 0 or grad_s_to_h.shape[0] != 0:
         _forward_general(x, v0, spike, v_out, h_seq, v_seq, grad_s_to_h, grad_v_to_h, mode,
                          hard, detach_reset, sg_index, v_threshold, v_reset, reciprocal_tau,
                          alpha, lo, hi)
     elif mode == CHARGE_IF and hard:
         _forward_fast(<IFCharge>0, <HardReset>0, x, v0, spike, v_out, h_seq,
-                      v_threshold, v_reset, reciprocal_tau, lo, hi)
+                      v_threshold, v_reset, reciprocal_tau, lo, hi, stream)
     elif mode == CHARGE_IF:
         _forward_fast(<IFCharge>0, <SoftReset>0, x, v0, spike, v_out, h_seq,
-                      v_threshold, v_reset, reciprocal_tau, lo, hi)
+                      v_threshold, v_reset, reciprocal_tau, lo, hi, stream)
     elif mode == CHARGE_LIF and hard:
         _forward_fast(<LIFCharge>0, <HardReset>0, x, v0, spike, v_out, h_seq,
-                      v_threshold, v_reset, reciprocal_tau, lo, hi)
+                      v_threshold, v_reset, reciprocal_tau, lo, hi, stream)
     elif mode == CHARGE_LIF:
         _forward_fast(<LIFCharge>0, <SoftReset>0, x, v0, spike, v_out, h_seq,
-                      v_threshold, v_reset, reciprocal_tau, lo, hi)
+                      v_threshold, v_reset, reciprocal_tau, lo, hi, stream)
     elif hard:
         _forward_fast(<LIFDetachInputCharge>0, <HardReset>0, x, v0, spike, v_out, h_seq,
-                      v_threshold, v_reset, reciprocal_tau, lo, hi)
+                      v_threshold, v_reset, reciprocal_tau, lo, hi, stream)
     else:
         _forward_fast(<LIFDetachInputCharge>0, <SoftReset>0, x, v0, spike, v_out, h_seq,
-                      v_threshold, v_reset, reciprocal_tau, lo, hi)
+                      v_threshold, v_reset, reciprocal_tau, lo, hi, stream)
 
 
 def forward(const real[:, ::1] x,           # IN  [T, N] input current
@@ -264,6 +328,7 @@ def forward(const real[:, ::1] x,           # IN  [T, N] input current
     cdef Py_ssize_t blk = _block_size(n, n_threads)
     cdef Py_ssize_t n_blocks = (n + blk - 1) // blk
     cdef Py_ssize_t b, lo, hi
+    cdef int stream = _should_stream(x.shape[0] * n * <Py_ssize_t>sizeof(real))
     for b in prange(n_blocks, nogil=True, schedule='static', num_threads=n_threads):
         lo = b * blk
         hi = lo + blk
@@ -272,35 +337,35 @@ def forward(const real[:, ::1] x,           # IN  [T, N] input current
         _forward_block(x, v, spike, v_next, h_seq, v_seq, grad_s_to_h, grad_v_to_h,
                        mode, hard, detach_reset, sg_index,
                        <real>v_threshold, <real>v_reset, <real>reciprocal_tau, <real>alpha,
-                       lo, hi)
+                       lo, hi, stream)
 
 
 # --- backward ----------------------------------------------------------------------------------
 cdef void _surrogate_row(int index, const hstore[:, ::1] h_seq, Py_ssize_t t, real* out,
                          real v_threshold, real alpha, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """out[i] = g'(H[t, i] - θ) for i in [lo, hi): one loop per surrogate, so each vectorises."""
+    """out[i - lo] = g'(H[t, i] - θ) for i in [lo, hi): one loop per surrogate, so each vectorises."""
     cdef Py_ssize_t i
     if index == SG_ATAN:
         for i in range(lo, hi):
-            out[i] = surrogate_grad(SG_ATAN, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
+            out[i - lo] = surrogate_grad(SG_ATAN, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
     elif index == SG_SIGMOID:
         for i in range(lo, hi):
-            out[i] = surrogate_grad(SG_SIGMOID, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
+            out[i - lo] = surrogate_grad(SG_SIGMOID, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
     elif index == SG_PIECEWISE_QUADRATIC:
         for i in range(lo, hi):
-            out[i] = surrogate_grad(SG_PIECEWISE_QUADRATIC, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
+            out[i - lo] = surrogate_grad(SG_PIECEWISE_QUADRATIC, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
     elif index == SG_SOFTSIGN:
         for i in range(lo, hi):
-            out[i] = surrogate_grad(SG_SOFTSIGN, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
+            out[i - lo] = surrogate_grad(SG_SOFTSIGN, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
     elif index == SG_ERF:
         for i in range(lo, hi):
-            out[i] = surrogate_grad(SG_ERF, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
+            out[i - lo] = surrogate_grad(SG_ERF, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
     elif index == SG_SUPERSPIKE:
         for i in range(lo, hi):
-            out[i] = surrogate_grad(SG_SUPERSPIKE, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
+            out[i - lo] = surrogate_grad(SG_SUPERSPIKE, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
     else:
         for i in range(lo, hi):
-            out[i] = surrogate_grad(SG_PIECEWISE_EXP, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
+            out[i - lo] = surrogate_grad(SG_PIECEWISE_EXP, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
 
 
 cdef void _backward_from_h(reset_kind rk,
@@ -308,23 +373,50 @@ cdef void _backward_from_h(reset_kind rk,
                            const hstore[:, ::1] h_seq, real[:, ::1] grad_x, real[::1] grad_v,
                            int detach_reset, int sg_index, real v_threshold, real v_reset,
                            real alpha, real dh_dx, real dh_dv,
-                           Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """BPTT recomputing S, dS/dH and dV/dH from H; specialised on the reset."""
-    cdef Py_ssize_t t, i
+                           Py_ssize_t lo, Py_ssize_t hi, int stream) noexcept nogil:
+    """BPTT recomputing S, dS/dH and dV/dH from H; specialised on the reset.
+
+    Rows are processed in chunks of CHUNK neurons: the surrogate of the chunk first (its own
+    vectorised loop, into an L1 buffer), then the recursion. Outputs are written in place, or
+    (streaming) into L1 buffers that sc_store_chunk streams out."""
+    cdef Py_ssize_t t, j, k, c, m, last = grad_spike.shape[0] - 1
     cdef int hard = reset_kind is HardReset
-    cdef real h, s, sg, grad_h
-    for i in range(lo, hi):
-        grad_v[i] = grad_v_last[i]
-    for t in range(grad_spike.shape[0] - 1, -1, -1):
-        # the surrogate row goes into grad_x[t] first and is read back from cache below
-        _surrogate_row(sg_index, h_seq, t, &grad_x[t, 0], v_threshold, alpha, lo, hi)
-        for i in range(lo, hi):
-            h = <real>_get_h(h_seq, t, i)
-            sg = grad_x[t, i]
-            grad_h = grad_spike[t, i] * sg + grad_v[i] * reset_grad(
-                hard, detach_reset, h, fire(h, v_threshold), sg, v_threshold, v_reset)
-            grad_x[t, i] = grad_h * dh_dx
-            grad_v[i] = grad_h * dh_dv
+    cdef real h, sg, grad_h
+    cdef const real* gs_row
+    cdef const real* gv_in
+    cdef real* gx_dst
+    cdef real* gv_dst
+    cdef real sg_buf[CHUNK]
+    cdef real gx_buf[CHUNK]
+    cdef real gv_buf[CHUNK]
+    if grad_spike.shape[0] == 0:  # no step: the gradient passes through
+        for j in range(lo, hi):
+            grad_v[j] = grad_v_last[j]
+    for t in range(last, -1, -1):
+        for k in range((hi - lo + CHUNK - 1) // CHUNK):
+            c = lo + k * CHUNK
+            m = CHUNK if c + CHUNK <= hi else hi - c
+            gs_row = &grad_spike[t, c]
+            if c + PREFETCH_AHEAD + m <= hi:
+                sc_prefetch(gs_row + PREFETCH_AHEAD, m * sizeof(real))
+                sc_prefetch(&h_seq[t, c + PREFETCH_AHEAD], m * sizeof(hstore))
+            gv_in = &grad_v_last[c] if t == last else &grad_v[c]
+            gx_dst = &gx_buf[0] if stream else &grad_x[t, c]
+            gv_dst = &gv_buf[0] if stream and t == 0 else &grad_v[c]
+            _surrogate_row(sg_index, h_seq, t, sg_buf, v_threshold, alpha, c, c + m)
+            for j in range(m):
+                h = <real>_get_h(h_seq, t, c + j)
+                sg = sg_buf[j]
+                grad_h = gs_row[j] * sg + gv_in[j] * reset_grad(
+                    hard, detach_reset, h, fire(h, v_threshold), sg, v_threshold, v_reset)
+                gx_dst[j] = grad_h * dh_dx
+                gv_dst[j] = grad_h * dh_dv
+            if stream:
+                sc_store_chunk(&grad_x[t, c], gx_buf, m * sizeof(real), 1)
+                if t == 0:
+                    sc_store_chunk(&grad_v[c], gv_buf, m * sizeof(real), 1)
+    if stream:
+        sc_store_fence()
 
 
 cdef void _backward_stored(const real[:, ::1] grad_spike, const real[::1] grad_v_last,
@@ -362,6 +454,7 @@ def backward(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
     cdef bint recompute = h_seq.shape[0] != 0
     cdef real dh_dx = charge_grad_x(mode, <real>reciprocal_tau)
     cdef real dh_dv = charge_grad_v(mode, <real>reciprocal_tau)
+    cdef int stream = _should_stream(grad_spike.shape[0] * n * <Py_ssize_t>sizeof(real))
     for b in prange(n_blocks, nogil=True, schedule='static', num_threads=n_threads):
         lo = b * blk
         hi = lo + blk
@@ -373,11 +466,11 @@ def backward(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
         elif hard:
             _backward_from_h(<HardReset>0, grad_spike, grad_v_next, h_seq, grad_x, grad_v,
                              detach_reset, sg_index, <real>v_threshold, <real>v_reset,
-                             <real>alpha, dh_dx, dh_dv, lo, hi)
+                             <real>alpha, dh_dx, dh_dv, lo, hi, stream)
         else:
             _backward_from_h(<SoftReset>0, grad_spike, grad_v_next, h_seq, grad_x, grad_v,
                              detach_reset, sg_index, <real>v_threshold, <real>v_reset,
-                             <real>alpha, dh_dx, dh_dv, lo, hi)
+                             <real>alpha, dh_dx, dh_dv, lo, hi, stream)
 
 
 # --- learnable time constant (ParametricLIF) ----------------------------------------------------
@@ -448,3 +541,21 @@ def backward_plif(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
     for i in range(n):
         total += grad_tau[i]
     return total
+
+
+# --- bandwidth probe ----------------------------------------------------------------------------
+def copy_bytes(const unsigned char[::1] src, unsigned char[::1] dst, bint stream, int n_threads):
+    """Copy ``src`` into ``dst`` through the kernels' store path (streaming or not), split over
+    threads like the kernels. The benchmarks time it to measure the memory floor."""
+    cdef Py_ssize_t n = src.shape[0]
+    cdef Py_ssize_t blk = 1 << 20
+    cdef Py_ssize_t b, lo, hi
+    if dst.shape[0] != n:
+        raise ValueError(f"dst must have {n} bytes like src, got {dst.shape[0]}")
+    for b in prange((n + blk - 1) // blk, nogil=True, schedule='static', num_threads=n_threads):
+        lo = b * blk
+        hi = lo + blk
+        if hi > n:
+            hi = n
+        sc_store_chunk(&dst[lo], &src[lo], hi - lo, stream)
+        sc_store_fence()

@@ -1,5 +1,6 @@
 """Shared test helpers: parameter grids, input makers and tolerances."""
 import itertools
+import zlib
 
 import torch
 
@@ -31,6 +32,11 @@ def cfg_id(cfg):
     di = "-detin" if cfg.detach_input else ""
     dr = "-detrst" if cfg.detach_reset else ""
     return f"{cfg.neuron}{di}-{reset}{dr}-{surrogate.NAMES[cfg.surrogate]}"
+
+
+def cfg_seed(cfg, modulus=1000):
+    """A seed for a configuration that is the same in every process (unlike ``hash(str)``)."""
+    return zlib.crc32(cfg_id(cfg).encode()) % modulus
 
 
 def make_inputs(cfg, steps, shape, dtype, seed=0, near_threshold=True):
