@@ -43,10 +43,10 @@ class Backend:
     def new_outputs(x, v, save_h=False, save_v=False, with_grad=False, h_dtype=None):
         """Fresh outputs of :meth:`forward`: ``(spike, v_next, h_seq, v_seq, gs2h, gv2h)``, the
         optional ones ``None`` unless asked for."""
-        def seq(wanted, dtype=None):
-            return torch.empty_like(x, dtype=dtype) if wanted else None
-        return (torch.empty_like(x), torch.empty_like(v), seq(save_h, h_dtype), seq(save_v),
-                seq(with_grad), seq(with_grad))
+        empty = torch.empty_like
+        return (empty(x), empty(v), empty(x, dtype=h_dtype) if save_h else None,
+                empty(x) if save_v else None, empty(x) if with_grad else None,
+                empty(x) if with_grad else None)
 
     def load_error(self) -> Optional[str]:
         """``None`` when usable, else a message that says why not and how to fix it."""
@@ -134,32 +134,27 @@ class CPUBackend(Backend):
     @functools.lru_cache(maxsize=64)
     def _unused(dtype, n):
         """A [0, N] array (it holds nothing) standing for an output that is not wanted."""
-        return np.empty((0, n), dtype=dtype)
+        return np.empty((0, n), dtype=_NUMPY[dtype])
 
     def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False, h_dtype=None):
-        spike, v_next, h_seq, v_seq, gs2h, gv2h = self.new_outputs(x, v, save_h, save_v,
-                                                                   with_grad, h_dtype)
-        unused = self._unused(_NUMPY[x.dtype], x.shape[1])
-        np_ = self._np
+        outs = self.new_outputs(x, v, save_h, save_v, with_grad, h_dtype)
+        unused, np_ = self._unused(x.dtype, x.shape[1]), self._np
         self._kernels.forward(
-            np_(x), np_(v), np_(spike), np_(v_next),
-            *(unused if t is None else np_(t) for t in (h_seq, v_seq, gs2h, gv2h)),
-            cfg.charge_mode, cfg.hard_reset, cfg.detach_reset, cfg.surrogate,
-            cfg.v_threshold, cfg.v_rest, cfg.reciprocal_tau, cfg.alpha,
-            self._threads(x.numel()))
-        return spike, v_next, h_seq, v_seq, gs2h, gv2h
+            np_(x), np_(v), outs[0].numpy(), outs[1].numpy(),
+            *[unused if t is None else np_(t) for t in outs[2:]],
+            *cfg.kernel_args, self._threads(x.numel()))
+        return outs
 
     def backward(self, grad_spike, grad_v_next, cfg, h_seq=None, grad_s_to_h=None,
                  grad_v_to_h=None):
         grad_x, grad_v = torch.empty_like(grad_spike), torch.empty_like(grad_v_next)
-        unused = self._unused(_NUMPY[grad_spike.dtype], grad_spike.shape[1])
+        unused = self._unused(grad_spike.dtype, grad_spike.shape[1])
         np_ = self._np
         self._kernels.backward(
             np_(grad_spike), np_(grad_v_next),
             *(unused if t is None else np_(t) for t in (h_seq, grad_s_to_h, grad_v_to_h)),
             np_(grad_x), np_(grad_v),
-            cfg.charge_mode, cfg.hard_reset, cfg.detach_reset, cfg.surrogate,
-            cfg.v_threshold, cfg.v_rest, cfg.reciprocal_tau, cfg.alpha,
+            *cfg.kernel_args,
             self._threads(grad_spike.numel()))
         return grad_x, grad_v
 
@@ -170,8 +165,7 @@ class CPUBackend(Backend):
         np_ = self._np
         total = self._kernels.backward_plif(
             np_(grad_spike), np_(grad_v_next), np_(h_seq), np_(v_init), np_(grad_x), np_(grad_v),
-            scratch.numpy(), cfg.charge_mode, cfg.hard_reset, cfg.detach_reset, cfg.surrogate,
-            cfg.v_threshold, cfg.v_rest, cfg.reciprocal_tau, cfg.alpha,
+            scratch.numpy(), *cfg.kernel_args,
             self._threads(grad_spike.numel()))
         return grad_x, grad_v, torch.tensor(total, dtype=torch.float64)
 

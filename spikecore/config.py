@@ -6,6 +6,7 @@ raises an exception that names the offending argument.
 """
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Optional
 
 from . import surrogate as _surrogate
@@ -71,6 +72,14 @@ class NeuronConfig:
         alpha = _check_real("alpha", alpha, positive=True)
         return cls(neuron, v_threshold, v_reset, reciprocal_tau, detach_input, alpha,
                    _surrogate.resolve(surrogate), _check_bool("detach_reset", detach_reset))
+
+    @cached_property
+    def kernel_args(self) -> tuple:
+        """The scalar arguments every compiled kernel takes, in their order: ``(charge_mode,
+        hard_reset, detach_reset, surrogate, v_threshold, v_rest, reciprocal_tau, alpha)``.
+        Computed once per config (a config is immutable)."""
+        return (self.charge_mode, self.hard_reset, self.detach_reset, self.surrogate,
+                self.v_threshold, self.v_rest, self.reciprocal_tau, self.alpha)
 
     @property
     def hard_reset(self) -> bool:

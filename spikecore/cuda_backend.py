@@ -59,8 +59,7 @@ class CUDABackend(backends.Backend):
         p = self._ptr
         self._kernels.forward(
             _DTYPE_CODES[x.dtype], p(x), p(v), p(spike), p(v_next), p(h_seq), p(v_seq), p(gs2h),
-            p(gv2h), x.shape[0], x.shape[1], cfg.charge_mode, cfg.hard_reset, cfg.detach_reset,
-            cfg.surrogate, cfg.v_threshold, cfg.v_rest, cfg.reciprocal_tau, cfg.alpha,
+            p(gv2h), x.shape[0], x.shape[1], *cfg.kernel_args,
             *self._launch_args(x))
         return spike, v_next, h_seq, v_seq, gs2h, gv2h
 
@@ -71,8 +70,7 @@ class CUDABackend(backends.Backend):
         self._kernels.backward(
             _DTYPE_CODES[grad_spike.dtype], p(grad_spike), p(grad_v_next), p(h_seq),
             p(grad_s_to_h), p(grad_v_to_h), p(grad_x), p(grad_v), grad_spike.shape[0],
-            grad_spike.shape[1], cfg.charge_mode, cfg.hard_reset, cfg.detach_reset,
-            cfg.surrogate, cfg.v_threshold, cfg.v_rest, cfg.reciprocal_tau, cfg.alpha,
+            grad_spike.shape[1], *cfg.kernel_args,
             *self._launch_args(grad_spike))
         return grad_x, grad_v
 
@@ -85,8 +83,7 @@ class CUDABackend(backends.Backend):
         self._kernels.backward_plif(
             _DTYPE_CODES[grad_spike.dtype], p(grad_spike), p(grad_v_next), p(h_seq), p(v_init),
             p(grad_x), p(grad_v), p(per_neuron), grad_spike.shape[0], grad_spike.shape[1],
-            cfg.charge_mode, cfg.hard_reset, cfg.detach_reset, cfg.surrogate, cfg.v_threshold,
-            cfg.v_rest, cfg.reciprocal_tau, cfg.alpha, *self._launch_args(grad_spike))
+            *cfg.kernel_args, *self._launch_args(grad_spike))
         return grad_x, grad_v, per_neuron.sum(dtype=torch.float64)
 
 

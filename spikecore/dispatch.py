@@ -84,6 +84,13 @@ def _as_2d(t, rows, cols, dtype):
     return t if t.is_contiguous() else t.contiguous()
 
 
+def _as_1d(t, n, dtype):
+    """``t`` (one step's worth, ``n`` elements) as a C-contiguous [n] tensor of ``dtype``."""
+    if t.dim() == 1 and t.dtype == dtype and t.is_contiguous():
+        return t          # the common case, without a reshape
+    return _as_2d(t, 1, n, dtype)[0]
+
+
 def _restore(t, shape, dtype):
     if t.shape != shape:
         t = t.view(shape)
@@ -112,18 +119,15 @@ def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_
     steps = x_seq.shape[0] if multi_step else 1
     n = math.prod(step_shape)
     spike, v_next, h_seq, v_seq, gs2h, gv2h = impl.forward(
-        _as_2d(x_seq, steps, n, dtype), _as_2d(v, 1, n, dtype)[0], cfg,
+        _as_2d(x_seq, steps, n, dtype), _as_1d(v, n, dtype), cfg,
         save_h=save_h, save_v=save_v, with_grad=with_grad,
         **({"h_dtype": h_dtype} if h_dtype is not None else {}))
     shape, out_dtype = x_seq.shape, x_seq.dtype
-
-    def shaped(t, keep_dtype=False):
-        if t is None:
-            return None
-        return _restore(t, shape, t.dtype if keep_dtype else out_dtype)
-
-    return ForwardResult(shaped(spike), _restore(v_next, step_shape, out_dtype),
-                         shaped(h_seq, keep_dtype=True), shaped(v_seq), shaped(gs2h), shaped(gv2h))
+    if h_seq is not None:
+        h_seq = _restore(h_seq, shape, h_seq.dtype)   # keeps its own dtype
+    extras = [None if t is None else _restore(t, shape, out_dtype) for t in (v_seq, gs2h, gv2h)]
+    return ForwardResult(_restore(spike, shape, out_dtype),
+                         _restore(v_next, step_shape, out_dtype), h_seq, *extras)
 
 
 def _gradient_inputs(grad_spike_seq, grad_v_next, multi_step, backend, names):
@@ -144,7 +148,7 @@ def _gradient_inputs(grad_spike_seq, grad_v_next, multi_step, backend, names):
     steps = grad_spike_seq.shape[0] if multi_step else 1
     n = math.prod(step_shape)
     return (impl, dtype, steps, n, step_shape, _as_2d(grad_spike_seq, steps, n, dtype),
-            _as_2d(grad_v_next, 1, n, dtype)[0])
+            _as_1d(grad_v_next, n, dtype))
 
 
 def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
@@ -185,7 +189,7 @@ def backward_plif(grad_spike_seq, grad_v_next, cfg, *, h_seq, v_init, multi_step
     _check_tensor("v_init", v_init)
     grad_x, grad_v, grad_rtau = impl.backward_plif(
         grad_spike, grad_v_last, _as_2d(h_seq, steps, n, dtype),
-        _as_2d(v_init, 1, n, dtype)[0], cfg)
+        _as_1d(v_init, n, dtype), cfg)
     out_dtype = grad_spike_seq.dtype
     return (_restore(grad_x, grad_spike_seq.shape, out_dtype),
             _restore(grad_v, step_shape, out_dtype), grad_rtau)
