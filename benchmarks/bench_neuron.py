@@ -7,8 +7,8 @@ spikecore's speed-up over each candidate. Before timing, every candidate runs on
 input and its spikes are compared with spikecore's (gradients too, for ``--pass train``).
 
 The memory floor is the time to move the bytes a fused kernel must move, at the copy bandwidth
-measured in the same run (best of numpy ``np.copyto`` and torch ``copy_`` with the same threads,
-counting read + write): per neuron-step 6 values forward+backward (X read, S and H written; dL/dS
+measured in the same run (best of numpy ``np.copyto``, torch ``copy_`` and a copy through
+spikecore's streaming stores, with the same threads, counting read + write): per neuron-step 6 values forward+backward (X read, S and H written; dL/dS
 and H read, dL/dX written: 24 bytes in float32) or 2 forward-only (X read, S written: 8 bytes).
 
     python benchmarks/bench_neuron.py --steps 64 --neurons 262144 --threads 1 --prealloc
@@ -192,8 +192,7 @@ class Setup:
             raise RuntimeError(f"the raw kernels take float32/float64, not {self.dtype}")
         from spikecore import _cpu_kernels as K
         cfg, T, N = self.cfg, self.T, self.N
-        p = (cfg.charge_mode, cfg.hard_reset, cfg.detach_reset, cfg.surrogate, cfg.v_threshold,
-             cfg.v_rest, cfg.reciprocal_tau, cfg.alpha)
+        p = cfg.kernel_args
         thr = backends.CPUBackend._threads
         x, v0, g = self.x.numpy(), self.v0.numpy(), self.g.numpy()
         bufs = [torch.zeros(T, N, dtype=self.dtype) for _ in range(3)]
@@ -455,8 +454,7 @@ def overhead(a):
     v = torch.zeros(n, dtype=dtype)
     g = torch.randn(n, dtype=dtype)
     xg = x.clone().requires_grad_()
-    p = (cfg.charge_mode, cfg.hard_reset, cfg.detach_reset, cfg.surrogate, cfg.v_threshold,
-         cfg.v_rest, cfg.reciprocal_tau, cfg.alpha)
+    p = cfg.kernel_args
     thr = backends.CPUBackend._threads(n)
     x2, v1 = x.view(1, n).numpy(), v.numpy()
     s2, h2, gx2 = (torch.empty(1, n, dtype=dtype).numpy() for _ in range(3))

@@ -51,7 +51,33 @@ enum SurrogateIndex {
     SG_COUNT = 7
 };
 
-SC_FN float sc_exp(float x) { return expf(x); }
+/* exp for float, written with arithmetic and selects only, so that a loop calling it vectorises
+ * (a call to the C library's expf cannot) and every backend computes the same bits. Cephes'
+ * method: x = n ln2 + r with |r| <= ln2/2 (n rounded by the 1.5 * 2^23 trick, ln2 split in two
+ * so that n * ln2_hi is exact), exp(r) by a degree-6 minimax polynomial, 2^n built in the
+ * exponent field. Error within 2 ulp of the true value; results below 2^-126 flush to 0;
+ * +inf / -inf / NaN give +inf / 0 / NaN. */
+SC_FN float sc_expf(float x) {
+    const float lo = -87.33654f, hi = 88.72283f;        /* exp(lo) = 2^-126, exp(hi) ~ FLT_MAX */
+    const int nan = x != x;
+    const float xc = nan ? 0.0f : (x < lo ? lo : (x > hi ? hi : x));
+    const float shifter = 12582912.0f;                  /* 1.5 * 2^23: rounds to an integer */
+    const float n = (xc * 1.44269504088896341f + shifter) - shifter;
+    const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+    const float z = r * r;
+    const float p = ((((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r
+                       + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * z
+                     + r) + 1.0f;
+    const int ni = (int)n;                              /* in [-126, 128] */
+    const int top = ni > 127;                           /* 2^128 is not a float: 2^127 * 2 */
+    const unsigned int bits = (unsigned int)((top ? 127 : ni) + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    const float y = p * scale * (top ? 2.0f : 1.0f);
+    return nan ? x : (x < lo ? 0.0f : (x > hi ? HUGE_VALF : y));
+}
+
+SC_FN float sc_exp(float x) { return sc_expf(x); }
 SC_FN double sc_exp(double x) { return exp(x); }
 SC_FN float sc_abs(float x) { return fabsf(x); }
 SC_FN double sc_abs(double x) { return fabs(x); }

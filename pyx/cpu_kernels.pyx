@@ -121,7 +121,7 @@ cdef enum:
     # Neurons per chunk buffer: 1 KiB of float32 per buffer, so a chunk's buffers stay in L1.
     CHUNK = 256
     # How far ahead in a row (neurons) the kernels prefetch their streamed inputs.
-    PREFETCH_AHEAD = 2048
+    PREFETCH_AHEAD = 1024
 
 # Outputs of at least this many bytes per [T, N] tensor are written with streaming stores
 # (include/spikecore_stream.h); smaller ones are likely still in cache when they are read next.

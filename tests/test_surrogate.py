@@ -52,3 +52,25 @@ def test_peak_values():
     expect = [a / 2, a / 4, a, a / 2, a / math.sqrt(math.pi), 1.0, a / 2]
     got = [s.derivative(zero, a).item() for s in surrogate.SURROGATES]
     assert got == pytest.approx(expect)
+
+
+@pytest.mark.parametrize("name", ["Sigmoid", "Erf", "PiecewiseExp"])
+def test_compiled_exp_is_accurate_over_the_whole_range(name):
+    """The kernels' own vectorisable exp (include/spikecore_math.h) agrees with PyTorch's
+    float32 exp to a few ulp wherever the surrogate is a normal float, and saturates cleanly
+    far from the threshold (0, never NaN). Both sides round the exp argument the same way, so
+    only the exp itself can differ."""
+    from spikecore import dispatch
+    from helpers import make_cfg
+
+    cfg = make_cfg("IF", v_reset=None, surrogate_index=surrogate.NAMES.index(name), alpha=2.0)
+    h = torch.cat([torch.linspace(-60.0, 60.0, 200001), torch.tensor([-1e30, 1e30])])
+    x = h.reshape(1, -1)                      # IF from V = 0: H = X, so sg = g'(X - θ)
+    got = dispatch.forward(x, torch.zeros(h.numel()), cfg, with_grad=True,
+                           backend="cpu").grad_s_to_h[0]
+    want = surrogate.SURROGATES[cfg.surrogate].derivative(h - cfg.v_threshold, cfg.alpha)
+    assert not torch.isnan(got).any()
+    normal = want > 1e-30
+    rel = ((got.double() - want.double()).abs() / want.double())[normal]
+    assert rel.max().item() < 1e-6          # a few float32 ulp
+    assert (got[~normal].double() - want[~normal].double()).abs().max().item() < 1e-30
