@@ -19,13 +19,21 @@ Speed comes from inner loops the compiler can vectorise: no branch may depend on
 the data. The hot paths (training forward, inference forward, BPTT from saved H) are therefore
 specialised at compile time through *tag* fused types (``charge_kind``, ``reset_kind``): each
 specialisation calls the shared formulas with constant arguments, which fold away their
-switches. The surrogate derivative is computed for a whole row first, by one of seven
-single-purpose loops, into the ``grad_x`` row, which the recursion then reads back from cache.
+switches. In the backward pass the surrogate derivative of a chunk is computed first, by one of
+seven single-purpose loops, into an L1 buffer that the recursion then reads.
 Rarely used outputs (the teaching path's local gradients, the potential sequence) take one
 general loop.
 
-The scalar formulas (charge, fire, reset, surrogate derivatives, dV/dH) come from
-``include/spikecore_math.h``, the header the CUDA kernels include too.
+Memory traffic decides the speed of these loops, so each row segment is processed in chunks of
+``CHUNK`` neurons whose outputs are computed into small L1 buffers and then written out by
+``include/spikecore_stream.h``: with streaming (non-temporal) stores when the output is large
+(``stream_min_bytes``), which saves the read-for-ownership of every destination line, and with
+plain stores otherwise (then the loop writes its outputs in place). Input rows
+are prefetched ``PREFETCH_AHEAD`` neurons ahead, because the hardware prefetcher stops at page
+boundaries. The bytes written never depend on the route, so results do not either.
+
+The scalar formulas (charge, fire, reset, surrogate derivatives with their exponential, dV/dH)
+come from ``include/spikecore_math.h``, the header the CUDA kernels include too.
 
 Buffers are typed memoryviews; arguments marked ``# IN`` are read, ``# OUT`` are written. An
 optional output that the caller does not want is passed as a ``[0, N]`` buffer and is then
