@@ -86,9 +86,11 @@ def _as_2d(t, rows, cols, dtype):
 
 def _as_1d(t, n, dtype):
     """``t`` (one step's worth, ``n`` elements) as a C-contiguous [n] tensor of ``dtype``."""
-    if t.dim() == 1 and t.dtype == dtype and t.is_contiguous():
-        return t          # the common case, without a reshape
-    return _as_2d(t, 1, n, dtype)[0]
+    if t.dim() != 1:
+        t = t.reshape(n)
+    if t.dtype != dtype:
+        t = t.to(dtype)
+    return t if t.is_contiguous() else t.contiguous()
 
 
 def _restore(t, shape, dtype):

@@ -243,13 +243,14 @@ def neuron(x: Tensor, v, cfg: NeuronConfig, *, multi_step: bool = True, backend=
     IF/LIF on the CPU; not under torch.compile or with a learnable τ).
     """
     v_tensor = v if isinstance(v, torch.Tensor) else None
-    if h_dtype is not None and (reciprocal_tau is not None or torch.compiler.is_compiling()):
+    compiling = torch.compiler.is_compiling()
+    if h_dtype is not None and (reciprocal_tau is not None or compiling):
         raise ValueError("keeping H in bfloat16 (h_dtype) is supported for IF/LIF nodes in eager "
                          "mode only, not under torch.compile or with a learnable time constant")
     need_grad = torch.is_grad_enabled() and (
         x.requires_grad or (v_tensor is not None and v_tensor.requires_grad)
         or (reciprocal_tau is not None and reciprocal_tau.requires_grad))
-    if reciprocal_tau is None and not torch.compiler.is_compiling():
+    if reciprocal_tau is None and not compiling:
         # Eager IF/LIF: the autograd Function (one Python call less than the operator).
         from .autograd import NeuronFunction
         if v_tensor is None:
