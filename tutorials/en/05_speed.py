@@ -237,6 +237,11 @@ show(fig, "timings")
 # - On a GPU the fixed cost of a call, some tens of microseconds, is comparable to the memory
 #   floor of a layer of this size; the ratio to the floor only approaches 1 for layers with many
 #   more neuron-steps.
+# - A CPU kernel can even come in slightly *under* this floor. Before `copy_` writes part of a
+#   cache line, the processor reads the line from memory ("read for ownership"), so the copy
+#   moves more bytes than it counts. spikecore's kernels write their large outputs with
+#   streaming stores, which skip that read (see "Memory traffic and the kernels" in the docs);
+#   the benchmarks therefore also time a copy made with streaming stores, a stricter floor.
 # - On a small, shared machine with two cores the floor itself is noisy; the benchmarks in the
 #   repository (`benchmarks/`) repeat these measurements at several sizes and against other
 #   libraries.
