@@ -38,7 +38,11 @@ def main():
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--h-bf16", action="store_true",
                         help="keep the saved H in bfloat16 (the floor becomes 20 bytes)")
+    parser.add_argument("--plif", action="store_true",
+                        help="the ParametricLIF backward (also dL/d(1/tau)) instead of LIF's")
     args = parser.parse_args()
+    if args.plif and args.h_bf16:
+        parser.error("--plif keeps H in float32; it cannot be combined with --h-bf16")
     cfg = NeuronConfig.build("LIF", 1.0, 0.0, 0.5, False, 2.0, 0, False)
     x = torch.rand(args.steps, args.neurons) * 1.5
     v = torch.zeros(args.neurons)
@@ -47,13 +51,15 @@ def main():
     h = torch.empty_like(x, dtype=torch.bfloat16 if args.h_bf16 else torch.float32)
     h_np = h.view(torch.int16).numpy().view("uint16") if args.h_bf16 else h.numpy()
     v_next, gv = torch.empty_like(v), torch.empty_like(v)
+    scratch = torch.empty(args.neurons, dtype=torch.float64)
     unused = x.new_empty(0, args.neurons).numpy()
     p = cfg.kernel_args
     src = torch.rand(args.steps * args.neurons * 3)
     dst = torch.empty_like(src)
     src_b, dst_b = src.numpy().view("uint8"), dst.numpy().view("uint8")
     first = None
-    print(f"multi-step LIF forward+backward, T={args.steps}, N={args.neurons}, float32, "
+    print(f"multi-step {'ParametricLIF' if args.plif else 'LIF'} forward+backward, "
+          f"T={args.steps}, N={args.neurons}, float32, "
           f"saved H in {'bfloat16' if args.h_bf16 else 'float32'}")
     print(f"{'threads':>7}{'ms':>10}{'copy GB/s':>11}{'x floor':>9}{'speed-up':>10}  identical")
     base = None
@@ -63,8 +69,12 @@ def main():
         def step():
             kernels.forward(x.numpy(), v.numpy(), spike.numpy(), v_next.numpy(), h_np,
                             unused, unused, unused, *p, threads)
-            kernels.backward(g.numpy(), v.numpy(), h_np, unused, unused, gx.numpy(),
-                             gv.numpy(), *p, threads)
+            if args.plif:
+                kernels.backward_plif(g.numpy(), v.numpy(), h_np, v.numpy(), gx.numpy(),
+                                      gv.numpy(), scratch.numpy(), *p, threads)
+            else:
+                kernels.backward(g.numpy(), v.numpy(), h_np, unused, unused, gx.numpy(),
+                                 gv.numpy(), *p, threads)
 
         t = median_time(step, args.repeat)
         copy_time = min(median_time(lambda: dst.copy_(src), args.repeat),

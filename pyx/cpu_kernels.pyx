@@ -482,40 +482,107 @@ def backward(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
 
 
 # --- learnable time constant (ParametricLIF) ----------------------------------------------------
-cdef void _backward_plif_rows(const real[:, ::1] grad_spike, const real[::1] grad_v_last,
+cdef void _backward_plif_rows(charge_kind ck, reset_kind rk,
+                              const real[:, ::1] grad_spike, const real[::1] grad_v_last,
                               const real[:, ::1] h_seq, const real[::1] v0,
                               real[:, ::1] grad_x, real[::1] grad_v, double[::1] grad_tau,
-                              int mode, int hard, int detach_reset, int sg_index,
-                              real v_threshold, real v_reset, real reciprocal_tau, real alpha,
-                              Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """BPTT from H that also sums dL/dH[t] * dH[t]/d(1/tau) over time for each neuron. V[t-1]
-    is rebuilt from H[t-1] exactly as the forward pass computed it (V[-1] = v0)."""
-    cdef Py_ssize_t t, i
+                              int detach_reset, int sg_index, real v_threshold, real v_reset,
+                              real reciprocal_tau, real alpha,
+                              Py_ssize_t lo, Py_ssize_t hi, int stream) noexcept nogil:
+    """BPTT from H that also sums dL/dH[t] * dH[t]/d(1/tau) over time for each neuron,
+    specialised on charge and reset, in chunks like _backward_from_h. V[t-1] is rebuilt from
+    H[t-1] exactly as the forward pass computed it (V[-1] = v0), a chunk at a time."""
+    cdef Py_ssize_t t, j, k, c, m, last = grad_spike.shape[0] - 1
+    cdef int mode = _mode(ck)
+    cdef int hard = reset_kind is HardReset
     cdef real dh_dx = charge_grad_x(mode, reciprocal_tau)
     cdef real dh_dv = charge_grad_v(mode, reciprocal_tau)
-    cdef real v_rest = v_reset if hard else <real>0
-    cdef real h, s, sg, grad_h, h_prev, v_prev
-    for i in range(lo, hi):
-        grad_v[i] = grad_v_last[i]
-        grad_tau[i] = 0
-    for t in range(grad_spike.shape[0] - 1, -1, -1):
-        for i in range(lo, hi):
-            h = h_seq[t, i]
-            s = fire(h, v_threshold)
-            sg = surrogate_grad(sg_index, h - v_threshold, alpha)
-            grad_h = grad_spike[t, i] * sg + grad_v[i] * reset_grad(
-                hard, detach_reset, h, s, sg, v_threshold, v_reset)
-            if t > 0:
-                h_prev = h_seq[t - 1, i]
-                if hard:
-                    v_prev = hard_reset(h_prev, fire(h_prev, v_threshold), v_reset)
-                else:
-                    v_prev = soft_reset(h_prev, fire(h_prev, v_threshold), v_threshold)
+    cdef real v_rest = v_reset if reset_kind is HardReset else <real>0
+    cdef real h, h_prev, sg, grad_h
+    cdef const real* gs_row
+    cdef const real* h_row
+    cdef const real* gv_in
+    cdef real* gx_dst
+    cdef real* gv_dst
+    cdef real sg_buf[CHUNK]
+    cdef real vp_buf[CHUNK]
+    cdef real gx_buf[CHUNK]
+    cdef real gv_buf[CHUNK]
+    for j in range(lo, hi):
+        grad_tau[j] = 0
+    if grad_spike.shape[0] == 0:  # no step: the gradient passes through
+        for j in range(lo, hi):
+            grad_v[j] = grad_v_last[j]
+    for t in range(last, -1, -1):
+        for k in range((hi - lo + CHUNK - 1) // CHUNK):
+            c = lo + k * CHUNK
+            m = CHUNK if c + CHUNK <= hi else hi - c
+            gs_row = &grad_spike[t, c]
+            h_row = &h_seq[t, c]
+            if c + PREFETCH_AHEAD + m <= hi:
+                sc_prefetch(gs_row + PREFETCH_AHEAD, m * sizeof(real))
+                sc_prefetch(h_row + PREFETCH_AHEAD, m * sizeof(real))
+            gv_in = &grad_v_last[c] if t == last else &grad_v[c]
+            gx_dst = &gx_buf[0] if stream else &grad_x[t, c]
+            gv_dst = &gv_buf[0] if stream and t == 0 else &grad_v[c]
+            _surrogate_row(sg_index, h_seq, t, sg_buf, v_threshold, alpha, c, c + m)
+            if t > 0:  # V[t-1] from H[t-1]
+                for j in range(m):
+                    h_prev = h_seq[t - 1, c + j]
+                    if reset_kind is HardReset:
+                        vp_buf[j] = hard_reset(h_prev, fire(h_prev, v_threshold), v_reset)
+                    else:
+                        vp_buf[j] = soft_reset(h_prev, fire(h_prev, v_threshold), v_threshold)
             else:
-                v_prev = v0[i]
-            grad_tau[i] += grad_h * charge_grad_tau(mode, h, v_prev, v_rest, reciprocal_tau)
-            grad_x[t, i] = grad_h * dh_dx
-            grad_v[i] = grad_h * dh_dv
+                for j in range(m):
+                    vp_buf[j] = v0[c + j]
+            for j in range(m):
+                h = h_row[j]
+                sg = sg_buf[j]
+                grad_h = gs_row[j] * sg + gv_in[j] * reset_grad(
+                    hard, detach_reset, h, fire(h, v_threshold), sg, v_threshold, v_reset)
+                grad_tau[c + j] += grad_h * charge_grad_tau(mode, h, vp_buf[j], v_rest,
+                                                            reciprocal_tau)
+                gx_dst[j] = grad_h * dh_dx
+                gv_dst[j] = grad_h * dh_dv
+            if stream:
+                sc_store_chunk(&grad_x[t, c], gx_buf, m * sizeof(real), 1)
+                if t == 0:
+                    sc_store_chunk(&grad_v[c], gv_buf, m * sizeof(real), 1)
+    if stream:
+        sc_store_fence()
+
+
+cdef void _backward_plif_block(const real[:, ::1] grad_spike, const real[::1] grad_v_last,
+                               const real[:, ::1] h_seq, const real[::1] v0,
+                               real[:, ::1] grad_x, real[::1] grad_v, double[::1] grad_tau,
+                               int mode, int hard, int detach_reset, int sg_index,
+                               real v_threshold, real v_reset, real reciprocal_tau, real alpha,
+                               Py_ssize_t lo, Py_ssize_t hi, int stream) noexcept nogil:
+    if mode == CHARGE_IF and hard:
+        _backward_plif_rows(<IFCharge>0, <HardReset>0, grad_spike, grad_v_last, h_seq, v0,
+                            grad_x, grad_v, grad_tau, detach_reset, sg_index, v_threshold,
+                            v_reset, reciprocal_tau, alpha, lo, hi, stream)
+    elif mode == CHARGE_IF:
+        _backward_plif_rows(<IFCharge>0, <SoftReset>0, grad_spike, grad_v_last, h_seq, v0,
+                            grad_x, grad_v, grad_tau, detach_reset, sg_index, v_threshold,
+                            v_reset, reciprocal_tau, alpha, lo, hi, stream)
+    elif mode == CHARGE_LIF and hard:
+        _backward_plif_rows(<LIFCharge>0, <HardReset>0, grad_spike, grad_v_last, h_seq, v0,
+                            grad_x, grad_v, grad_tau, detach_reset, sg_index, v_threshold,
+                            v_reset, reciprocal_tau, alpha, lo, hi, stream)
+    elif mode == CHARGE_LIF:
+        _backward_plif_rows(<LIFCharge>0, <SoftReset>0, grad_spike, grad_v_last, h_seq, v0,
+                            grad_x, grad_v, grad_tau, detach_reset, sg_index, v_threshold,
+                            v_reset, reciprocal_tau, alpha, lo, hi, stream)
+    elif hard:
+        _backward_plif_rows(<LIFDetachInputCharge>0, <HardReset>0, grad_spike, grad_v_last,
+                            h_seq, v0, grad_x, grad_v, grad_tau, detach_reset, sg_index,
+                            v_threshold, v_reset, reciprocal_tau, alpha, lo, hi, stream)
+    else:
+        _backward_plif_rows(<LIFDetachInputCharge>0, <SoftReset>0, grad_spike, grad_v_last,
+                            h_seq, v0, grad_x, grad_v, grad_tau, detach_reset, sg_index,
+                            v_threshold, v_reset, reciprocal_tau, alpha, lo, hi, stream)
 
 
 def backward_plif(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
@@ -538,14 +605,15 @@ def backward_plif(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
     cdef Py_ssize_t n_blocks = (n + blk - 1) // blk
     cdef Py_ssize_t b, lo, hi, i
     cdef double total = 0
+    cdef int stream = _should_stream(grad_spike.shape[0] * n * <Py_ssize_t>sizeof(real))
     for b in prange(n_blocks, nogil=True, schedule='static', num_threads=n_threads):
         lo = b * blk
         hi = lo + blk
         if hi > n:
             hi = n
-        _backward_plif_rows(grad_spike, grad_v_next, h_seq, v, grad_x, grad_v, grad_tau,
-                            mode, hard, detach_reset, sg_index, <real>v_threshold,
-                            <real>v_reset, <real>reciprocal_tau, <real>alpha, lo, hi)
+        _backward_plif_block(grad_spike, grad_v_next, h_seq, v, grad_x, grad_v, grad_tau,
+                             mode, hard, detach_reset, sg_index, <real>v_threshold,
+                             <real>v_reset, <real>reciprocal_tau, <real>alpha, lo, hi, stream)
     for i in range(n):
         total += grad_tau[i]
     return total

@@ -90,3 +90,26 @@ def test_copy_bytes_checks_sizes():
 def test_stream_threshold_is_checked(streaming):
     with pytest.raises(ValueError, match="stream_min_bytes must be >= 0"):
         _cpu_kernels.stream_min_bytes(-1)
+
+
+PLIF_CONFIGS = [c for c in CONFIGS if c.neuron == "LIF" and c.surrogate in (0, 4)]
+
+
+@pytest.mark.parametrize("cfg", PLIF_CONFIGS, ids=cfg_id)
+def test_plif_backward_streamed_equals_cached(streaming, cfg):
+    """The learnable-τ backward (its own kernel) too: same bits either way, and the reference's
+    values (float64, so the comparison is tight)."""
+    x, v = make_inputs(cfg, 5, (N,), torch.float64, seed=cfg_seed(cfg))
+    res = dispatch.forward(x, v, cfg, backend="cpu", save_h=True)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    gv = torch.randn(v.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    outs = []
+    for threshold in (1 << 62, 0):
+        streaming(threshold)
+        outs.append(dispatch.backward_plif(g, gv, cfg, h_seq=res.h_seq, v_init=v,
+                                           backend="cpu"))
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+    ref = reference.bptt_from_h_plif(g, gv, res.h_seq, v, cfg)
+    for a, b in zip(outs[1], ref):
+        torch.testing.assert_close(a, b.to(a.dtype), rtol=1e-10, atol=1e-12)
