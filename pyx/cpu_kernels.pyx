@@ -83,6 +83,9 @@ cdef extern from "spikecore_stream.h" namespace "spikecore" nogil:
     void sc_store_fence()
     void sc_prefetch(const void* p, size_t n)
 
+cdef extern from "spikecore_stream.h" nogil:
+    const int SC_STREAM_AVAILABLE  # a macro: 1 where the build has streaming stores
+
 cdef extern from *:
     """
     #ifdef _OPENMP
@@ -154,7 +157,8 @@ def stream_min_bytes(new=None):
 
 
 cdef inline int _should_stream(Py_ssize_t nbytes) noexcept nogil:
-    return nbytes >= _stream_min_bytes
+    # without streaming stores in this build, writing in place beats copying from a buffer
+    return SC_STREAM_AVAILABLE and nbytes >= _stream_min_bytes
 
 
 cdef inline Py_ssize_t _block_size(Py_ssize_t n, int n_threads) noexcept nogil:
