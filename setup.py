@@ -52,8 +52,24 @@ class BuildExt(build_ext):
                 if use_openmp:
                     ext.extra_compile_args = ext.extra_compile_args + ["-fopenmp"]
                     ext.extra_link_args = ext.extra_link_args + ["-fopenmp"]
+        self._rebuild_if_flags_changed()
         cuda_support.prepare_compiler(self.compiler, self.extensions)
         super().build_extensions()
+
+    def _rebuild_if_flags_changed(self):
+        """Switching SPIKECORE_PORTABLE or SPIKECORE_NO_OPENMP changes only compiler flags, which
+        setuptools does not track: objects newer than their sources would be reused and the old
+        variant installed silently. Remember the flags and force a rebuild when they change."""
+        cpu = next(e for e in self.extensions if e.name == "spikecore._cpu_kernels")
+        flags = " ".join(cpu.extra_compile_args + cpu.extra_link_args)
+        stamp = os.path.join(self.build_temp, "spikecore-cpu-flags.txt")
+        old = open(stamp).read() if os.path.exists(stamp) else None
+        if old is not None and old != flags:
+            print("spikecore: compiler flags changed since the last build; rebuilding", flush=True)
+            self.force = self.compiler.force = True
+        os.makedirs(self.build_temp, exist_ok=True)
+        with open(stamp, "w") as f:
+            f.write(flags)
 
 
 def extensions():
