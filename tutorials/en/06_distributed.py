@@ -81,6 +81,7 @@ workdir = tempfile.mkdtemp(prefix="spikecore_ddp_")
 # %%
 WORKER = textwrap.dedent('''
     """Data-parallel training of a small spiking network (written by the spikecore tutorial)."""
+    import gc
     import json
     import os
     import sys
@@ -123,6 +124,11 @@ WORKER = textwrap.dedent('''
             loss.backward()                          # DDP averages the gradients here
             opt.step()
             losses.append(loss.item())
+        # Release DDP's communication state now, while every process is still here. DDP can sit
+        # in a reference cycle, so without gc.collect() it might be torn down only at exit,
+        # after the process group is gone, and that can abort the process.
+        del net
+        gc.collect()
         with torch.no_grad():
             spikecore.reset_net(model)
             rate = model(direct_encode(digits.test_x, T)).mean(0)
