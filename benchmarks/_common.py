@@ -47,6 +47,13 @@ def header(title: str, threads: int) -> None:
           f"Python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, threads={threads}, allocator: {allocator()}, "
           f"load average {'?' if la is None else f'{la:.2f}'}")
+    try:
+        from spikecore import _cpu_kernels as kernels
+        print(f"# spikecore CPU kernels: {kernels.vector_isa()} vectors, OpenMP "
+              f"{'on' if kernels.openmp_enabled() else 'off'}, streaming stores from "
+              f"{kernels.stream_min_bytes() / 2**20:g} MiB per [T, N] output")
+    except ImportError:
+        print("# spikecore CPU kernels: not built")
     if la is not None and la > 0.5 + (os.cpu_count() or 1) - threads:
         print(f"# WARNING: load average {la:.2f} is high for {threads} thread(s) on "
               f"{os.cpu_count()} CPUs; timings may be noisy, consider repeating the run")

@@ -97,6 +97,24 @@ cdef extern from *:
     """
     const int SPIKECORE_OPENMP
 
+cdef extern from *:
+    """
+    #if defined(__AVX512F__)
+    #define SPIKECORE_VECTOR_ISA "AVX-512"
+    #elif defined(__AVX2__)
+    #define SPIKECORE_VECTOR_ISA "AVX2"
+    #elif defined(__AVX__)
+    #define SPIKECORE_VECTOR_ISA "AVX"
+    #elif defined(__SSE2__)
+    #define SPIKECORE_VECTOR_ISA "SSE2"
+    #elif defined(__ARM_NEON)
+    #define SPIKECORE_VECTOR_ISA "NEON"
+    #else
+    #define SPIKECORE_VECTOR_ISA "none"
+    #endif
+    """
+    const char* SPIKECORE_VECTOR_ISA
+
 ctypedef fused real:
     float
     double
@@ -142,6 +160,12 @@ cdef Py_ssize_t _stream_min_bytes = 2 << 20
 def openmp_enabled():
     """True when this module was compiled with OpenMP."""
     return SPIKECORE_OPENMP == 1
+
+
+def vector_isa():
+    """The widest vector instruction set this module was compiled for ("AVX-512" for a native
+    build on such a CPU, "SSE2" for a portable x86-64 build, ...); streaming stores use it."""
+    return SPIKECORE_VECTOR_ISA.decode()
 
 
 def stream_min_bytes(new=None):

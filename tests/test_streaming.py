@@ -113,3 +113,8 @@ def test_plif_backward_streamed_equals_cached(streaming, cfg):
     ref = reference.bptt_from_h_plif(g, gv, res.h_seq, v, cfg)
     for a, b in zip(outs[1], ref):
         torch.testing.assert_close(a, b.to(a.dtype), rtol=1e-10, atol=1e-12)
+
+
+def test_vector_isa_is_reported():
+    """Benchmark logs name the build they measured (a portable and a native build differ)."""
+    assert _cpu_kernels.vector_isa() in ("AVX-512", "AVX2", "AVX", "SSE2", "NEON", "none")
