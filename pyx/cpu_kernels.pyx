@@ -194,6 +194,27 @@ cdef inline Py_ssize_t _block_size(Py_ssize_t n, int n_threads) noexcept nogil:
     return (per_thread + 15) // 16 * 16
 
 
+cdef inline Py_ssize_t _chunk_len(Py_ssize_t c, Py_ssize_t hi) noexcept nogil:
+    """Neurons in the chunk that starts at c, in a block that ends at hi."""
+    return CHUNK if c + CHUNK <= hi else hi - c
+
+
+cdef inline void _prefetch_ahead(const void* row, size_t item, Py_ssize_t c, Py_ssize_t m,
+                                 Py_ssize_t hi) noexcept nogil:
+    """Prefetch the chunk PREFETCH_AHEAD neurons after ``row`` (neuron c, ``item`` bytes each)
+    when the block still has it."""
+    if c + PREFETCH_AHEAD + m <= hi:
+        sc_prefetch(<const char*>row + PREFETCH_AHEAD * item, m * item)
+
+
+cdef inline void _pass_through(real* dst, const real* src, Py_ssize_t lo,
+                               Py_ssize_t hi) noexcept nogil:
+    """dst[lo:hi] = src[lo:hi]: what a zero-step call does to the state."""
+    cdef Py_ssize_t j
+    for j in range(lo, hi):
+        dst[j] = src[j]
+
+
 cdef inline void _put_h(hstore[:, ::1] h_seq, Py_ssize_t t, Py_ssize_t i, real h, real s,
                         real v_threshold) noexcept nogil:
     if hstore is BF16Bits:
@@ -243,16 +264,14 @@ cdef void _forward_fast(charge_kind ck, reset_kind rk,
     cdef real s_buf[CHUNK]
     cdef real v_buf[CHUNK]
     cdef hstore h_buf[CHUNK]
-    if x.shape[0] == 0:  # no step: the potential passes through
-        for j in range(lo, hi):
-            v_out[j] = v0[j]
+    if x.shape[0] == 0:
+        _pass_through(&v_out[0], &v0[0], lo, hi)
     for t in range(x.shape[0]):
         for k in range((hi - lo + CHUNK - 1) // CHUNK):
             c = lo + k * CHUNK
-            m = CHUNK if c + CHUNK <= hi else hi - c
+            m = _chunk_len(c, hi)
             x_row = &x[t, c]
-            if c + PREFETCH_AHEAD + m <= hi:
-                sc_prefetch(x_row + PREFETCH_AHEAD, m * sizeof(real))
+            _prefetch_ahead(x_row, sizeof(real), c, m, hi)
             v_in = &v0[c] if t == 0 else &v_out[c]
             s_dst = &s_buf[0] if stream else &spike[t, c]
             v_dst = &v_buf[0] if stream and t == last else &v_out[c]
@@ -425,17 +444,15 @@ cdef void _backward_from_h(reset_kind rk,
     cdef real sg_buf[CHUNK]
     cdef real gx_buf[CHUNK]
     cdef real gv_buf[CHUNK]
-    if grad_spike.shape[0] == 0:  # no step: the gradient passes through
-        for j in range(lo, hi):
-            grad_v[j] = grad_v_last[j]
+    if grad_spike.shape[0] == 0:
+        _pass_through(&grad_v[0], &grad_v_last[0], lo, hi)
     for t in range(last, -1, -1):
         for k in range((hi - lo + CHUNK - 1) // CHUNK):
             c = lo + k * CHUNK
-            m = CHUNK if c + CHUNK <= hi else hi - c
+            m = _chunk_len(c, hi)
             gs_row = &grad_spike[t, c]
-            if c + PREFETCH_AHEAD + m <= hi:
-                sc_prefetch(gs_row + PREFETCH_AHEAD, m * sizeof(real))
-                sc_prefetch(&h_seq[t, c + PREFETCH_AHEAD], m * sizeof(hstore))
+            _prefetch_ahead(gs_row, sizeof(real), c, m, hi)
+            _prefetch_ahead(&h_seq[t, c], sizeof(hstore), c, m, hi)
             gv_in = &grad_v_last[c] if t == last else &grad_v[c]
             gx_dst = &gx_buf[0] if stream else &grad_x[t, c]
             gv_dst = &gv_buf[0] if stream and t == 0 else &grad_v[c]
@@ -538,18 +555,16 @@ cdef void _backward_plif_rows(charge_kind ck, reset_kind rk,
     cdef real gv_buf[CHUNK]
     for j in range(lo, hi):
         grad_tau[j] = 0
-    if grad_spike.shape[0] == 0:  # no step: the gradient passes through
-        for j in range(lo, hi):
-            grad_v[j] = grad_v_last[j]
+    if grad_spike.shape[0] == 0:
+        _pass_through(&grad_v[0], &grad_v_last[0], lo, hi)
     for t in range(last, -1, -1):
         for k in range((hi - lo + CHUNK - 1) // CHUNK):
             c = lo + k * CHUNK
-            m = CHUNK if c + CHUNK <= hi else hi - c
+            m = _chunk_len(c, hi)
             gs_row = &grad_spike[t, c]
             h_row = &h_seq[t, c]
-            if c + PREFETCH_AHEAD + m <= hi:
-                sc_prefetch(gs_row + PREFETCH_AHEAD, m * sizeof(real))
-                sc_prefetch(h_row + PREFETCH_AHEAD, m * sizeof(real))
+            _prefetch_ahead(gs_row, sizeof(real), c, m, hi)
+            _prefetch_ahead(h_row, sizeof(real), c, m, hi)
             gv_in = &grad_v_last[c] if t == last else &grad_v[c]
             gx_dst = &gx_buf[0] if stream else &grad_x[t, c]
             gv_dst = &gv_buf[0] if stream and t == 0 else &grad_v[c]
