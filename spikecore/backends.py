@@ -1,12 +1,14 @@
 """The backend registry: one place that maps a name or a device to the code that runs a kernel.
 
-A backend implements two operations on time-major, C-contiguous 2-D tensors ``[T, N]`` of a
-dtype it supports natively (the caller, :mod:`spikecore.dispatch`, has already validated,
-flattened, made contiguous and, where needed, up-cast everything):
+A backend implements two operations on C-contiguous tensors of a dtype it supports natively
+(the caller, :mod:`spikecore.dispatch`, has already validated, made contiguous and, where
+needed, up-cast everything). A sequence arrives in the caller's own shape with ``steps`` given:
+``T·N`` elements, read as time-major ``[T, N]`` (a single step may be ``[*]``, with ``T = 1``);
+the state ``v`` has ``N`` elements. Outputs are shaped like the input they correspond to.
 
-``forward(x, v, cfg, save_h, save_v, with_grad) -> (spike, v_next, h_seq, v_seq, gs2h, gv2h)``
+``forward(x, v, cfg, steps, save_h, save_v, with_grad) -> (spike, v_next, h_seq, v_seq, gs2h, gv2h)``
     ``T`` steps of charge/fire/reset; the optional outputs are ``None`` unless asked for.
-``backward(grad_spike, grad_v_next, cfg, h_seq, grad_s_to_h, grad_v_to_h) -> (grad_x, grad_v)``
+``backward(grad_spike, grad_v_next, cfg, steps, h_seq, grad_s_to_h, grad_v_to_h) -> (grad_x, grad_v)``
     BPTT, either from saved H (``h_seq`` given) or from stored local gradients.
 
 Backends: ``cpu`` (Cython/OpenMP), ``cuda`` (nvcc-built module, registered by
@@ -52,14 +54,15 @@ class Backend:
         """``None`` when usable, else a message that says why not and how to fix it."""
         return None
 
-    def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False, h_dtype=None):
+    def forward(self, x, v, cfg, steps, save_h=False, save_v=False, with_grad=False,
+                h_dtype=None):
         raise NotImplementedError
 
-    def backward(self, grad_spike, grad_v_next, cfg, h_seq=None, grad_s_to_h=None,
+    def backward(self, grad_spike, grad_v_next, cfg, steps, h_seq=None, grad_s_to_h=None,
                  grad_v_to_h=None):
         raise NotImplementedError
 
-    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg):
+    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps):
         """BPTT from H for a learnable 1/τ: ``(grad_x, grad_v, dL/d(1/τ))``, the last a 0-d
         tensor summed over neurons and time."""
         raise NotImplementedError
@@ -73,24 +76,39 @@ class ReferenceBackend(Backend):
     native_dtypes = (torch.float32, torch.float64)
     h_dtypes = (torch.bfloat16,)
 
-    def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False, h_dtype=None):
-        spike, v_next, h_seq, v_seq = reference.fptt(x, v, cfg)
+    @staticmethod
+    def _seq(t, steps, v):
+        """``t`` as ``[T, *v.shape]``: what the reference loops over."""
+        return t.reshape((steps,) + tuple(v.shape))
+
+    def forward(self, x, v, cfg, steps, save_h=False, save_v=False, with_grad=False,
+                h_dtype=None):
+        spike, v_next, h_seq, v_seq = reference.fptt(self._seq(x, steps, v), v, cfg)
         gs2h = gv2h = None
         if with_grad:
             gs2h = reference.surrogate_grad(h_seq, cfg)
             gv2h = reference.reset_grad(h_seq, spike, gs2h, cfg)
         if save_h and h_dtype is not None:
             h_seq = reference.keep_spike_bf16(h_seq, spike, cfg)
-        return (spike, v_next, h_seq if save_h else None, v_seq if save_v else None, gs2h, gv2h)
+        outs = (h_seq if save_h else None, v_seq if save_v else None, gs2h, gv2h)
+        return (spike.view_as(x), v_next, *(None if t is None else t.view_as(x) for t in outs))
 
-    def backward(self, grad_spike, grad_v_next, cfg, h_seq=None, grad_s_to_h=None,
+    def backward(self, grad_spike, grad_v_next, cfg, steps, h_seq=None, grad_s_to_h=None,
                  grad_v_to_h=None):
+        seq = functools.partial(self._seq, steps=steps, v=grad_v_next)
         if h_seq is not None:
-            return reference.bptt_from_h(grad_spike, grad_v_next, h_seq.to(grad_spike.dtype), cfg)
-        return reference.bptt(grad_spike, grad_v_next, grad_s_to_h, grad_v_to_h, cfg)
+            grad_x, grad_v = reference.bptt_from_h(seq(grad_spike), grad_v_next,
+                                                   seq(h_seq.to(grad_spike.dtype)), cfg)
+        else:
+            grad_x, grad_v = reference.bptt(seq(grad_spike), grad_v_next, seq(grad_s_to_h),
+                                            seq(grad_v_to_h), cfg)
+        return grad_x.view_as(grad_spike), grad_v
 
-    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg):
-        return reference.bptt_from_h_plif(grad_spike, grad_v_next, h_seq, v_init, cfg)
+    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps):
+        seq = functools.partial(self._seq, steps=steps, v=grad_v_next)
+        grad_x, grad_v, grad_rtau = reference.bptt_from_h_plif(
+            seq(grad_spike), grad_v_next, seq(h_seq), v_init, cfg)
+        return grad_x.view_as(grad_spike), grad_v, grad_rtau
 
 
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
@@ -124,11 +142,15 @@ class CPUBackend(Backend):
     h_dtypes = (torch.bfloat16,)
 
     @staticmethod
-    def _np(t):
-        t = t.detach() if t.requires_grad else t
+    def _np(t, shape):
+        """The numpy view of the C-contiguous ``t`` with ``shape``: the kernels take ``[T, N]``
+        sequences and ``[N]`` states."""
+        if t.requires_grad:
+            t = t.detach()
         if t.dtype == torch.bfloat16:  # kept H: the kernels read and write its bits
-            return t.view(torch.int16).numpy().view(np.uint16)
-        return t.numpy()
+            return t.view(torch.int16).numpy().view(np.uint16).reshape(shape)
+        a = t.numpy()
+        return a if a.shape == shape else a.reshape(shape)
 
     @staticmethod
     @functools.lru_cache(maxsize=64)
@@ -136,37 +158,39 @@ class CPUBackend(Backend):
         """A [0, N] array (it holds nothing) standing for an output that is not wanted."""
         return np.empty((0, n), dtype=_NUMPY[dtype])
 
-    def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False, h_dtype=None):
+    def forward(self, x, v, cfg, steps, save_h=False, save_v=False, with_grad=False,
+                h_dtype=None):
         outs = self.new_outputs(x, v, save_h, save_v, with_grad, h_dtype)
-        unused, np_ = self._unused(x.dtype, x.shape[1]), self._np
+        n = v.numel()
+        seq, row = (steps, n), (n,)
+        unused, np_ = self._unused(x.dtype, n), self._np
         self._kernels.forward(
-            np_(x), np_(v), outs[0].numpy(), outs[1].numpy(),
-            *[unused if t is None else np_(t) for t in outs[2:]],
-            *cfg.kernel_args, self._threads(x.numel()))
+            np_(x, seq), np_(v, row), np_(outs[0], seq), np_(outs[1], row),
+            *[unused if t is None else np_(t, seq) for t in outs[2:]],
+            *cfg.kernel_args, self._threads(steps * n))
         return outs
 
-    def backward(self, grad_spike, grad_v_next, cfg, h_seq=None, grad_s_to_h=None,
+    def backward(self, grad_spike, grad_v_next, cfg, steps, h_seq=None, grad_s_to_h=None,
                  grad_v_to_h=None):
         grad_x, grad_v = torch.empty_like(grad_spike), torch.empty_like(grad_v_next)
-        unused = self._unused(grad_spike.dtype, grad_spike.shape[1])
-        np_ = self._np
+        n = grad_v_next.numel()
+        seq, row = (steps, n), (n,)
+        unused, np_ = self._unused(grad_spike.dtype, n), self._np
         self._kernels.backward(
-            np_(grad_spike), np_(grad_v_next),
-            *(unused if t is None else np_(t) for t in (h_seq, grad_s_to_h, grad_v_to_h)),
-            np_(grad_x), np_(grad_v),
-            *cfg.kernel_args,
-            self._threads(grad_spike.numel()))
+            np_(grad_spike, seq), np_(grad_v_next, row),
+            *(unused if t is None else np_(t, seq) for t in (h_seq, grad_s_to_h, grad_v_to_h)),
+            np_(grad_x, seq), np_(grad_v, row), *cfg.kernel_args, self._threads(steps * n))
         return grad_x, grad_v
 
-
-    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg):
+    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps):
         grad_x, grad_v = torch.empty_like(grad_spike), torch.empty_like(grad_v_next)
-        scratch = torch.empty(grad_spike.shape[1], dtype=torch.float64)
+        n = grad_v_next.numel()
+        seq, row = (steps, n), (n,)
         np_ = self._np
         total = self._kernels.backward_plif(
-            np_(grad_spike), np_(grad_v_next), np_(h_seq), np_(v_init), np_(grad_x), np_(grad_v),
-            scratch.numpy(), *cfg.kernel_args,
-            self._threads(grad_spike.numel()))
+            np_(grad_spike, seq), np_(grad_v_next, row), np_(h_seq, seq), np_(v_init, row),
+            np_(grad_x, seq), np_(grad_v, row), np.empty(n, dtype=np.float64),
+            *cfg.kernel_args, self._threads(steps * n))
         return grad_x, grad_v, torch.tensor(total, dtype=torch.float64)
 
 

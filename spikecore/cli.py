@@ -150,6 +150,18 @@ def _reexec_with_jemalloc(argv) -> None:
         return  # keep running with the default allocator
 
 
+def _exit_now(code: int) -> None:
+    """End a distributed worker without Python's interpreter shutdown.
+
+    After the last collective a gloo thread of PyTorch may still be freeing the tensors it
+    exchanged, and that needs the interpreter: if the interpreter is already shutting down the
+    thread aborts the whole process (SIGABRT, "terminate called without an active exception"),
+    now and then on a busy machine. The run's files are written and closed by now."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv=None) -> int:
     """Entry point of the ``spikecore`` console script.
 
@@ -160,7 +172,10 @@ def main(argv=None) -> int:
     if argv and argv[0] == "train":
         if from_command_line:
             _reexec_with_jemalloc(argv)
-        return train(argv[1:])
+        code = train(argv[1:])
+        if from_command_line and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            _exit_now(code)
+        return code
     parser = build_parser()
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()

@@ -53,37 +53,39 @@ class CUDABackend(backends.Backend):
     def _ptr(t):
         return 0 if t is None else t.data_ptr()
 
-    def forward(self, x, v, cfg, save_h=False, save_v=False, with_grad=False, h_dtype=None):
+    def forward(self, x, v, cfg, steps, save_h=False, save_v=False, with_grad=False,
+                h_dtype=None):
         spike, v_next, h_seq, v_seq, gs2h, gv2h = self.new_outputs(x, v, save_h, save_v,
                                                                    with_grad)
         p = self._ptr
         self._kernels.forward(
             _DTYPE_CODES[x.dtype], p(x), p(v), p(spike), p(v_next), p(h_seq), p(v_seq), p(gs2h),
-            p(gv2h), x.shape[0], x.shape[1], *cfg.kernel_args,
+            p(gv2h), steps, v.numel(), *cfg.kernel_args,
             *self._launch_args(x))
         return spike, v_next, h_seq, v_seq, gs2h, gv2h
 
-    def backward(self, grad_spike, grad_v_next, cfg, h_seq=None, grad_s_to_h=None,
+    def backward(self, grad_spike, grad_v_next, cfg, steps, h_seq=None, grad_s_to_h=None,
                  grad_v_to_h=None):
         grad_x, grad_v = torch.empty_like(grad_spike), torch.empty_like(grad_v_next)
         p = self._ptr
         self._kernels.backward(
             _DTYPE_CODES[grad_spike.dtype], p(grad_spike), p(grad_v_next), p(h_seq),
-            p(grad_s_to_h), p(grad_v_to_h), p(grad_x), p(grad_v), grad_spike.shape[0],
-            grad_spike.shape[1], *cfg.kernel_args,
+            p(grad_s_to_h), p(grad_v_to_h), p(grad_x), p(grad_v), steps, grad_v_next.numel(),
+            *cfg.kernel_args,
             *self._launch_args(grad_spike))
         return grad_x, grad_v
 
 
-    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg):
+    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps):
         grad_x, grad_v = torch.empty_like(grad_spike), torch.empty_like(grad_v_next)
-        per_neuron = torch.empty(grad_spike.shape[1], dtype=torch.float32,
+        n = grad_v_next.numel()
+        per_neuron = torch.empty(n, dtype=torch.float32,
                                  device=grad_spike.device)
         p = self._ptr
         self._kernels.backward_plif(
             _DTYPE_CODES[grad_spike.dtype], p(grad_spike), p(grad_v_next), p(h_seq), p(v_init),
-            p(grad_x), p(grad_v), p(per_neuron), grad_spike.shape[0], grad_spike.shape[1],
-            *cfg.kernel_args, *self._launch_args(grad_spike))
+            p(grad_x), p(grad_v), p(per_neuron), steps, n, *cfg.kernel_args,
+            *self._launch_args(grad_spike))
         return grad_x, grad_v, per_neuron.sum(dtype=torch.float64)
 
 

@@ -1,17 +1,18 @@
-"""Between the public API and a backend: validate, flatten, pick the backend, restore shapes.
+"""Between the public API and a backend: validate, make contiguous, pick the backend.
 
 Every public function and autograd Function funnels through :func:`forward` and
 :func:`backward` here. They
 
 * check that each argument is a floating-point tensor on the same device, with the same dtype
   and a matching shape, raising an error that names the argument;
-* view a sequence ``[T, *]`` as ``[T, N]`` (a single step as ``[1, N]``), contiguous, so any
-  strides (transposed, sliced, broadcast) work;
+* make every tensor C-contiguous (copying only when needed), so any strides (transposed,
+  sliced, broadcast) work; shapes stay as given and the backend reads a sequence ``[T, *]`` (a
+  single step ``[*]``) as ``[T, N]`` itself, which saves a reshape and a view back per tensor
+  (about a microsecond each in PyTorch, the same order as a small kernel);
 * run float16/bfloat16 in float32 where a backend has no native half kernel, and cast results
   back to the input dtype;
 * choose the backend from the device (or the name given) through :mod:`spikecore.backends`.
 """
-import math
 from typing import NamedTuple, Optional
 
 import torch
@@ -41,15 +42,15 @@ def _check_tensor(name, t):
                         f"bfloat16), got {t.dtype}")
 
 
-def _check_like(name, t, ref_name, ref, shape):
+def _check_like(name, t, ref_name, ref, shape, same_dtype=True):
     _check_tensor(name, t)
     if t.device != ref.device:
         raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; "
                          "move them to the same device")
-    if t.dtype != ref.dtype:
+    if same_dtype and t.dtype != ref.dtype:
         raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}; "
                         "they must match")
-    if tuple(t.shape) != tuple(shape):
+    if t.shape != shape:   # torch.Size is a tuple
         raise ValueError(f"{name} must have shape {tuple(shape)} to match {ref_name}, "
                          f"got {tuple(t.shape)}")
 
@@ -75,27 +76,14 @@ def _compute_dtype(backend, name, dtype):
                     + (", float16, bfloat16" if torch.float32 in backend.native_dtypes else ""))
 
 
-def _as_2d(t, rows, cols, dtype):
-    """``t`` viewed as a C-contiguous [rows, cols] tensor of ``dtype`` (copies only if needed)."""
-    if t.dim() != 2 or t.shape[0] != rows:
-        t = t.reshape(rows, cols)
+def _prepared(t, dtype):
+    """``t`` C-contiguous in ``dtype``, in its own shape (copies only if needed)."""
     if t.dtype != dtype:
         t = t.to(dtype)
     return t if t.is_contiguous() else t.contiguous()
 
 
-def _as_1d(t, n, dtype):
-    """``t`` (one step's worth, ``n`` elements) as a C-contiguous [n] tensor of ``dtype``."""
-    if t.dim() != 1:
-        t = t.reshape(n)
-    if t.dtype != dtype:
-        t = t.to(dtype)
-    return t if t.is_contiguous() else t.contiguous()
-
-
-def _restore(t, shape, dtype):
-    if t.shape != shape:
-        t = t.view(shape)
+def _cast(t, dtype):
     return t if t.dtype == dtype else t.to(dtype)
 
 
@@ -118,24 +106,20 @@ def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_
         raise ValueError(f"h_dtype={h_dtype} is not available here: the {impl.name!r} backend "
                          f"keeps H in {[str(d) for d in impl.h_dtypes] or 'its compute dtype only'}"
                          f", for float32 computation (this call computes in {dtype})")
-    steps = x_seq.shape[0] if multi_step else 1
-    n = math.prod(step_shape)
     spike, v_next, h_seq, v_seq, gs2h, gv2h = impl.forward(
-        _as_2d(x_seq, steps, n, dtype), _as_1d(v, n, dtype), cfg,
+        _prepared(x_seq, dtype), _prepared(v, dtype), cfg, x_seq.shape[0] if multi_step else 1,
         save_h=save_h, save_v=save_v, with_grad=with_grad,
         **({"h_dtype": h_dtype} if h_dtype is not None else {}))
-    shape, out_dtype = x_seq.shape, x_seq.dtype
-    if h_seq is not None:
-        h_seq = _restore(h_seq, shape, h_seq.dtype)   # keeps its own dtype
-    extras = [None if t is None else _restore(t, shape, out_dtype) for t in (v_seq, gs2h, gv2h)]
-    return ForwardResult(_restore(spike, shape, out_dtype),
-                         _restore(v_next, step_shape, out_dtype), h_seq, *extras)
+    out_dtype = x_seq.dtype   # h_seq keeps its own dtype
+    extras = [None if t is None else _cast(t, out_dtype) for t in (v_seq, gs2h, gv2h)]
+    return ForwardResult(_cast(spike, out_dtype), _cast(v_next, out_dtype), h_seq, *extras)
 
 
 def _gradient_inputs(grad_spike_seq, grad_v_next, multi_step, backend, names):
-    """Validate and flatten the incoming gradients of a backward call.
+    """Validate the incoming gradients of a backward call.
 
-    Returns ``(impl, dtype, steps, n, step_shape, grad_spike [steps, n], grad_v_next [n])``.
+    Returns ``(impl, dtype, steps, grad_spike, grad_v_next)``, the gradients contiguous in the
+    compute dtype (``grad_v_next`` zeros when it was None).
     """
     gs_name, gv_name = names
     _check_tensor(gs_name, grad_spike_seq)
@@ -148,9 +132,7 @@ def _gradient_inputs(grad_spike_seq, grad_v_next, multi_step, backend, names):
     impl = resolve_backend(backend, grad_spike_seq.device)
     dtype = _compute_dtype(impl, gs_name, grad_spike_seq.dtype)
     steps = grad_spike_seq.shape[0] if multi_step else 1
-    n = math.prod(step_shape)
-    return (impl, dtype, steps, n, step_shape, _as_2d(grad_spike_seq, steps, n, dtype),
-            _as_1d(grad_v_next, n, dtype))
+    return (impl, dtype, steps, _prepared(grad_spike_seq, dtype), _prepared(grad_v_next, dtype))
 
 
 def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
@@ -158,26 +140,22 @@ def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
              names=("grad_spike_seq", "grad_v_next")):
     """BPTT through ``[T, *]`` steps (or one step). Give ``h_seq`` (training route) or both
     ``grad_s_to_h`` and ``grad_v_to_h`` (teaching route). Returns ``(grad_x_seq, grad_v)``."""
-    impl, dtype, steps, n, step_shape, grad_spike, grad_v_last = _gradient_inputs(
+    impl, dtype, steps, grad_spike, grad_v_last = _gradient_inputs(
         grad_spike_seq, grad_v_next, multi_step, backend, names)
     seq = dict(h_seq=h_seq, grad_s_to_h=grad_s_to_h, grad_v_to_h=grad_v_to_h)
     for name, t in seq.items():
         if t is None:
             continue
-        if name == "h_seq":  # saved by us: float32 for half inputs, or kept in bfloat16
-            _check_tensor(name, t)
-            if t.dtype in impl.h_dtypes:
-                seq[name] = _as_2d(t, steps, n, t.dtype)
-                continue
-        else:
-            _check_like(name, t, names[0], grad_spike_seq, grad_spike_seq.shape)
-        seq[name] = _as_2d(t, steps, n, dtype)
+        # H is saved by the forward pass: float32 for half inputs, or kept in bfloat16
+        _check_like(name, t, names[0], grad_spike_seq, grad_spike_seq.shape,
+                    same_dtype=name != "h_seq")
+        keep = name == "h_seq" and t.dtype in impl.h_dtypes
+        seq[name] = _prepared(t, t.dtype if keep else dtype)
     if seq["h_seq"] is None and (seq["grad_s_to_h"] is None or seq["grad_v_to_h"] is None):
         raise ValueError("backward needs h_seq, or both grad_s_to_h and grad_v_to_h")
-    grad_x, grad_v = impl.backward(grad_spike, grad_v_last, cfg, **seq)
+    grad_x, grad_v = impl.backward(grad_spike, grad_v_last, cfg, steps, **seq)
     out_dtype = grad_spike_seq.dtype
-    return (_restore(grad_x, grad_spike_seq.shape, out_dtype),
-            _restore(grad_v, step_shape, out_dtype))
+    return _cast(grad_x, out_dtype), _cast(grad_v, out_dtype)
 
 
 def backward_plif(grad_spike_seq, grad_v_next, cfg, *, h_seq, v_init, multi_step=True,
@@ -185,13 +163,13 @@ def backward_plif(grad_spike_seq, grad_v_next, cfg, *, h_seq, v_init, multi_step
     """BPTT from saved H for a learnable 1/τ (ParametricLIF). ``v_init`` is V[-1], the potential
     the forward pass started from. Returns ``(grad_x_seq, grad_v, grad_reciprocal_tau)``, the
     last a 0-d float64 tensor: dL/d(1/τ) summed over neurons and time steps."""
-    impl, dtype, steps, n, step_shape, grad_spike, grad_v_last = _gradient_inputs(
+    impl, dtype, steps, grad_spike, grad_v_last = _gradient_inputs(
         grad_spike_seq, grad_v_next, multi_step, backend, ("grad_spike_seq", "grad_v_next"))
-    _check_tensor("h_seq", h_seq)
-    _check_tensor("v_init", v_init)
+    _check_like("h_seq", h_seq, "grad_spike_seq", grad_spike_seq, grad_spike_seq.shape,
+                same_dtype=False)
+    _check_like("v_init", v_init, "grad_v_next", grad_v_last, grad_v_last.shape,
+                same_dtype=False)
     grad_x, grad_v, grad_rtau = impl.backward_plif(
-        grad_spike, grad_v_last, _as_2d(h_seq, steps, n, dtype),
-        _as_1d(v_init, n, dtype), cfg)
+        grad_spike, grad_v_last, _prepared(h_seq, dtype), _prepared(v_init, dtype), cfg, steps)
     out_dtype = grad_spike_seq.dtype
-    return (_restore(grad_x, grad_spike_seq.shape, out_dtype),
-            _restore(grad_v, step_shape, out_dtype), grad_rtau)
+    return _cast(grad_x, out_dtype), _cast(grad_v, out_dtype), grad_rtau

@@ -17,7 +17,6 @@
   weights as an uninterrupted one. A worker restarted by torchrun resumes on its own.
 """
 import csv
-import gc
 import json
 import math
 import os
@@ -374,9 +373,6 @@ def fit(model: Union[None, str, nn.Module] = None,
         return _fit(model, dataset, d, t_start, locals())
     finally:
         if d.owns_group:
-            # DDP's communication state can sit in a reference cycle: free it while the group
-            # still exists (torn down after it, gloo can abort the process at exit)
-            gc.collect()
             dist.destroy_process_group()
 
 
