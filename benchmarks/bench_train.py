@@ -4,7 +4,8 @@ same model with the plain PyTorch autograd loop (and SpikingJelly / snnTorch nod
 The network is :func:`spikecore.models.mlp` (Flatten -> Linear(64, hidden) -> LIF ->
 Linear(hidden, 10) -> LIF, LIF tau=2, hard reset to 0, detach_reset=True, ATan), T=8 steps of
 direct encoding, on the digits data of :mod:`spikecore.data`, Adam, cross-entropy on 5 x the
-mean output over T: the defaults of ``spikecore train``. Every candidate starts from the SAME
+mean output over T: the defaults of ``spikecore train``, including its fused Adam
+(``--optimizer default`` runs PyTorch's default Adam instead, for every candidate alike). Every candidate starts from the SAME
 initial weights and sees the SAME batches; only the neuron layers differ. Before timing, the
 outputs and weight gradients of the first batch are compared with spikecore's.
 
@@ -12,6 +13,7 @@ Epochs are interleaved (epoch e of every candidate, then epoch e+1, ...); the ta
 median epoch time and spikecore's end-to-end speed-up over each candidate.
 
     python benchmarks/bench_train.py [--epochs 5] [--threads 2] [--hidden 128] [-T 8]
+                                     [--optimizer {fused,default}]
 """
 import argparse
 import copy
@@ -29,6 +31,7 @@ import _common as C  # noqa: E402
 from spikecore import data as _data  # noqa: E402
 from spikecore import models, reference  # noqa: E402
 from spikecore.nodes import BaseNode, MultiStepLIFNode  # noqa: E402
+from spikecore.train import make_optimizer  # noqa: E402
 from spikecore.utils import reset_net  # noqa: E402
 
 
@@ -44,6 +47,8 @@ def parse(argv=None):
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--max-batches", type=int, default=None, help="batches per epoch (tests)")
     p.add_argument("--no-peers", action="store_true", help="skip SpikingJelly and snnTorch")
+    p.add_argument("--optimizer", choices=("fused", "default"), default="fused",
+                   help="Adam as spikecore train makes it (fused), or PyTorch's default Adam")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -130,9 +135,10 @@ def reset_all(net):
 
 # --- training ---------------------------------------------------------------------------------
 class Run:
-    def __init__(self, name, net, lr, note=""):
+    def __init__(self, name, net, lr, optimizer, note=""):
         self.name, self.net, self.note = name, net, note
-        self.opt = torch.optim.Adam(net.parameters(), lr=lr)
+        self.opt = (make_optimizer(net.parameters(), lr) if optimizer == "fused"
+                    else torch.optim.Adam(net.parameters(), lr=lr))
         self.times, self.losses, self.skip = [], [], None
 
 
@@ -198,7 +204,7 @@ def main(argv=None):
     a = parse(argv)
     C.set_threads(a.threads)
     C.header(f"training epoch, mlp hidden={a.hidden}, T={a.timesteps}, digits, batch "
-             f"{a.batch_size}, Adam lr {a.lr}", a.threads)
+             f"{a.batch_size}, Adam ({a.optimizer}) lr {a.lr}", a.threads)
     ds = _data.load_dataset("digits")
     gen = torch.Generator().manual_seed(a.seed)
     order = torch.randperm(len(ds.train_y), generator=gen)
@@ -206,8 +212,8 @@ def main(argv=None):
     batches = batches[:a.max_batches] if a.max_batches else batches
     torch.manual_seed(a.seed)
     base = models.mlp(ds.in_shape, ds.num_classes, hidden=a.hidden, neuron="lif")
-    runs = [Run("spikecore nodes", copy.deepcopy(base), a.lr),
-            Run("plain PyTorch loop", swap_nodes(base, PlainLIF), a.lr)]
+    runs = [Run("spikecore nodes", copy.deepcopy(base), a.lr, a.optimizer),
+            Run("plain PyTorch loop", swap_nodes(base, PlainLIF), a.lr, a.optimizer)]
     skipped = []
     snn_twin = None
     if a.no_peers:
@@ -218,13 +224,13 @@ def main(argv=None):
             skipped.append(("SpikingJelly", why))
         else:
             runs.append(Run(f"SpikingJelly {C.peer_version('spikingjelly')} LIFNode",
-                            swap_nodes(base, make), a.lr))
+                            swap_nodes(base, make), a.lr, a.optimizer))
         make, why = snn_factory()
         if make is None:
             skipped.append(("snnTorch", why))
         else:
             runs.append(Run(f"snnTorch {C.peer_version('snntorch')} Leaky (different model)",
-                            swap_nodes(base, make), a.lr))
+                            swap_nodes(base, make), a.lr, a.optimizer))
             snn_twin = swap_nodes(base, lambda n: MultiStepLIFNode(
                 tau=n.tau, detach_input=True, v_threshold=n.v_threshold, v_reset=n.v_reset,
                 surrogate_function=n.surrogate_function, alpha=n.alpha, detach_reset=True))
