@@ -1,0 +1,101 @@
+"""The Python side of the CUDA backend, run on any machine.
+
+``spikecore.cuda_backend`` hands the nvcc-built module raw pointers, the step count ``T`` and
+the neuron count ``N``. Here that module is replaced by a stand-in that reads and writes the same
+addresses in host memory with the CPU kernels, so a wrong pointer, a wrong ``T``/``N`` or a
+wrong output shape shows up as a wrong result, even where no GPU is present. (The CUDA kernels
+themselves are checked by tests/test_cuda.py on a GPU.)
+"""
+import ctypes
+
+import numpy as np
+import pytest
+import torch
+
+from spikecore import _cpu_kernels, dispatch
+from spikecore.cuda_backend import CUDABackend
+from helpers import all_configs, cfg_id, make_cfg
+
+FLOAT32 = 0   # the CUDA module's dtype code for float32
+
+
+def _array(ptr, rows, cols):
+    """The float32 buffer at ``ptr`` as [rows, cols] (``[0, cols]`` for a null pointer)."""
+    if ptr == 0:
+        return np.empty((0, cols), dtype=np.float32)
+    buf = (ctypes.c_float * (rows * cols)).from_address(ptr)
+    return np.ctypeslib.as_array(buf).reshape(rows, cols)
+
+
+class HostKernels:
+    """Stands in for ``spikecore._cuda_kernels``: same arguments, CPU kernels on host memory."""
+
+    def __init__(self):
+        self.shapes = []
+
+    def forward(self, dtype, x, v, spike, v_next, h, v_seq, gs2h, gv2h, steps, n, *rest):
+        assert dtype == FLOAT32
+        self.shapes.append((steps, n))
+        kernel_args, (device, stream) = rest[:-2], rest[-2:]
+        assert (device, stream) == (0, 0)
+        seq = [_array(p, steps, n) for p in (x, spike, h, v_seq, gs2h, gv2h)]
+        _cpu_kernels.forward(seq[0], _array(v, 1, n)[0], seq[1], _array(v_next, 1, n)[0],
+                             *seq[2:], *kernel_args, 1)
+
+    def backward(self, dtype, gs, gv_next, h, gs2h, gv2h, gx, gv, steps, n, *rest):
+        assert dtype == FLOAT32
+        self.shapes.append((steps, n))
+        _cpu_kernels.backward(_array(gs, steps, n), _array(gv_next, 1, n)[0],
+                              *(_array(p, steps, n) for p in (h, gs2h, gv2h)),
+                              _array(gx, steps, n), _array(gv, 1, n)[0], *rest[:-2], 1)
+
+
+@pytest.fixture
+def host_cuda(monkeypatch):
+    backend = CUDABackend.__new__(CUDABackend)   # no GPU needed: skip the module/device probe
+    backend._kernels = HostKernels()
+    monkeypatch.setattr(CUDABackend, "_launch_args", staticmethod(lambda t: (0, 0)))
+    return backend
+
+
+@pytest.mark.parametrize("multi_step, shape", [(True, (5, 3, 7)), (True, (4, 9)),
+                                               (False, (3, 7)), (False, (2, 3, 4))],
+                         ids=["multi-3d", "multi-2d", "single-2d", "single-3d"])
+@pytest.mark.parametrize("cfg", list(all_configs())[::9], ids=cfg_id)
+def test_pointers_counts_and_shapes(host_cuda, cfg, multi_step, shape):
+    torch.manual_seed(0)
+    x = torch.rand(shape) * 2
+    step_shape = shape[1:] if multi_step else shape
+    v = torch.rand(step_shape) * 0.5
+    gs, gv = torch.randn(shape), torch.randn(step_shape)
+    steps = shape[0] if multi_step else 1
+    n = int(np.prod(step_shape))
+    for save_v, with_grad in ((False, False), (True, True)):
+        got = host_cuda.forward(x, v, cfg, steps, save_h=True, save_v=save_v,
+                                with_grad=with_grad)
+        want = dispatch.forward(x, v, cfg, multi_step=multi_step, backend="cpu", save_h=True,
+                                save_v=save_v, with_grad=with_grad)
+        for g, w in zip(got, want):
+            assert (g is None) == (w is None)
+            if w is not None:
+                assert g.shape == w.shape and torch.equal(g, w)
+    got = host_cuda.backward(gs, gv, cfg, steps, h_seq=want.h_seq)
+    expected = dispatch.backward(gs, gv, cfg, h_seq=want.h_seq, multi_step=multi_step,
+                                 backend="cpu")
+    for g, w in zip(got, expected):
+        assert g.shape == w.shape and torch.equal(g, w)
+    got = host_cuda.backward(gs, gv, cfg, steps, grad_s_to_h=want.grad_s_to_h,
+                             grad_v_to_h=want.grad_v_to_h)
+    expected = dispatch.backward(gs, gv, cfg, grad_s_to_h=want.grad_s_to_h,
+                                 grad_v_to_h=want.grad_v_to_h, multi_step=multi_step,
+                                 backend="cpu")
+    for g, w in zip(got, expected):
+        assert g.shape == w.shape and torch.equal(g, w)
+    assert set(host_cuda._kernels.shapes) == {(steps, n)}
+
+
+def test_outputs_keep_the_callers_shape(host_cuda):
+    x, v = torch.rand(6, 2, 3, 4), torch.zeros(2, 3, 4)
+    spike, v_next, h_seq, v_seq, gs2h, gv2h = host_cuda.forward(x, v, make_cfg(), 6, save_h=True)
+    assert spike.shape == h_seq.shape == x.shape and v_next.shape == v.shape
+    assert v_seq is None and gs2h is None and gv2h is None
