@@ -29,8 +29,15 @@ def allocator() -> str:
     for name in ("jemalloc", "tcmalloc", "mimalloc"):
         if name in maps:
             conf = os.environ.get("MALLOC_CONF", "")
-            return name + (f" (MALLOC_CONF={conf})" if conf else "")
-    return "glibc malloc"
+            return name + (f" (MALLOC_CONF={conf})" if conf else "") + _huge_pages()
+    return "glibc malloc" + _huge_pages()
+
+
+def _huge_pages() -> str:
+    """PyTorch backs CPU tensors of 2 MiB and more with transparent huge pages when
+    THP_MEM_ALLOC_ENABLE=1 (benchmarks/run_with_allocator.sh sets it under jemalloc)."""
+    return ", huge pages (THP_MEM_ALLOC_ENABLE=1)" if os.environ.get(
+        "THP_MEM_ALLOC_ENABLE") == "1" else ""
 
 
 def load_average() -> Optional[float]:

@@ -81,5 +81,8 @@ def test_run_with_allocator():
     assert "run_with_allocator:" in err
     if "jemalloc (" in err:
         assert "jemalloc" in out and "MALLOC_CONF=" in out
-    out, err = _run("sh", script, "env", env={"SPIKECORE_NO_JEMALLOC": "1", "LD_PRELOAD": ""})
+        assert "THP_MEM_ALLOC_ENABLE=1" in out.splitlines()   # huge pages only with jemalloc
+    out, err = _run("sh", script, "env", env={"SPIKECORE_NO_JEMALLOC": "1", "LD_PRELOAD": "",
+                                               "THP_MEM_ALLOC_ENABLE": ""})
     assert "default allocator" in err and "jemalloc" not in out
+    assert "THP_MEM_ALLOC_ENABLE=1" not in out.splitlines()

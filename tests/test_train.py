@@ -1,5 +1,6 @@
 """Tests of the training job: spikecore.train.fit, the CLI, data, models, plots, utils."""
 import json
+import os
 import subprocess
 import sys
 
@@ -106,6 +107,28 @@ def test_unknown_option_via_python_m(tmp_path):
                        capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
     assert p.stderr.startswith("spikecore train: error:") and "Traceback" not in p.stderr
+
+
+@pytest.mark.skipif(not any(os.path.exists(p) for p in cli._JEMALLOC_PATHS),
+                    reason="jemalloc is not installed (apt-get install libjemalloc2)")
+def test_command_line_runs_under_jemalloc_with_huge_pages(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LD_PRELOAD", "MALLOC_CONF", "THP_MEM_ALLOC_ENABLE",
+                        "SPIKECORE_NO_JEMALLOC")}
+    p = subprocess.run([sys.executable, "-m", "spikecore", "train", "--epochs", "1",
+                        "--hidden", "16", "--timesteps", "2", "--no-plots",
+                        "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert ("memory allocator: jemalloc (kept pages), huge pages for tensors of 2 MiB and more"
+            in p.stdout), p.stdout
+    p = subprocess.run([sys.executable, "-m", "spikecore", "train", "--epochs", "1",
+                        "--hidden", "16", "--timesteps", "2", "--no-plots",
+                        "--out", str(tmp_path / "plain")],
+                       capture_output=True, text=True, cwd=tmp_path,
+                       env=dict(env, SPIKECORE_NO_JEMALLOC="1"), timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "memory allocator: the C library's malloc\n" in p.stdout, p.stdout
 
 
 def test_missing_data_dir(tmp_path, capsys):
