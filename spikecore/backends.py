@@ -120,6 +120,7 @@ class CPUBackend(Backend):
     name = "cpu"
     device_type = "cpu"
     native_dtypes = (torch.float32, torch.float64)
+    h_dtypes = (torch.bfloat16,)
 
     def __init__(self):
         try:
@@ -138,8 +139,6 @@ class CPUBackend(Backend):
     @staticmethod
     def _threads(elements):
         return 1 if elements < PARALLEL_MIN_ELEMENTS else max(1, torch.get_num_threads())
-
-    h_dtypes = (torch.bfloat16,)
 
     @staticmethod
     def _np(t, shape):
