@@ -34,6 +34,7 @@ from spikecore import backends, dispatch, reference  # noqa: E402
 from spikecore import surrogate as _surrogate  # noqa: E402
 from spikecore.autograd import NeuronFunction  # noqa: E402
 from spikecore.config import NeuronConfig  # noqa: E402
+from spikecore.nodes import LIFNode  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
@@ -480,6 +481,16 @@ def overhead(a):
         s, _ = NeuronFunction.apply(xg, v, cfg, False, None)
         torch.autograd.grad(s, xg, g)
 
+    node = LIFNode(tau=a.tau, surrogate_function=a.surrogate).to(dtype)
+
+    def node_infer():        # a node in eval: the state carries over from call to call
+        with torch.no_grad():
+            node(x)
+
+    def node_train():        # a node in training: the state is cut from the previous graph
+        node.detach()
+        node(xg)
+
     def plain_fwd():
         _plain_step(xg, v, cfg)
 
@@ -498,6 +509,8 @@ def overhead(a):
             ("dispatch.forward, no_grad (node in eval)", infer),
             ("NeuronFunction forward (node in training)", fwd),
             ("NeuronFunction forward + autograd backward", fwd_bwd),
+            ("LIFNode(x), no_grad (the node itself, eval)", node_infer),
+            ("LIFNode(x), training (the node itself)", node_train),
             ("plain PyTorch step forward", plain_fwd),
             ("plain PyTorch step forward + backward", plain_fwd_bwd)]
     cands = [C.Candidate(name, batch(fn)) for name, fn in rows]

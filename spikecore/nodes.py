@@ -39,6 +39,9 @@ from .config import NeuronConfig
 
 __all__ = ["BaseNode", "IFNode", "MultiStepIFNode", "LIFNode", "MultiStepLIFNode"]
 
+# a node's state: the potential V and, when kept, the potential after every step
+_STATE = ("v", "v_seq")
+
 
 class BaseNode(nn.Module):
     """Common state and parameters of spiking neuron layers.
@@ -117,10 +120,19 @@ class BaseNode(nn.Module):
         return text
 
     # -- the state follows the module ------------------------------------------------------
+    def __setattr__(self, name, value):
+        # The state is set on every call and every reset; nn.Module.__setattr__ would first look
+        # it up among parameters, buffers and submodules (about a microsecond). It is none of
+        # those: a plain attribute, as _apply and __getstate__ below expect.
+        if name in _STATE:
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
+
     def _apply(self, fn, *args, **kwargs):
         # .to(), .cuda(), .double(), .half(): move and cast the potential with the parameters
         super()._apply(fn, *args, **kwargs)
-        for name in ("v", "v_seq"):
+        for name in _STATE:
             t = self.__dict__.get(name)
             if isinstance(t, torch.Tensor):
                 self.__dict__[name] = fn(t)
@@ -129,7 +141,7 @@ class BaseNode(nn.Module):
     def __getstate__(self):
         # copy.deepcopy and pickle: keep the values of the state, not the graph behind them
         state = super().__getstate__().copy()
-        for name in ("v", "v_seq"):
+        for name in _STATE:
             t = state.get(name)
             if isinstance(t, torch.Tensor) and t.grad_fn is not None:
                 state[name] = t.detach()

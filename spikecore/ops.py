@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from . import dispatch
+from .autograd import NeuronFunction
 from .config import CHARGE_IF, CHARGE_LIF, CHARGE_LIF_DETACH_INPUT, NeuronConfig
 
 __all__ = ["neuron", "neuron_forward", "neuron_backward", "neuron_backward_plif",
@@ -252,7 +253,6 @@ def neuron(x: Tensor, v, cfg: NeuronConfig, *, multi_step: bool = True, backend=
         or (reciprocal_tau is not None and reciprocal_tau.requires_grad))
     if reciprocal_tau is None and not compiling:
         # Eager IF/LIF: the autograd Function (one Python call less than the operator).
-        from .autograd import NeuronFunction
         if v_tensor is None:
             if multi_step and x.dim() == 0:
                 raise ValueError(f"{names[0]} must have a leading time dimension [T, *], "
