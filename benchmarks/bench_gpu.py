@@ -79,8 +79,8 @@ def main():
             node(x).backward(g)
 
         def run_kernels():  # the two kernels alone, no autograd and no Python node
-            h = kernels.forward(x2d, v0, cfg, save_h=True)[2]
-            kernels.backward(g2d, v0, cfg, h_seq=h)
+            h = kernels.forward(x2d, v0, cfg, steps, save_h=True)[2]
+            kernels.backward(g2d, v0, cfg, steps, h_seq=h)
 
         def run_loop(fn=reference.fptt_autograd):
             x.grad = None
