@@ -50,6 +50,17 @@ class HostKernels:
                               _array(gx, steps, n), _array(gv, 1, n)[0], *rest[:-2], 1)
 
 
+    def backward_plif(self, dtype, gs, gv_next, h, v, gx, gv, per_neuron, steps, n, *rest):
+        assert dtype == FLOAT32
+        self.shapes.append((steps, n))
+        sums = np.empty(n, dtype=np.float64)
+        _cpu_kernels.backward_plif(_array(gs, steps, n), _array(gv_next, 1, n)[0],
+                                   _array(h, steps, n), _array(v, 1, n)[0],
+                                   _array(gx, steps, n), _array(gv, 1, n)[0], sums,
+                                   *rest[:-2], 1)
+        _array(per_neuron, 1, n)[0][:] = sums   # the CUDA kernel leaves float32 sums per neuron
+
+
 @pytest.fixture
 def host_cuda(monkeypatch):
     backend = CUDABackend.__new__(CUDABackend)   # no GPU needed: skip the module/device probe
@@ -99,3 +110,22 @@ def test_outputs_keep_the_callers_shape(host_cuda):
     spike, v_next, h_seq, v_seq, gs2h, gv2h = host_cuda.forward(x, v, make_cfg(), 6, save_h=True)
     assert spike.shape == h_seq.shape == x.shape and v_next.shape == v.shape
     assert v_seq is None and gs2h is None and gv2h is None
+
+
+@pytest.mark.parametrize("multi_step, shape", [(True, (5, 3, 7)), (False, (3, 7))],
+                         ids=["multi", "single"])
+def test_learnable_tau_backward(host_cuda, multi_step, shape):
+    torch.manual_seed(1)
+    cfg = make_cfg("LIF", False, 0.0)
+    x = torch.rand(shape) * 2
+    step_shape = shape[1:] if multi_step else shape
+    v0, gs, gv = torch.rand(step_shape) * 0.5, torch.randn(shape), torch.randn(step_shape)
+    h = dispatch.forward(x, v0, cfg, multi_step=multi_step, backend="cpu", save_h=True).h_seq
+    steps = shape[0] if multi_step else 1
+    gx, gvv, grad_k = host_cuda.backward_plif(gs, gv, h, v0, cfg, steps)
+    want = dispatch.backward_plif(gs, gv, cfg, h_seq=h, v_init=v0, multi_step=multi_step,
+                                  backend="cpu")
+    assert gx.shape == x.shape and gvv.shape == v0.shape
+    assert torch.equal(gx, want[0]) and torch.equal(gvv, want[1])
+    # per-neuron sums rounded to float32 before the total, as on the GPU
+    torch.testing.assert_close(grad_k, want[2], rtol=1e-6, atol=1e-6)
