@@ -9,7 +9,7 @@
 # disabled keeps freed pages mapped (see benchmarks/RESULTS.md). Under jemalloc, PyTorch is also
 # told to back tensors of 2 MiB and more with transparent huge pages (THP_MEM_ALLOC_ENABLE=1):
 # fewer TLB misses when a kernel streams them. Only together with a retaining allocator: fresh
-# huge pages from the kernel cost 6 ms per 64 MiB here on average, but now and then 90-370 ms
+# huge pages from the kernel cost 6 ms per 64 MiB here on average, but now and then 24-370 ms
 # while the kernel compacts memory; jemalloc pays that once.
 # Environment: JEMALLOC_LIB overrides the library path; SPIKECORE_NO_JEMALLOC=1 runs plainly;
 # an existing MALLOC_CONF or THP_MEM_ALLOC_ENABLE is kept.
