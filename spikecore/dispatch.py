@@ -40,6 +40,9 @@ def _check_tensor(name, t):
     if t.dtype not in _SUPPORTED:
         raise TypeError(f"{name} must be a floating-point tensor (float32, float64, float16 or "
                         f"bfloat16), got {t.dtype}")
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense tensor, got layout {t.layout}; convert it "
+                        "with .to_dense()")
 
 
 def _check_like(name, t, ref_name, ref, shape, same_dtype=True):

@@ -171,11 +171,22 @@ class BaseNode(nn.Module):
                 and torch.is_autocast_enabled(x.device.type)):
             v = v.to(x.dtype)   # the state follows the dtype autocast chose for the input
         save_v = self.multi_step and self.store_v_seq
-        spike, self.v, v_seq = ops.neuron(
-            x, v, self.config(), multi_step=self.multi_step, backend=self.backend,
-            reciprocal_tau=self._reciprocal_tau_tensor(), save_v=save_v,
-            h_dtype=self.saved_h_dtype,
-            names=("dv_seq" if self.multi_step else "dv", "v"))
+        try:
+            spike, self.v, v_seq = ops.neuron(
+                x, v, self.config(), multi_step=self.multi_step, backend=self.backend,
+                reciprocal_tau=self._reciprocal_tau_tensor(), save_v=save_v,
+                h_dtype=self.saved_h_dtype,
+                names=("dv_seq" if self.multi_step else "dv", "v"))
+        except ValueError as exc:
+            step_shape = x.shape[1:] if self.multi_step else x.shape
+            if isinstance(v, torch.Tensor) and v.shape != step_shape:
+                # the usual cause: a batch of another size without a reset in between
+                raise ValueError(
+                    f"{type(self).__name__}: the input has neurons of shape {tuple(step_shape)}"
+                    f" but the potential v left by the previous call has shape "
+                    f"{tuple(v.shape)}; call reset() on the node (or spikecore.reset_net(model)"
+                    ") before each new batch") from exc
+            raise
         if save_v:
             self.v_seq = v_seq
         return spike

@@ -11,6 +11,12 @@ X = torch.rand(4, 6)
 V = torch.zeros(6)
 
 
+def _node_after(node, x):
+    """``node`` after one call on ``x`` (its state v now has x's neuron shape)."""
+    node(x)
+    return node
+
+
 @pytest.mark.parametrize("call, exc, match", [
     (lambda: neuron.LIF_hard_reset_fptt(X, torch.zeros(5), 1.0, 0.0, 0.5, False),
      ValueError, r"v must have shape \(6,\)"),
@@ -26,6 +32,15 @@ V = torch.zeros(6)
      TypeError, "x_seq must be a torch.Tensor"),
     (lambda: neuron.LIF_hard_reset_fptt(X, [0.0] * 6, 1.0, 0.0, 0.5, False),
      TypeError, "v must be a torch.Tensor"),
+    (lambda: neuron.LIF_hard_reset_fptt(X.to_sparse(), V, 1.0, 0.0, 0.5, False),
+     TypeError, "x_seq must be a dense tensor, got layout torch.sparse_coo"),
+    (lambda: spikecore.MultiStepLIFNode()(X.to_sparse_csr()),
+     TypeError, "dv_seq must be a dense tensor, got layout torch.sparse_csr"),
+    (lambda: _node_after(spikecore.MultiStepLIFNode(), X)(X[:, :4]),
+     ValueError, r"the input has neurons of shape \(4,\) but the potential v left by the "
+                 r"previous call has shape \(6,\); call reset\(\)"),
+    (lambda: _node_after(spikecore.IFNode(), V)(X),
+     ValueError, r"IFNode: the input has neurons of shape \(4, 6\).*shape \(6,\)"),
     (lambda: neuron.LIF_hard_reset_fptt(X, V, 1.0, 0.0, 0.0, False),
      ValueError, "reciprocal_tau must be > 0"),
     (lambda: neuron.LIF_hard_reset_fptt(X, V, 1.0, 0.0, -2.0, False),
