@@ -423,6 +423,22 @@ cdef void _surrogate_row(int index, const hstore[:, ::1] h_seq, Py_ssize_t t, re
             out[i - lo] = surrogate_grad(SG_PIECEWISE_EXP, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
 
 
+cdef inline real _grad_h(int hard, int detach_reset, real grad_s, real grad_v, real h, real sg,
+                         real v_threshold, real v_reset) noexcept nogil:
+    """dL/dH[t] = dL/dS[t]·sg[t] + dL/dV[t]·dV[t]/dH[t], S and dV/dH recomputed from H."""
+    return grad_s * sg + grad_v * reset_grad(hard, detach_reset, h, fire(h, v_threshold), sg,
+                                             v_threshold, v_reset)
+
+
+cdef inline void _stream_grad_chunk(real[:, ::1] grad_x, real[::1] grad_v, const real* gx_buf,
+                                    const real* gv_buf, Py_ssize_t t, Py_ssize_t c,
+                                    Py_ssize_t m) noexcept nogil:
+    """Stream a chunk's dL/dX[t] out of its L1 buffer, and dL/dV[-1] after the last step (t=0)."""
+    sc_store_chunk(&grad_x[t, c], gx_buf, m * sizeof(real), 1)
+    if t == 0:
+        sc_store_chunk(&grad_v[c], gv_buf, m * sizeof(real), 1)
+
+
 cdef void _backward_from_h(reset_kind rk,
                            const real[:, ::1] grad_spike, const real[::1] grad_v_last,
                            const hstore[:, ::1] h_seq, real[:, ::1] grad_x, real[::1] grad_v,
@@ -460,14 +476,12 @@ cdef void _backward_from_h(reset_kind rk,
             for j in range(m):
                 h = <real>_get_h(h_seq, t, c + j)
                 sg = sg_buf[j]
-                grad_h = gs_row[j] * sg + gv_in[j] * reset_grad(
-                    hard, detach_reset, h, fire(h, v_threshold), sg, v_threshold, v_reset)
+                grad_h = _grad_h(hard, detach_reset, gs_row[j], gv_in[j], h, sg, v_threshold,
+                                 v_reset)
                 gx_dst[j] = grad_h * dh_dx
                 gv_dst[j] = grad_h * dh_dv
             if stream:
-                sc_store_chunk(&grad_x[t, c], gx_buf, m * sizeof(real), 1)
-                if t == 0:
-                    sc_store_chunk(&grad_v[c], gv_buf, m * sizeof(real), 1)
+                _stream_grad_chunk(grad_x, grad_v, gx_buf, gv_buf, t, c, m)
     if stream:
         sc_store_fence()
 
@@ -582,16 +596,14 @@ cdef void _backward_plif_rows(charge_kind ck, reset_kind rk,
             for j in range(m):
                 h = h_row[j]
                 sg = sg_buf[j]
-                grad_h = gs_row[j] * sg + gv_in[j] * reset_grad(
-                    hard, detach_reset, h, fire(h, v_threshold), sg, v_threshold, v_reset)
+                grad_h = _grad_h(hard, detach_reset, gs_row[j], gv_in[j], h, sg, v_threshold,
+                                 v_reset)
                 grad_tau[c + j] += grad_h * charge_grad_tau(mode, h, vp_buf[j], v_rest,
                                                             reciprocal_tau)
                 gx_dst[j] = grad_h * dh_dx
                 gv_dst[j] = grad_h * dh_dv
             if stream:
-                sc_store_chunk(&grad_x[t, c], gx_buf, m * sizeof(real), 1)
-                if t == 0:
-                    sc_store_chunk(&grad_v[c], gv_buf, m * sizeof(real), 1)
+                _stream_grad_chunk(grad_x, grad_v, gx_buf, gv_buf, t, c, m)
     if stream:
         sc_store_fence()
 
