@@ -37,7 +37,10 @@ come from ``include/spikecore_math.h``, the header the CUDA kernels include too.
 
 Buffers are typed memoryviews; arguments marked ``# IN`` are read, ``# OUT`` are written. An
 optional output that the caller does not want is passed as a ``[0, N]`` buffer and is then
-neither read nor written. The Python layer (``spikecore/backends.py``) validates shapes, dtypes
+neither read nor written. Two inputs may be absent the same way, which spares the caller a
+tensor it would only fill with a constant: the initial potential ``v`` (every neuron then
+starts at rest, ``v_reset`` under hard reset and 0 under soft reset: a fresh node) and the
+incoming ``grad_v_next`` (zero: the last potential does not reach the loss). The Python layer (``spikecore/backends.py``) validates shapes, dtypes
 and contiguity before it calls in here; these functions trust their arguments.
 """
 
@@ -215,6 +218,22 @@ cdef inline void _pass_through(real* dst, const real* src, Py_ssize_t lo,
         dst[j] = src[j]
 
 
+cdef inline bint _start_state(real* state, const real[::1] given, real fill, bint copy,
+                              Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """Prepare the recurrent state row ``state[lo:hi]`` before the first step. When the input
+    ``given`` is absent ([0]), the state starts as ``fill`` and True is returned: the first step
+    then reads ``state``. Otherwise ``given`` is copied in if ``copy`` (else the first step reads
+    it directly) and False is returned."""
+    cdef Py_ssize_t j
+    if given.shape[0] == 0:
+        for j in range(lo, hi):
+            state[j] = fill
+        return True
+    if copy:
+        _pass_through(state, &given[0], lo, hi)
+    return False
+
+
 cdef inline void _put_h(hstore[:, ::1] h_seq, Py_ssize_t t, Py_ssize_t i, real h, real s,
                         real v_threshold) noexcept nogil:
     if hstore is BF16Bits:
@@ -264,15 +283,14 @@ cdef void _forward_fast(charge_kind ck, reset_kind rk,
     cdef real s_buf[CHUNK]
     cdef real v_buf[CHUNK]
     cdef hstore h_buf[CHUNK]
-    if x.shape[0] == 0:
-        _pass_through(&v_out[0], &v0[0], lo, hi)
+    cdef bint at_rest = _start_state(&v_out[0], v0, v_rest, x.shape[0] == 0, lo, hi)
     for t in range(x.shape[0]):
         for k in range((hi - lo + CHUNK - 1) // CHUNK):
             c = lo + k * CHUNK
             m = _chunk_len(c, hi)
             x_row = &x[t, c]
             _prefetch_ahead(x_row, sizeof(real), c, m, hi)
-            v_in = &v0[c] if t == 0 else &v_out[c]
+            v_in = &v0[c] if t == 0 and not at_rest else &v_out[c]
             s_dst = &s_buf[0] if stream else &spike[t, c]
             v_dst = &v_buf[0] if stream and t == last else &v_out[c]
             if save_h:
@@ -314,8 +332,7 @@ cdef void _forward_general(const real[:, ::1] x, const real[::1] v0,
     cdef bint with_grad = grad_s_to_h.shape[0] != 0
     cdef real v_rest = v_reset if hard else <real>0
     cdef real h, s, sg
-    for i in range(lo, hi):
-        v_out[i] = v0[i]
+    _start_state(&v_out[0], v0, v_rest, True, lo, hi)
     for t in range(x.shape[0]):
         for i in range(lo, hi):
             h = charge(mode, x[t, i], v_out[i], v_rest, reciprocal_tau)
@@ -367,7 +384,8 @@ cdef void _forward_block(const real[:, ::1] x, const real[::1] v0,
 
 
 def forward(const real[:, ::1] x,           # IN  [T, N] input current
-            const real[::1] v,              # IN  [N] potential before the first step
+            const real[::1] v,              # IN  [N] potential before the first step, or
+                                            #     [0]: every neuron starts at rest
             real[:, ::1] spike,             # OUT [T, N] spikes
             real[::1] v_next,               # OUT [N] potential after the last step
             hstore[:, ::1] h_seq,           # OUT [T, N] charged potential H (compute dtype, or
@@ -460,8 +478,7 @@ cdef void _backward_from_h(reset_kind rk,
     cdef real sg_buf[CHUNK]
     cdef real gx_buf[CHUNK]
     cdef real gv_buf[CHUNK]
-    if grad_spike.shape[0] == 0:
-        _pass_through(&grad_v[0], &grad_v_last[0], lo, hi)
+    cdef bint no_carry = _start_state(&grad_v[0], grad_v_last, 0, grad_spike.shape[0] == 0, lo, hi)
     for t in range(last, -1, -1):
         for k in range((hi - lo + CHUNK - 1) // CHUNK):
             c = lo + k * CHUNK
@@ -469,7 +486,7 @@ cdef void _backward_from_h(reset_kind rk,
             gs_row = &grad_spike[t, c]
             _prefetch_ahead(gs_row, sizeof(real), c, m, hi)
             _prefetch_ahead(&h_seq[t, c], sizeof(hstore), c, m, hi)
-            gv_in = &grad_v_last[c] if t == last else &grad_v[c]
+            gv_in = &grad_v_last[c] if t == last and not no_carry else &grad_v[c]
             gx_dst = &gx_buf[0] if stream else &grad_x[t, c]
             gv_dst = &gv_buf[0] if stream and t == 0 else &grad_v[c]
             _surrogate_row(sg_index, h_seq, t, sg_buf, v_threshold, alpha, c, c + m)
@@ -493,8 +510,7 @@ cdef void _backward_stored(const real[:, ::1] grad_spike, const real[::1] grad_v
     """BPTT from the stored local gradients of the teaching path."""
     cdef Py_ssize_t t, i
     cdef real grad_h
-    for i in range(lo, hi):
-        grad_v[i] = grad_v_last[i]
+    _start_state(&grad_v[0], grad_v_last, 0, True, lo, hi)
     for t in range(grad_spike.shape[0] - 1, -1, -1):
         for i in range(lo, hi):
             grad_h = grad_spike[t, i] * grad_s_to_h[t, i] + grad_v[i] * grad_v_to_h[t, i]
@@ -503,7 +519,7 @@ cdef void _backward_stored(const real[:, ::1] grad_spike, const real[::1] grad_v
 
 
 def backward(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
-             const real[::1] grad_v_next,     # IN  [N] dL/dV[T-1]
+             const real[::1] grad_v_next,     # IN  [N] dL/dV[T-1], or [0]: zero
              const hstore[:, ::1] h_seq,      # IN  [T, N] saved H (recompute route), or [0, N]
              const real[:, ::1] grad_s_to_h,  # IN  [T, N] dS/dH (stored route), or [0, N]
              const real[:, ::1] grad_v_to_h,  # IN  [T, N] dV/dH (stored route), or [0, N]
@@ -567,10 +583,10 @@ cdef void _backward_plif_rows(charge_kind ck, reset_kind rk,
     cdef real vp_buf[CHUNK]
     cdef real gx_buf[CHUNK]
     cdef real gv_buf[CHUNK]
+    cdef bint no_carry = _start_state(&grad_v[0], grad_v_last, 0, grad_spike.shape[0] == 0, lo, hi)
+    cdef bint at_rest = v0.shape[0] == 0
     for j in range(lo, hi):
         grad_tau[j] = 0
-    if grad_spike.shape[0] == 0:
-        _pass_through(&grad_v[0], &grad_v_last[0], lo, hi)
     for t in range(last, -1, -1):
         for k in range((hi - lo + CHUNK - 1) // CHUNK):
             c = lo + k * CHUNK
@@ -579,7 +595,7 @@ cdef void _backward_plif_rows(charge_kind ck, reset_kind rk,
             h_row = &h_seq[t, c]
             _prefetch_ahead(gs_row, sizeof(real), c, m, hi)
             _prefetch_ahead(h_row, sizeof(real), c, m, hi)
-            gv_in = &grad_v_last[c] if t == last else &grad_v[c]
+            gv_in = &grad_v_last[c] if t == last and not no_carry else &grad_v[c]
             gx_dst = &gx_buf[0] if stream else &grad_x[t, c]
             gv_dst = &gv_buf[0] if stream and t == 0 else &grad_v[c]
             _surrogate_row(sg_index, h_seq, t, sg_buf, v_threshold, alpha, c, c + m)
@@ -592,7 +608,7 @@ cdef void _backward_plif_rows(charge_kind ck, reset_kind rk,
                         vp_buf[j] = soft_reset(h_prev, fire(h_prev, v_threshold), v_threshold)
             else:
                 for j in range(m):
-                    vp_buf[j] = v0[c + j]
+                    vp_buf[j] = v_rest if at_rest else v0[c + j]
             for j in range(m):
                 h = h_row[j]
                 sg = sg_buf[j]
@@ -641,9 +657,10 @@ cdef void _backward_plif_block(const real[:, ::1] grad_spike, const real[::1] gr
 
 
 def backward_plif(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
-                  const real[::1] grad_v_next,     # IN  [N] dL/dV[T-1]
+                  const real[::1] grad_v_next,     # IN  [N] dL/dV[T-1], or [0]: zero
                   const real[:, ::1] h_seq,        # IN  [T, N] saved H
-                  const real[::1] v,               # IN  [N] V[-1], the potential before step 0
+                  const real[::1] v,               # IN  [N] V[-1], the potential before step 0,
+                                                   #     or [0]: at rest
                   real[:, ::1] grad_x,             # OUT [T, N] dL/dX[t]
                   real[::1] grad_v,                # OUT [N] dL/dV[-1]
                   double[::1] grad_tau,            # OUT [N] per-neuron sum over t (scratch)

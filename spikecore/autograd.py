@@ -28,7 +28,10 @@ def _forward(ctx, x, v, cfg, multi_step, backend, save_v=False, h_dtype=None):
                            save_v=save_v, h_dtype=h_dtype,
                            names=("x_seq" if multi_step else "x", "v"))
     ctx.save_for_backward(res.h_seq)
-    ctx.cfg, ctx.multi_step, ctx.backend = cfg, multi_step, backend
+    ctx.cfg, ctx.multi_step, ctx.backend, ctx.v_given = cfg, multi_step, backend, v is not None
+    # An output that does not reach the loss gets None, not a tensor of zeros: the usual
+    # v_next of a fresh multi-step node, which the kernels then treat as zero without reading.
+    ctx.set_materialize_grads(False)
     if save_v:  # the potential after each step: a record of the state, not differentiable
         ctx.mark_non_differentiable(res.v_seq)
         return res.spike, res.v_next, res.v_seq
@@ -36,13 +39,21 @@ def _forward(ctx, x, v, cfg, multi_step, backend, save_v=False, h_dtype=None):
 
 
 def _backward(ctx, grad_spike, grad_v_next):
+    """``(grad_x, grad_v)``; ``grad_v`` is None when ``v`` was (a node's fresh state)."""
+    if grad_spike is None and grad_v_next is None:
+        return None, None
     (h_seq,) = ctx.saved_tensors
-    return dispatch.backward(grad_spike, grad_v_next, ctx.cfg, h_seq=h_seq,
-                             multi_step=ctx.multi_step, backend=ctx.backend)
+    if grad_spike is None:   # only the last potential reaches the loss
+        grad_spike = torch.zeros_like(h_seq, dtype=grad_v_next.dtype)
+    grad_x, grad_v = dispatch.backward(grad_spike, grad_v_next, ctx.cfg, h_seq=h_seq,
+                                       multi_step=ctx.multi_step, backend=ctx.backend)
+    return grad_x, (grad_v if ctx.v_given else None)
 
 
 class NeuronFunction(torch.autograd.Function):
     """``apply(x, v, cfg, multi_step, backend) -> (spike, v_next)`` for any :class:`NeuronConfig`.
+
+    ``v`` may be ``None``: every neuron then starts at rest (``cfg.v_rest``).
 
     ``apply(x, v, cfg, multi_step, backend, True)`` also returns ``v_seq``, the potential after
     each step (shaped like ``x``, not differentiable), as a third output. A last argument

@@ -5,10 +5,14 @@ A backend implements two operations on C-contiguous tensors of a dtype it suppor
 needed, up-cast everything). A sequence arrives in the caller's own shape with ``steps`` given:
 ``T·N`` elements, read as time-major ``[T, N]`` (a single step may be ``[*]``, with ``T = 1``);
 the state ``v`` has ``N`` elements. Outputs are shaped like the input they correspond to.
+Two state inputs may be ``None``, with ``state_shape`` then giving the shape of the state: ``v``
+(every neuron starts at rest, ``cfg.v_rest``: a fresh node) and ``grad_v_next`` (zero: the last
+potential does not reach the loss). The CPU kernels take that as it is; other backends fill a
+tensor.
 
-``forward(x, v, cfg, steps, save_h, save_v, with_grad) -> (spike, v_next, h_seq, v_seq, gs2h, gv2h)``
+``forward(x, v, cfg, steps, save_h, save_v, with_grad, h_dtype, state_shape) -> (spike, v_next, h_seq, v_seq, gs2h, gv2h)``
     ``T`` steps of charge/fire/reset; the optional outputs are ``None`` unless asked for.
-``backward(grad_spike, grad_v_next, cfg, steps, h_seq, grad_s_to_h, grad_v_to_h) -> (grad_x, grad_v)``
+``backward(grad_spike, grad_v_next, cfg, steps, h_seq, grad_s_to_h, grad_v_to_h, state_shape) -> (grad_x, grad_v)``
     BPTT, either from saved H (``h_seq`` given) or from stored local gradients.
 
 Backends: ``cpu`` (Cython/OpenMP), ``cuda`` (nvcc-built module, registered by
@@ -42,27 +46,38 @@ class Backend:
     h_dtypes = ()
 
     @staticmethod
-    def new_outputs(x, v, save_h=False, save_v=False, with_grad=False, h_dtype=None):
+    def new_outputs(x, v, save_h=False, save_v=False, with_grad=False, h_dtype=None,
+                    state_shape=None):
         """Fresh outputs of :meth:`forward`: ``(spike, v_next, h_seq, v_seq, gs2h, gv2h)``, the
         optional ones ``None`` unless asked for."""
         empty = torch.empty_like
-        return (empty(x), empty(v), empty(x, dtype=h_dtype) if save_h else None,
+        return (empty(x), empty(v) if v is not None else x.new_empty(state_shape),
+                empty(x, dtype=h_dtype) if save_h else None,
                 empty(x) if save_v else None, empty(x) if with_grad else None,
                 empty(x) if with_grad else None)
+
+    @staticmethod
+    def filled(t, state_shape, value, like):
+        """``t``, or, where it is ``None``, a tensor of ``state_shape`` filled with ``value`` in
+        the dtype and on the device of ``like``: for backends that need every state input."""
+        if t is not None:
+            return t
+        return torch.full(state_shape, value, dtype=like.dtype, device=like.device)
 
     def load_error(self) -> Optional[str]:
         """``None`` when usable, else a message that says why not and how to fix it."""
         return None
 
     def forward(self, x, v, cfg, steps, save_h=False, save_v=False, with_grad=False,
-                h_dtype=None):
+                h_dtype=None, state_shape=None):
         raise NotImplementedError
 
     def backward(self, grad_spike, grad_v_next, cfg, steps, h_seq=None, grad_s_to_h=None,
-                 grad_v_to_h=None):
+                 grad_v_to_h=None, state_shape=None):
         raise NotImplementedError
 
-    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps):
+    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps,
+                      state_shape=None):
         """BPTT from H for a learnable 1/τ: ``(grad_x, grad_v, dL/d(1/τ))``, the last a 0-d
         tensor summed over neurons and time."""
         raise NotImplementedError
@@ -82,7 +97,8 @@ class ReferenceBackend(Backend):
         return t.reshape((steps,) + tuple(v.shape))
 
     def forward(self, x, v, cfg, steps, save_h=False, save_v=False, with_grad=False,
-                h_dtype=None):
+                h_dtype=None, state_shape=None):
+        v = self.filled(v, state_shape, cfg.v_rest, x)
         spike, v_next, h_seq, v_seq = reference.fptt(self._seq(x, steps, v), v, cfg)
         gs2h = gv2h = None
         if with_grad:
@@ -94,7 +110,8 @@ class ReferenceBackend(Backend):
         return (spike.view_as(x), v_next, *(None if t is None else t.view_as(x) for t in outs))
 
     def backward(self, grad_spike, grad_v_next, cfg, steps, h_seq=None, grad_s_to_h=None,
-                 grad_v_to_h=None):
+                 grad_v_to_h=None, state_shape=None):
+        grad_v_next = self.filled(grad_v_next, state_shape, 0.0, grad_spike)
         seq = functools.partial(self._seq, steps=steps, v=grad_v_next)
         if h_seq is not None:
             grad_x, grad_v = reference.bptt_from_h(seq(grad_spike), grad_v_next,
@@ -104,7 +121,9 @@ class ReferenceBackend(Backend):
                                             seq(grad_v_to_h), cfg)
         return grad_x.view_as(grad_spike), grad_v
 
-    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps):
+    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps,
+                      state_shape=None):
+        grad_v_next = self.filled(grad_v_next, state_shape, 0.0, grad_spike)
         seq = functools.partial(self._seq, steps=steps, v=grad_v_next)
         grad_x, grad_v, grad_rtau = reference.bptt_from_h_plif(
             seq(grad_spike), grad_v_next, seq(h_seq), v_init, cfg)
@@ -153,41 +172,52 @@ class CPUBackend(Backend):
 
     @staticmethod
     @functools.lru_cache(maxsize=64)
-    def _unused(dtype, n):
-        """A [0, N] array (it holds nothing) standing for an output that is not wanted."""
-        return np.empty((0, n), dtype=_NUMPY[dtype])
+    def _absent(dtype, n):
+        """Empty arrays (``[0, N]`` for a sequence, ``[0]`` for a state) standing for an output
+        that is not wanted, or a state input that is not given (see the kernels)."""
+        return np.empty((0, n), dtype=_NUMPY[dtype]), np.empty(0, dtype=_NUMPY[dtype])
 
     def forward(self, x, v, cfg, steps, save_h=False, save_v=False, with_grad=False,
-                h_dtype=None):
-        outs = self.new_outputs(x, v, save_h, save_v, with_grad, h_dtype)
-        n = v.numel()
+                h_dtype=None, state_shape=None):
+        outs = self.new_outputs(x, v, save_h, save_v, with_grad, h_dtype, state_shape)
+        n = outs[1].numel()
         seq, row = (steps, n), (n,)
-        unused, np_ = self._unused(x.dtype, n), self._np
+        (no_seq, no_state), np_ = self._absent(x.dtype, n), self._np
         self._kernels.forward(
-            np_(x, seq), np_(v, row), np_(outs[0], seq), np_(outs[1], row),
-            *[unused if t is None else np_(t, seq) for t in outs[2:]],
+            np_(x, seq), no_state if v is None else np_(v, row), np_(outs[0], seq),
+            np_(outs[1], row), *[no_seq if t is None else np_(t, seq) for t in outs[2:]],
             *cfg.kernel_args, self._threads(steps * n))
         return outs
 
+    def _gradient_outputs(self, grad_spike, grad_v_next, state_shape):
+        """Fresh ``(grad_x, grad_v)`` and the kernels' ``grad_v_next`` (given or absent)."""
+        grad_x = torch.empty_like(grad_spike)
+        if grad_v_next is None:
+            grad_v = grad_spike.new_empty(state_shape)
+            return grad_x, grad_v, self._absent(grad_spike.dtype, grad_v.numel())[1]
+        grad_v = torch.empty_like(grad_v_next)
+        return grad_x, grad_v, self._np(grad_v_next, (grad_v.numel(),))
+
     def backward(self, grad_spike, grad_v_next, cfg, steps, h_seq=None, grad_s_to_h=None,
-                 grad_v_to_h=None):
-        grad_x, grad_v = torch.empty_like(grad_spike), torch.empty_like(grad_v_next)
-        n = grad_v_next.numel()
+                 grad_v_to_h=None, state_shape=None):
+        grad_x, grad_v, carry = self._gradient_outputs(grad_spike, grad_v_next, state_shape)
+        n = grad_v.numel()
         seq, row = (steps, n), (n,)
-        unused, np_ = self._unused(grad_spike.dtype, n), self._np
+        no_seq, np_ = self._absent(grad_spike.dtype, n)[0], self._np
         self._kernels.backward(
-            np_(grad_spike, seq), np_(grad_v_next, row),
-            *(unused if t is None else np_(t, seq) for t in (h_seq, grad_s_to_h, grad_v_to_h)),
+            np_(grad_spike, seq), carry,
+            *(no_seq if t is None else np_(t, seq) for t in (h_seq, grad_s_to_h, grad_v_to_h)),
             np_(grad_x, seq), np_(grad_v, row), *cfg.kernel_args, self._threads(steps * n))
         return grad_x, grad_v
 
-    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps):
-        grad_x, grad_v = torch.empty_like(grad_spike), torch.empty_like(grad_v_next)
-        n = grad_v_next.numel()
+    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps,
+                      state_shape=None):
+        grad_x, grad_v, carry = self._gradient_outputs(grad_spike, grad_v_next, state_shape)
+        n = grad_v.numel()
         seq, row = (steps, n), (n,)
         np_ = self._np
         total = self._kernels.backward_plif(
-            np_(grad_spike, seq), np_(grad_v_next, row), np_(h_seq, seq), np_(v_init, row),
+            np_(grad_spike, seq), carry, np_(h_seq, seq), np_(v_init, row),
             np_(grad_x, seq), np_(grad_v, row), np.empty(n, dtype=np.float64),
             *cfg.kernel_args, self._threads(steps * n))
         return grad_x, grad_v, torch.tensor(total, dtype=torch.float64)
@@ -195,6 +225,7 @@ class CPUBackend(Backend):
 
 _REGISTRY: Dict[str, Backend] = {}
 _BY_DEVICE: Dict[str, str] = {}
+_READY: Dict[str, Backend] = {}   # device type -> its default backend, once found usable
 
 
 def register(backend: Backend) -> None:
@@ -202,6 +233,7 @@ def register(backend: Backend) -> None:
     _REGISTRY[backend.name] = backend
     if backend.device_type:
         _BY_DEVICE.setdefault(backend.device_type, backend.name)
+        _READY.pop(backend.device_type, None)
 
 
 def names():
@@ -222,11 +254,15 @@ def get(name: str) -> Backend:
 
 def for_device(device: torch.device) -> Backend:
     """The default backend for tensors on ``device``."""
+    ready = _READY.get(device.type)
+    if ready is not None:   # the per-call path: usable once, usable for good
+        return ready
     name = _BY_DEVICE.get(device.type)
     if name is None:
         raise RuntimeError(f"spikecore has no backend for {device.type!r} tensors; "
                            f"backend='reference' runs anywhere")
-    return get(name)
+    backend = _READY[device.type] = get(name)   # get() raises if it is not usable
+    return backend
 
 
 def available(name: str) -> bool:

@@ -54,7 +54,8 @@ class CUDABackend(backends.Backend):
         return 0 if t is None else t.data_ptr()
 
     def forward(self, x, v, cfg, steps, save_h=False, save_v=False, with_grad=False,
-                h_dtype=None):
+                h_dtype=None, state_shape=None):
+        v = self.filled(v, state_shape, cfg.v_rest, x)
         spike, v_next, h_seq, v_seq, gs2h, gv2h = self.new_outputs(x, v, save_h, save_v,
                                                                    with_grad)
         p = self._ptr
@@ -65,7 +66,8 @@ class CUDABackend(backends.Backend):
         return spike, v_next, h_seq, v_seq, gs2h, gv2h
 
     def backward(self, grad_spike, grad_v_next, cfg, steps, h_seq=None, grad_s_to_h=None,
-                 grad_v_to_h=None):
+                 grad_v_to_h=None, state_shape=None):
+        grad_v_next = self.filled(grad_v_next, state_shape, 0.0, grad_spike)
         grad_x, grad_v = torch.empty_like(grad_spike), torch.empty_like(grad_v_next)
         p = self._ptr
         self._kernels.backward(
@@ -75,8 +77,9 @@ class CUDABackend(backends.Backend):
             *self._launch_args(grad_spike))
         return grad_x, grad_v
 
-
-    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps):
+    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps,
+                      state_shape=None):
+        grad_v_next = self.filled(grad_v_next, state_shape, 0.0, grad_spike)
         grad_x, grad_v = torch.empty_like(grad_spike), torch.empty_like(grad_v_next)
         n = grad_v_next.numel()
         per_neuron = torch.empty(n, dtype=torch.float32,

@@ -94,6 +94,9 @@ def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_
             with_grad=False, h_dtype=None, names=("x_seq", "v")) -> ForwardResult:
     """Run the neuron forward on ``x_seq`` ``[T, *]`` (or ``x`` ``[*]`` if not multi_step).
 
+    ``v`` is the potential before the first step, or ``None``: every neuron starts at rest
+    (``cfg.v_rest``), as a fresh node does, without a tensor made only to hold that constant.
+
     ``h_dtype=torch.bfloat16`` keeps the saved H in bfloat16 (half the memory autograd holds and
     half the backward's reads of H; float32 computation on the CPU or reference backend only).
     """
@@ -102,7 +105,8 @@ def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_
     if multi_step and x_seq.dim() == 0:
         raise ValueError(f"{x_name} must have a leading time dimension [T, *], got a 0-d tensor")
     step_shape = x_seq.shape[1:] if multi_step else x_seq.shape
-    _check_like(v_name, v, x_name, x_seq, step_shape)
+    if v is not None:
+        _check_like(v_name, v, x_name, x_seq, step_shape)
     impl = resolve_backend(backend, x_seq.device)
     dtype = _compute_dtype(impl, x_name, x_seq.dtype)
     if h_dtype is not None and (h_dtype not in impl.h_dtypes or dtype != torch.float32):
@@ -110,9 +114,9 @@ def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_
                          f"keeps H in {[str(d) for d in impl.h_dtypes] or 'its compute dtype only'}"
                          f", for float32 computation (this call computes in {dtype})")
     spike, v_next, h_seq, v_seq, gs2h, gv2h = impl.forward(
-        _prepared(x_seq, dtype), _prepared(v, dtype), cfg, x_seq.shape[0] if multi_step else 1,
-        save_h=save_h, save_v=save_v, with_grad=with_grad,
-        **({"h_dtype": h_dtype} if h_dtype is not None else {}))
+        _prepared(x_seq, dtype), None if v is None else _prepared(v, dtype), cfg,
+        x_seq.shape[0] if multi_step else 1, save_h=save_h, save_v=save_v, with_grad=with_grad,
+        h_dtype=h_dtype, state_shape=step_shape)
     out_dtype = x_seq.dtype   # h_seq keeps its own dtype
     extras = [None if t is None else _cast(t, out_dtype) for t in (v_seq, gs2h, gv2h)]
     return ForwardResult(_cast(spike, out_dtype), _cast(v_next, out_dtype), h_seq, *extras)
@@ -121,21 +125,21 @@ def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_
 def _gradient_inputs(grad_spike_seq, grad_v_next, multi_step, backend, names):
     """Validate the incoming gradients of a backward call.
 
-    Returns ``(impl, dtype, steps, grad_spike, grad_v_next)``, the gradients contiguous in the
-    compute dtype (``grad_v_next`` zeros when it was None).
+    Returns ``(impl, dtype, steps, step_shape, grad_spike, grad_v_next)``, the gradients
+    contiguous in the compute dtype (``grad_v_next`` stays None, meaning zero).
     """
     gs_name, gv_name = names
     _check_tensor(gs_name, grad_spike_seq)
     if multi_step and grad_spike_seq.dim() == 0:
         raise ValueError(f"{gs_name} must have a leading time dimension [T, *], got a 0-d tensor")
     step_shape = grad_spike_seq.shape[1:] if multi_step else grad_spike_seq.shape
-    if grad_v_next is None:
-        grad_v_next = grad_spike_seq.new_zeros(step_shape)
-    _check_like(gv_name, grad_v_next, gs_name, grad_spike_seq, step_shape)
     impl = resolve_backend(backend, grad_spike_seq.device)
     dtype = _compute_dtype(impl, gs_name, grad_spike_seq.dtype)
+    if grad_v_next is not None:
+        _check_like(gv_name, grad_v_next, gs_name, grad_spike_seq, step_shape)
+        grad_v_next = _prepared(grad_v_next, dtype)
     steps = grad_spike_seq.shape[0] if multi_step else 1
-    return (impl, dtype, steps, _prepared(grad_spike_seq, dtype), _prepared(grad_v_next, dtype))
+    return impl, dtype, steps, step_shape, _prepared(grad_spike_seq, dtype), grad_v_next
 
 
 def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
@@ -143,7 +147,7 @@ def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
              names=("grad_spike_seq", "grad_v_next")):
     """BPTT through ``[T, *]`` steps (or one step). Give ``h_seq`` (training route) or both
     ``grad_s_to_h`` and ``grad_v_to_h`` (teaching route). Returns ``(grad_x_seq, grad_v)``."""
-    impl, dtype, steps, grad_spike, grad_v_last = _gradient_inputs(
+    impl, dtype, steps, step_shape, grad_spike, grad_v_last = _gradient_inputs(
         grad_spike_seq, grad_v_next, multi_step, backend, names)
     seq = dict(h_seq=h_seq, grad_s_to_h=grad_s_to_h, grad_v_to_h=grad_v_to_h)
     for name, t in seq.items():
@@ -156,7 +160,8 @@ def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
         seq[name] = _prepared(t, t.dtype if keep else dtype)
     if seq["h_seq"] is None and (seq["grad_s_to_h"] is None or seq["grad_v_to_h"] is None):
         raise ValueError("backward needs h_seq, or both grad_s_to_h and grad_v_to_h")
-    grad_x, grad_v = impl.backward(grad_spike, grad_v_last, cfg, steps, **seq)
+    grad_x, grad_v = impl.backward(grad_spike, grad_v_last, cfg, steps, **seq,
+                                   state_shape=step_shape)
     out_dtype = grad_spike_seq.dtype
     return _cast(grad_x, out_dtype), _cast(grad_v, out_dtype)
 
@@ -166,13 +171,14 @@ def backward_plif(grad_spike_seq, grad_v_next, cfg, *, h_seq, v_init, multi_step
     """BPTT from saved H for a learnable 1/τ (ParametricLIF). ``v_init`` is V[-1], the potential
     the forward pass started from. Returns ``(grad_x_seq, grad_v, grad_reciprocal_tau)``, the
     last a 0-d float64 tensor: dL/d(1/τ) summed over neurons and time steps."""
-    impl, dtype, steps, grad_spike, grad_v_last = _gradient_inputs(
+    impl, dtype, steps, step_shape, grad_spike, grad_v_last = _gradient_inputs(
         grad_spike_seq, grad_v_next, multi_step, backend, ("grad_spike_seq", "grad_v_next"))
     _check_like("h_seq", h_seq, "grad_spike_seq", grad_spike_seq, grad_spike_seq.shape,
                 same_dtype=False)
-    _check_like("v_init", v_init, "grad_v_next", grad_v_last, grad_v_last.shape,
+    _check_like("v_init", v_init, "grad_spike_seq", grad_spike_seq, step_shape,
                 same_dtype=False)
     grad_x, grad_v, grad_rtau = impl.backward_plif(
-        grad_spike, grad_v_last, _prepared(h_seq, dtype), _prepared(v_init, dtype), cfg, steps)
+        grad_spike, grad_v_last, _prepared(h_seq, dtype), _prepared(v_init, dtype), cfg, steps,
+        state_shape=step_shape)
     out_dtype = grad_spike_seq.dtype
     return _cast(grad_x, out_dtype), _cast(grad_v, out_dtype), grad_rtau

@@ -75,7 +75,6 @@ class BaseNode(nn.Module):
         #: dtype of the H saved for backward: None (the compute dtype) or ``torch.bfloat16``,
         #: which halves the memory autograd keeps per layer (CPU, float32, eager IF/LIF)
         self.saved_h_dtype = None
-        self._config_cache = (None, None)
         self.config()  # validate now, not at the first forward
         self.reset()
 
@@ -90,11 +89,9 @@ class BaseNode(nn.Module):
 
     def config(self) -> NeuronConfig:
         """The validated scalar parameters the kernels receive (rebuilt after any change)."""
-        key = tuple(getattr(self, name) for name in self._config_attrs)
-        cached_key, cfg = self._config_cache
-        if key != cached_key:
-            cfg = self._build_config()
-            self._config_cache = (key, cfg)
+        cfg = self.__dict__.get("_config")
+        if cfg is None:
+            cfg = self.__dict__["_config"] = self._build_config()
         return cfg
 
     def _initial_v(self) -> float:
@@ -126,8 +123,10 @@ class BaseNode(nn.Module):
         # those: a plain attribute, as _apply and __getstate__ below expect.
         if name in _STATE:
             self.__dict__[name] = value
-        else:
-            super().__setattr__(name, value)
+            return
+        super().__setattr__(name, value)
+        if name in self._config_attrs:   # the cached config is out of date
+            self.__dict__["_config"] = None
 
     def _apply(self, fn, *args, **kwargs):
         # .to(), .cuda(), .double(), .half(): move and cast the potential with the parameters

@@ -253,12 +253,13 @@ def neuron(x: Tensor, v, cfg: NeuronConfig, *, multi_step: bool = True, backend=
         or (reciprocal_tau is not None and reciprocal_tau.requires_grad))
     if reciprocal_tau is None and not compiling:
         # Eager IF/LIF: the autograd Function (one Python call less than the operator).
-        if v_tensor is None:
+        if v_tensor is None and float(v) != cfg.v_rest:
             if multi_step and x.dim() == 0:
                 raise ValueError(f"{names[0]} must have a leading time dimension [T, *], "
                                  "got a 0-d tensor")
             v_tensor = torch.full(_step_shape(x, multi_step), float(v), dtype=x.dtype,
                                   device=x.device)
+        # (v_tensor None: every neuron starts at rest, which the kernels do without a tensor)
         if need_grad:
             out = NeuronFunction.apply(x, v_tensor, cfg, multi_step, backend, save_v, h_dtype)
             return out[0], out[1], (out[2] if save_v else None)
