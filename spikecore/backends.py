@@ -163,11 +163,9 @@ class CPUBackend(Backend):
     def _np(t, shape):
         """The numpy view of the C-contiguous ``t`` with ``shape``: the kernels take ``[T, N]``
         sequences and ``[N]`` states."""
-        if t.requires_grad:
-            t = t.detach()
         if t.dtype == torch.bfloat16:  # kept H: the kernels read and write its bits
-            return t.view(torch.int16).numpy().view(np.uint16).reshape(shape)
-        a = t.numpy()
+            return t.view(torch.int16).numpy(force=True).view(np.uint16).reshape(shape)
+        a = t.numpy(force=True)   # force: the view of a tensor that requires grad
         return a if a.shape == shape else a.reshape(shape)
 
     @staticmethod

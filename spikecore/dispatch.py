@@ -86,10 +86,6 @@ def _prepared(t, dtype):
     return t if t.is_contiguous() else t.contiguous()
 
 
-def _cast(t, dtype):
-    return t if t.dtype == dtype else t.to(dtype)
-
-
 def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_v=False,
             with_grad=False, h_dtype=None, names=("x_seq", "v")) -> ForwardResult:
     """Run the neuron forward on ``x_seq`` ``[T, *]`` (or ``x`` ``[*]`` if not multi_step).
@@ -118,8 +114,10 @@ def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_
         x_seq.shape[0] if multi_step else 1, save_h=save_h, save_v=save_v, with_grad=with_grad,
         h_dtype=h_dtype, state_shape=step_shape)
     out_dtype = x_seq.dtype   # h_seq keeps its own dtype
-    extras = [None if t is None else _cast(t, out_dtype) for t in (v_seq, gs2h, gv2h)]
-    return ForwardResult(_cast(spike, out_dtype), _cast(v_next, out_dtype), h_seq, *extras)
+    if dtype == out_dtype:     # computed in the input's dtype: nothing to cast back
+        return ForwardResult(spike, v_next, h_seq, v_seq, gs2h, gv2h)
+    extras = [None if t is None else t.to(out_dtype) for t in (v_seq, gs2h, gv2h)]
+    return ForwardResult(spike.to(out_dtype), v_next.to(out_dtype), h_seq, *extras)
 
 
 def _gradient_inputs(grad_spike_seq, grad_v_next, multi_step, backend, names):
@@ -163,7 +161,9 @@ def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
     grad_x, grad_v = impl.backward(grad_spike, grad_v_last, cfg, steps, **seq,
                                    state_shape=step_shape)
     out_dtype = grad_spike_seq.dtype
-    return _cast(grad_x, out_dtype), _cast(grad_v, out_dtype)
+    if dtype == out_dtype:
+        return grad_x, grad_v
+    return grad_x.to(out_dtype), grad_v.to(out_dtype)
 
 
 def backward_plif(grad_spike_seq, grad_v_next, cfg, *, h_seq, v_init, multi_step=True,
@@ -181,4 +181,4 @@ def backward_plif(grad_spike_seq, grad_v_next, cfg, *, h_seq, v_init, multi_step
         grad_spike, grad_v_last, _prepared(h_seq, dtype), _prepared(v_init, dtype), cfg, steps,
         state_shape=step_shape)
     out_dtype = grad_spike_seq.dtype
-    return _cast(grad_x, out_dtype), _cast(grad_v, out_dtype), grad_rtau
+    return grad_x.to(out_dtype), grad_v.to(out_dtype), grad_rtau
