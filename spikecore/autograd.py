@@ -45,8 +45,8 @@ def _backward(ctx, grad_spike, grad_v_next):
     (h_seq,) = ctx.saved_tensors
     if grad_spike is None:   # only the last potential reaches the loss
         grad_spike = torch.zeros_like(h_seq, dtype=grad_v_next.dtype)
-    grad_x, grad_v = dispatch.backward(grad_spike, grad_v_next, ctx.cfg, h_seq=h_seq,
-                                       multi_step=ctx.multi_step, backend=ctx.backend)
+    grad_x, grad_v = dispatch.backward_saved(grad_spike, grad_v_next, ctx.cfg, h_seq,
+                                             multi_step=ctx.multi_step, backend=ctx.backend)
     return grad_x, (grad_v if ctx.v_given else None)
 
 

@@ -19,7 +19,8 @@ import torch
 
 from . import backends
 
-__all__ = ["ForwardResult", "forward", "backward", "backward_plif", "resolve_backend"]
+__all__ = ["ForwardResult", "forward", "backward", "backward_saved", "backward_plif",
+           "resolve_backend"]
 
 _HALF = (torch.float16, torch.bfloat16)
 _SUPPORTED = (torch.float32, torch.float64) + _HALF
@@ -98,9 +99,10 @@ def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_
     """
     x_name, v_name = names
     _check_tensor(x_name, x_seq)
-    if multi_step and x_seq.dim() == 0:
+    shape = x_seq.shape
+    if multi_step and not shape:
         raise ValueError(f"{x_name} must have a leading time dimension [T, *], got a 0-d tensor")
-    step_shape = x_seq.shape[1:] if multi_step else x_seq.shape
+    step_shape = shape[1:] if multi_step else shape
     if v is not None:
         _check_like(v_name, v, x_name, x_seq, step_shape)
     impl = resolve_backend(backend, x_seq.device)
@@ -111,7 +113,7 @@ def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_
                          f", for float32 computation (this call computes in {dtype})")
     spike, v_next, h_seq, v_seq, gs2h, gv2h = impl.forward(
         _prepared(x_seq, dtype), None if v is None else _prepared(v, dtype), cfg,
-        x_seq.shape[0] if multi_step else 1, save_h=save_h, save_v=save_v, with_grad=with_grad,
+        shape[0] if multi_step else 1, save_h=save_h, save_v=save_v, with_grad=with_grad,
         h_dtype=h_dtype, state_shape=step_shape)
     out_dtype = x_seq.dtype   # h_seq keeps its own dtype
     if dtype == out_dtype:     # computed in the input's dtype: nothing to cast back
@@ -160,6 +162,27 @@ def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
         raise ValueError("backward needs h_seq, or both grad_s_to_h and grad_v_to_h")
     grad_x, grad_v = impl.backward(grad_spike, grad_v_last, cfg, steps, **seq,
                                    state_shape=step_shape)
+    out_dtype = grad_spike_seq.dtype
+    if dtype == out_dtype:
+        return grad_x, grad_v
+    return grad_x.to(out_dtype), grad_v.to(out_dtype)
+
+
+def backward_saved(grad_spike_seq, grad_v_next, cfg, h_seq, *, multi_step, backend):
+    """:func:`backward` from saved H, for the autograd Functions' backward only.
+
+    There autograd has already matched the incoming gradients to the forward's outputs (shape,
+    dtype, device) and ``h_seq`` is what that forward saved, so the checks of :func:`backward`
+    are skipped; the gradients are still made contiguous (autograd passes expanded ones, e.g.
+    from ``sum()``) and computed in the backend's dtype. ``grad_v_next`` may be None (zero).
+    """
+    impl = resolve_backend(backend, grad_spike_seq.device)
+    dtype = _compute_dtype(impl, "grad_spike_seq", grad_spike_seq.dtype)
+    step_shape = grad_spike_seq.shape[1:] if multi_step else grad_spike_seq.shape
+    grad_x, grad_v = impl.backward(
+        _prepared(grad_spike_seq, dtype),
+        None if grad_v_next is None else _prepared(grad_v_next, dtype), cfg,
+        grad_spike_seq.shape[0] if multi_step else 1, h_seq=h_seq, state_shape=step_shape)
     out_dtype = grad_spike_seq.dtype
     if dtype == out_dtype:
         return grad_x, grad_v
