@@ -31,7 +31,7 @@ def test_one_h_tensor_per_layer(node_cls, kw):
 def test_bf16_h_keeps_spikes_and_approximates_gradients(backend, v_reset, sg):
     cfg = make_cfg("LIF", False, v_reset, sg)
     x, v = make_inputs(cfg, 8, (4096,), torch.float32, seed=sg)
-    g = torch.randn(8, 4096)
+    g = torch.randn(8, 4096, generator=torch.Generator().manual_seed(sg))
     r32 = dispatch.forward(x, v, cfg, save_h=True, backend=backend)
     r16 = dispatch.forward(x, v, cfg, save_h=True, h_dtype=torch.bfloat16, backend=backend)
     assert torch.equal(r16.spike, r32.spike) and torch.equal(r16.v_next, r32.v_next)
@@ -40,9 +40,11 @@ def test_bf16_h_keeps_spikes_and_approximates_gradients(backend, v_reset, sg):
     assert ((r16.h_seq.float() - r32.h_seq).abs() <= r32.h_seq.abs() * 2 ** -7 + 1e-30).all()
     gx32, gv32 = dispatch.backward(g, v, cfg, h_seq=r32.h_seq, backend=backend)
     gx16, gv16 = dispatch.backward(g, v, cfg, h_seq=r16.h_seq, backend=backend)
-    # given the stored H, the backward is exactly the float32 one on those values
-    gx_ref, gv_ref = reference.bptt_from_h(g, v, r16.h_seq.float(), cfg)
-    torch.testing.assert_close(gx16, gx_ref, rtol=1e-5, atol=1e-6)
+    # given the stored H, the backward is exactly the float32 one on those values (bit for bit:
+    # reading bfloat16 only widens; the float32 backward itself is checked against the
+    # reference in test_backend_vs_reference.py)
+    gx_wide, gv_wide = dispatch.backward(g, v, cfg, h_seq=r16.h_seq.float(), backend=backend)
+    assert torch.equal(gx16, gx_wide) and torch.equal(gv16, gv_wide)
     # against float32 H: the surrogate's slope times the rounding of H, small overall
     assert ((gx16 - gx32).norm() / gx32.norm()).item() < 2e-2
 
