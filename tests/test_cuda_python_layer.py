@@ -129,3 +129,23 @@ def test_learnable_tau_backward(host_cuda, multi_step, shape):
     assert torch.equal(gx, want[0]) and torch.equal(gvv, want[1])
     # per-neuron sums rounded to float32 before the total, as on the GPU
     torch.testing.assert_close(grad_k, want[2], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("cfg", [make_cfg("LIF", False, -0.3), make_cfg("IF", False, None)],
+                         ids=["lif-hard", "if-soft"])
+def test_absent_state_is_filled_for_the_gpu(host_cuda, cfg):
+    """The CUDA kernels take every state input, so the backend fills an absent ``v`` with the
+    resting potential and an absent ``grad_v_next`` with zeros; results equal the CPU's."""
+    torch.manual_seed(2)
+    x, gs = torch.rand(5, 3, 7) * 2, torch.randn(5, 3, 7)
+    state = x.shape[1:]
+    got = host_cuda.forward(x, None, cfg, 5, save_h=True, state_shape=state)
+    want = dispatch.forward(x, None, cfg, backend="cpu", save_h=True)
+    assert all(torch.equal(g, w) for g, w in zip(got[:3], want[:3]))
+    got = host_cuda.backward(gs, None, cfg, 5, h_seq=want.h_seq, state_shape=state)
+    expected = dispatch.backward(gs, None, cfg, h_seq=want.h_seq, backend="cpu")
+    assert all(torch.equal(g, w) for g, w in zip(got, expected))
+    v0 = torch.full(state, cfg.v_rest)
+    got = host_cuda.backward_plif(gs, None, want.h_seq, v0, cfg, 5, state_shape=state)
+    expected = dispatch.backward_plif(gs, None, cfg, h_seq=want.h_seq, v_init=v0, backend="cpu")
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
