@@ -40,8 +40,9 @@ optional output that the caller does not want is passed as a ``[0, N]`` buffer a
 neither read nor written. Two inputs may be absent the same way, which spares the caller a
 tensor it would only fill with a constant: the initial potential ``v`` (every neuron then
 starts at rest, ``v_reset`` under hard reset and 0 under soft reset: a fresh node) and the
-incoming ``grad_v_next`` (zero: the last potential does not reach the loss). The Python layer (``spikecore/backends.py``) validates shapes, dtypes
-and contiguity before it calls in here; these functions trust their arguments.
+incoming ``grad_v_next`` (zero: the last potential does not reach the loss). The Python layer
+(``spikecore/backends.py``) validates shapes, dtypes and contiguity before it calls in here;
+these functions trust their arguments.
 """
 
 from cython.parallel cimport prange
@@ -478,7 +479,8 @@ cdef void _backward_from_h(reset_kind rk,
     cdef real sg_buf[CHUNK]
     cdef real gx_buf[CHUNK]
     cdef real gv_buf[CHUNK]
-    cdef bint no_carry = _start_state(&grad_v[0], grad_v_last, 0, grad_spike.shape[0] == 0, lo, hi)
+    cdef bint no_carry = _start_state(&grad_v[0], grad_v_last, 0, grad_spike.shape[0] == 0,
+                                      lo, hi)
     for t in range(last, -1, -1):
         for k in range((hi - lo + CHUNK - 1) // CHUNK):
             c = lo + k * CHUNK
@@ -583,7 +585,8 @@ cdef void _backward_plif_rows(charge_kind ck, reset_kind rk,
     cdef real vp_buf[CHUNK]
     cdef real gx_buf[CHUNK]
     cdef real gv_buf[CHUNK]
-    cdef bint no_carry = _start_state(&grad_v[0], grad_v_last, 0, grad_spike.shape[0] == 0, lo, hi)
+    cdef bint no_carry = _start_state(&grad_v[0], grad_v_last, 0, grad_spike.shape[0] == 0,
+                                      lo, hi)
     cdef bint at_rest = v0.shape[0] == 0
     for j in range(lo, hi):
         grad_tau[j] = 0

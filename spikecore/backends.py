@@ -10,10 +10,12 @@ Two state inputs may be ``None``, with ``state_shape`` then giving the shape of 
 potential does not reach the loss). The CPU kernels take that as it is; other backends fill a
 tensor.
 
-``forward(x, v, cfg, steps, save_h, save_v, with_grad, h_dtype, state_shape) -> (spike, v_next, h_seq, v_seq, gs2h, gv2h)``
-    ``T`` steps of charge/fire/reset; the optional outputs are ``None`` unless asked for.
-``backward(grad_spike, grad_v_next, cfg, steps, h_seq, grad_s_to_h, grad_v_to_h, state_shape) -> (grad_x, grad_v)``
-    BPTT, either from saved H (``h_seq`` given) or from stored local gradients.
+``forward(x, v, cfg, steps, save_h, save_v, with_grad, h_dtype, state_shape)``
+    ``T`` steps of charge/fire/reset: ``(spike, v_next, h_seq, v_seq, gs2h, gv2h)``, the
+    optional outputs ``None`` unless asked for.
+``backward(grad_spike, grad_v_next, cfg, steps, h_seq, grad_s_to_h, grad_v_to_h, state_shape)``
+    BPTT, either from saved H (``h_seq`` given) or from stored local gradients:
+    ``(grad_x, grad_v)``.
 
 Backends: ``cpu`` (Cython/OpenMP), ``cuda`` (nvcc-built module, registered by
 :mod:`spikecore.cuda_backend`) and ``reference`` (plain PyTorch, any device). A call uses the
