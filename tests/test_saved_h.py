@@ -30,8 +30,12 @@ def test_one_h_tensor_per_layer(node_cls, kw):
 @pytest.mark.parametrize("v_reset, sg", [(0.0, 0), (None, 1), (-0.2, 2), (0.0, 4)])
 def test_bf16_h_keeps_spikes_and_approximates_gradients(backend, v_reset, sg):
     cfg = make_cfg("LIF", False, v_reset, sg)
-    x, v = make_inputs(cfg, 8, (4096,), torch.float32, seed=sg)
-    g = torch.randn(8, 4096, generator=torch.Generator().manual_seed(sg))
+    # 8 x 4000 elements: below PyTorch's 32768-element grain, so the reference's torch ops run
+    # on one thread. At 8 x 4096, in about 1 of 10 test processes, the half of torch.exp that
+    # PyTorch's second thread computed came out up to 1.5e-4 off (relative, vs float64) on the
+    # first call and right on the next, which made two reference calls differ.
+    x, v = make_inputs(cfg, 8, (4000,), torch.float32, seed=sg)
+    g = torch.randn(8, 4000, generator=torch.Generator().manual_seed(sg))
     r32 = dispatch.forward(x, v, cfg, save_h=True, backend=backend)
     r16 = dispatch.forward(x, v, cfg, save_h=True, h_dtype=torch.bfloat16, backend=backend)
     assert torch.equal(r16.spike, r32.spike) and torch.equal(r16.v_next, r32.v_next)
