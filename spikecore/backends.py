@@ -180,12 +180,15 @@ class CPUBackend(Backend):
     def forward(self, x, v, cfg, steps, save_h=False, save_v=False, with_grad=False,
                 h_dtype=None, state_shape=None):
         outs = self.new_outputs(x, v, save_h, save_v, with_grad, h_dtype, state_shape)
-        n = outs[1].numel()
+        spike, v_next, h_seq, v_seq, gs2h, gv2h = outs
+        n = v_next.numel()
         seq, row = (steps, n), (n,)
         (no_seq, no_state), np_ = self._absent(x.dtype, n), self._np
         self._kernels.forward(
-            np_(x, seq), no_state if v is None else np_(v, row), np_(outs[0], seq),
-            np_(outs[1], row), *[no_seq if t is None else np_(t, seq) for t in outs[2:]],
+            np_(x, seq), no_state if v is None else np_(v, row), np_(spike, seq),
+            np_(v_next, row), no_seq if h_seq is None else np_(h_seq, seq),
+            no_seq if v_seq is None else np_(v_seq, seq),
+            no_seq if gs2h is None else np_(gs2h, seq), no_seq if gv2h is None else np_(gv2h, seq),
             *cfg.kernel_args, self._threads(steps * n))
         return outs
 
