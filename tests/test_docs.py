@@ -252,3 +252,12 @@ def test_docs_build_without_warnings(tmp_path):
             prose = re.sub(r"<[^>]+>", "", prose)
             for raw in ("`", "**", ":math:", ":eq:"):
                 assert raw not in prose, f"{lang}/{page}: unrendered markup {raw!r} in the HTML"
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_thread_threshold_in_docs_matches_the_code(lang):
+    """threads.rst quotes the size under which a CPU call runs on one thread; keep it true."""
+    from spikecore import backends
+    n = backends.PARALLEL_MIN_ELEMENTS
+    text = _read(lang, "threads.rst")
+    assert f"{n} (2^{n.bit_length() - 1})" in text
