@@ -35,7 +35,10 @@ boundaries. The bytes written never depend on the route, so results do not eithe
 The scalar formulas (charge, fire, reset, surrogate derivatives with their exponential, dV/dH)
 come from ``include/spikecore_math.h``, the header the CUDA kernels include too.
 
-Buffers are typed memoryviews; arguments marked ``# IN`` are read, ``# OUT`` are written. An
+Buffers are typed memoryviews; arguments marked ``# IN`` are read, ``# OUT`` are written. Any
+object with the buffer protocol will do (numpy arrays in the tests); the Python layer passes
+``TensorBuffer`` objects, thin views of torch tensors' memory that cost far less to make and
+to acquire than numpy views (about 0.3 µs per tensor instead of 0.9). An
 optional output that the caller does not want is passed as a ``[0, N]`` buffer and is then
 neither read nor written. Two inputs may be absent the same way, which spares the caller a
 tensor it would only fill with a constant: the initial potential ``v`` (every neuron then
@@ -45,6 +48,7 @@ incoming ``grad_v_next`` (zero: the last potential does not reach the loss). The
 these functions trust their arguments.
 """
 
+from cpython.buffer cimport Py_buffer
 from cython.parallel cimport prange
 
 cdef extern from "spikecore_math.h" namespace "spikecore" nogil:
@@ -159,6 +163,63 @@ cdef enum:
 # Outputs of at least this many bytes per [T, N] tensor are written with streaming stores
 # (include/spikecore_stream.h); smaller ones are likely still in cache when they are read next.
 cdef Py_ssize_t _stream_min_bytes = 2 << 20
+
+
+# --- torch tensors as buffers ---------------------------------------------------------------------
+# Element kinds of a TensorBuffer, with their buffer-protocol formats.
+FLOAT32, FLOAT64, BF16_BITS = 0, 1, 2
+cdef const char* _FORMATS[3]
+_FORMATS[:] = [b"f", b"d", b"H"]
+cdef Py_ssize_t _ITEMSIZES[3]
+_ITEMSIZES[:] = [4, 8, 2]
+
+
+cdef class TensorBuffer:
+    """``TensorBuffer(address, rows, cols, kind)``: the C-contiguous memory at ``address`` as a
+    ``[rows, cols]`` buffer (``rows=-1``: a ``[cols]`` vector) of ``kind`` (``FLOAT32``,
+    ``FLOAT64`` or ``BF16_BITS``, the bits of bfloat16 as unsigned 16-bit integers), for the
+    kernels' typed memoryviews.
+
+    It holds no reference to the memory's owner: the caller keeps the tensor alive while the
+    buffer is in use (for the duration of a kernel call). Address 0 with no elements stands for
+    an absent buffer.
+    """
+    cdef char* data
+    cdef Py_ssize_t shape[2]
+    cdef Py_ssize_t strides[2]
+    cdef int ndim
+    cdef int kind
+
+    def __cinit__(self, size_t address, Py_ssize_t rows, Py_ssize_t cols, int kind):
+        if kind < 0 or kind > 2:
+            raise ValueError(f"kind must be FLOAT32, FLOAT64 or BF16_BITS, got {kind}")
+        if rows < -1 or cols < 0:
+            raise ValueError(f"invalid buffer shape [{rows}, {cols}]")
+        self.data = <char*>address
+        self.kind = kind
+        self.ndim = 1 if rows == -1 else 2
+        if self.ndim == 1:
+            self.shape[0] = cols
+            self.strides[0] = _ITEMSIZES[kind]
+        else:
+            self.shape[0], self.shape[1] = rows, cols
+            self.strides[0], self.strides[1] = cols * _ITEMSIZES[kind], _ITEMSIZES[kind]
+
+    def __getbuffer__(self, Py_buffer* buf, int flags):
+        buf.buf = self.data
+        buf.obj = self
+        buf.len = self.shape[0] * self.strides[0]
+        buf.readonly = 0
+        buf.itemsize = _ITEMSIZES[self.kind]
+        buf.format = <char*>_FORMATS[self.kind]
+        buf.ndim = self.ndim
+        buf.shape = self.shape
+        buf.strides = self.strides
+        buf.suboffsets = NULL
+        buf.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer* buf):
+        pass
 
 
 def openmp_enabled():

@@ -25,7 +25,6 @@ swapped for another: asking for it raises an error that says how to build it.
 import functools
 from typing import Dict, Optional
 
-import numpy as np
 import torch
 
 from . import reference
@@ -132,9 +131,6 @@ class ReferenceBackend(Backend):
         return grad_x.view_as(grad_spike), grad_v, grad_rtau
 
 
-_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
-
-
 class CPUBackend(Backend):
     """The Cython/OpenMP kernels of pyx/cpu_kernels.pyx."""
 
@@ -153,6 +149,10 @@ class CPUBackend(Backend):
                 "tree, or use backend='reference'")
         else:
             self._kernels, self._error = _cpu_kernels, None
+            self._buffer = _cpu_kernels.TensorBuffer
+            self._kinds = {torch.float32: _cpu_kernels.FLOAT32,
+                           torch.float64: _cpu_kernels.FLOAT64,
+                           torch.bfloat16: _cpu_kernels.BF16_BITS}   # kept H: its bits
 
     def load_error(self):
         return self._error
@@ -161,21 +161,18 @@ class CPUBackend(Backend):
     def _threads(elements):
         return 1 if elements < PARALLEL_MIN_ELEMENTS else max(1, torch.get_num_threads())
 
-    @staticmethod
-    def _np(t, shape):
-        """The numpy view of the C-contiguous ``t`` with ``shape``: the kernels take ``[T, N]``
-        sequences and ``[N]`` states."""
-        if t.dtype == torch.bfloat16:  # kept H: the kernels read and write its bits
-            return t.view(torch.int16).numpy(force=True).view(np.uint16).reshape(shape)
-        a = t.numpy(force=True)   # force: the view of a tensor that requires grad
-        return a if a.shape == shape else a.reshape(shape)
+    def _view(self, t, shape):
+        """The kernels' view of the C-contiguous ``t``: ``shape`` is ``(T, N)`` for a sequence or
+        ``(N,)`` for a state. ``t`` must stay alive while the view is used (the kernel call)."""
+        rows, cols = shape if len(shape) == 2 else (-1, shape[0])
+        return self._buffer(t.data_ptr(), rows, cols, self._kinds[t.dtype])
 
-    @staticmethod
     @functools.lru_cache(maxsize=64)
-    def _absent(dtype, n):
-        """Empty arrays (``[0, N]`` for a sequence, ``[0]`` for a state) standing for an output
+    def _absent(self, dtype, n):
+        """Empty views (``[0, N]`` for a sequence, ``[0]`` for a state) standing for an output
         that is not wanted, or a state input that is not given (see the kernels)."""
-        return np.empty((0, n), dtype=_NUMPY[dtype]), np.empty(0, dtype=_NUMPY[dtype])
+        kind = self._kinds[dtype]
+        return self._buffer(0, 0, n, kind), self._buffer(0, -1, 0, kind)
 
     def forward(self, x, v, cfg, steps, save_h=False, save_v=False, with_grad=False,
                 h_dtype=None, state_shape=None):
@@ -183,12 +180,12 @@ class CPUBackend(Backend):
         spike, v_next, h_seq, v_seq, gs2h, gv2h = outs
         n = v_next.numel()
         seq, row = (steps, n), (n,)
-        (no_seq, no_state), np_ = self._absent(x.dtype, n), self._np
+        (no_seq, no_state), view = self._absent(x.dtype, n), self._view
         self._kernels.forward(
-            np_(x, seq), no_state if v is None else np_(v, row), np_(spike, seq),
-            np_(v_next, row), no_seq if h_seq is None else np_(h_seq, seq),
-            no_seq if v_seq is None else np_(v_seq, seq),
-            no_seq if gs2h is None else np_(gs2h, seq), no_seq if gv2h is None else np_(gv2h, seq),
+            view(x, seq), no_state if v is None else view(v, row), view(spike, seq),
+            view(v_next, row), no_seq if h_seq is None else view(h_seq, seq),
+            no_seq if v_seq is None else view(v_seq, seq),
+            no_seq if gs2h is None else view(gs2h, seq), no_seq if gv2h is None else view(gv2h, seq),
             *cfg.kernel_args, self._threads(steps * n))
         return outs
 
@@ -199,18 +196,18 @@ class CPUBackend(Backend):
             grad_v = grad_spike.new_empty(state_shape)
             return grad_x, grad_v, self._absent(grad_spike.dtype, grad_v.numel())[1]
         grad_v = torch.empty_like(grad_v_next)
-        return grad_x, grad_v, self._np(grad_v_next, (grad_v.numel(),))
+        return grad_x, grad_v, self._view(grad_v_next, (grad_v.numel(),))
 
     def backward(self, grad_spike, grad_v_next, cfg, steps, h_seq=None, grad_s_to_h=None,
                  grad_v_to_h=None, state_shape=None):
         grad_x, grad_v, carry = self._gradient_outputs(grad_spike, grad_v_next, state_shape)
         n = grad_v.numel()
         seq, row = (steps, n), (n,)
-        no_seq, np_ = self._absent(grad_spike.dtype, n)[0], self._np
+        no_seq, view = self._absent(grad_spike.dtype, n)[0], self._view
         self._kernels.backward(
-            np_(grad_spike, seq), carry,
-            *(no_seq if t is None else np_(t, seq) for t in (h_seq, grad_s_to_h, grad_v_to_h)),
-            np_(grad_x, seq), np_(grad_v, row), *cfg.kernel_args, self._threads(steps * n))
+            view(grad_spike, seq), carry,
+            *(no_seq if t is None else view(t, seq) for t in (h_seq, grad_s_to_h, grad_v_to_h)),
+            view(grad_x, seq), view(grad_v, row), *cfg.kernel_args, self._threads(steps * n))
         return grad_x, grad_v
 
     def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps,
@@ -218,10 +215,11 @@ class CPUBackend(Backend):
         grad_x, grad_v, carry = self._gradient_outputs(grad_spike, grad_v_next, state_shape)
         n = grad_v.numel()
         seq, row = (steps, n), (n,)
-        np_ = self._np
+        sums = torch.empty(n, dtype=torch.float64)   # per-neuron sums (scratch), held here
+        view = self._view
         total = self._kernels.backward_plif(
-            np_(grad_spike, seq), carry, np_(h_seq, seq), np_(v_init, row),
-            np_(grad_x, seq), np_(grad_v, row), np.empty(n, dtype=np.float64),
+            view(grad_spike, seq), carry, view(h_seq, seq), view(v_init, row),
+            view(grad_x, seq), view(grad_v, row), view(sums, row),
             *cfg.kernel_args, self._threads(steps * n))
         return grad_x, grad_v, torch.tensor(total, dtype=torch.float64)
 
