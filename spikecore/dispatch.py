@@ -59,6 +59,19 @@ def _check_like(name, t, ref_name, ref, shape, same_dtype=True):
                          f"got {tuple(t.shape)}")
 
 
+def layout(shape, multi_step):
+    """``(T, state shape)`` of a sequence ``[T, *]``, or ``(1, shape)`` for a single step."""
+    return (shape[0], shape[1:]) if multi_step else (1, shape)
+
+
+def _to_caller(dtype, computed, *tensors):
+    """``tensors`` (None stays None) in the caller's ``dtype``; as they are when the kernel
+    ``computed`` in it."""
+    if computed == dtype:
+        return tensors
+    return tuple(None if t is None else t.to(dtype) for t in tensors)
+
+
 def resolve_backend(backend, device: torch.device):
     """The backend object for a call on ``device`` (``backend`` may be None, a name or one)."""
     if backend is None:
@@ -99,10 +112,9 @@ def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_
     """
     x_name, v_name = names
     _check_tensor(x_name, x_seq)
-    shape = x_seq.shape
-    if multi_step and not shape:
+    if multi_step and x_seq.dim() == 0:
         raise ValueError(f"{x_name} must have a leading time dimension [T, *], got a 0-d tensor")
-    step_shape = shape[1:] if multi_step else shape
+    steps, step_shape = layout(x_seq.shape, multi_step)
     if v is not None:
         _check_like(v_name, v, x_name, x_seq, step_shape)
     impl = resolve_backend(backend, x_seq.device)
@@ -113,13 +125,11 @@ def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_
                          f", for float32 computation (this call computes in {dtype})")
     spike, v_next, h_seq, v_seq, gs2h, gv2h = impl.forward(
         _prepared(x_seq, dtype), None if v is None else _prepared(v, dtype), cfg,
-        shape[0] if multi_step else 1, save_h=save_h, save_v=save_v, with_grad=with_grad,
+        steps, save_h=save_h, save_v=save_v, with_grad=with_grad,
         h_dtype=h_dtype, state_shape=step_shape)
-    out_dtype = x_seq.dtype   # h_seq keeps its own dtype
-    if dtype == out_dtype:     # computed in the input's dtype: nothing to cast back
-        return ForwardResult(spike, v_next, h_seq, v_seq, gs2h, gv2h)
-    extras = [None if t is None else t.to(out_dtype) for t in (v_seq, gs2h, gv2h)]
-    return ForwardResult(spike.to(out_dtype), v_next.to(out_dtype), h_seq, *extras)
+    spike, v_next, v_seq, gs2h, gv2h = _to_caller(x_seq.dtype, dtype, spike, v_next, v_seq,
+                                                  gs2h, gv2h)   # h_seq keeps its own dtype
+    return ForwardResult(spike, v_next, h_seq, v_seq, gs2h, gv2h)
 
 
 def _gradient_inputs(grad_spike_seq, grad_v_next, multi_step, backend, names):
@@ -132,13 +142,12 @@ def _gradient_inputs(grad_spike_seq, grad_v_next, multi_step, backend, names):
     _check_tensor(gs_name, grad_spike_seq)
     if multi_step and grad_spike_seq.dim() == 0:
         raise ValueError(f"{gs_name} must have a leading time dimension [T, *], got a 0-d tensor")
-    step_shape = grad_spike_seq.shape[1:] if multi_step else grad_spike_seq.shape
+    steps, step_shape = layout(grad_spike_seq.shape, multi_step)
     impl = resolve_backend(backend, grad_spike_seq.device)
     dtype = _compute_dtype(impl, gs_name, grad_spike_seq.dtype)
     if grad_v_next is not None:
         _check_like(gv_name, grad_v_next, gs_name, grad_spike_seq, step_shape)
         grad_v_next = _prepared(grad_v_next, dtype)
-    steps = grad_spike_seq.shape[0] if multi_step else 1
     return impl, dtype, steps, step_shape, _prepared(grad_spike_seq, dtype), grad_v_next
 
 
@@ -162,10 +171,7 @@ def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
         raise ValueError("backward needs h_seq, or both grad_s_to_h and grad_v_to_h")
     grad_x, grad_v = impl.backward(grad_spike, grad_v_last, cfg, steps, **seq,
                                    state_shape=step_shape)
-    out_dtype = grad_spike_seq.dtype
-    if dtype == out_dtype:
-        return grad_x, grad_v
-    return grad_x.to(out_dtype), grad_v.to(out_dtype)
+    return _to_caller(grad_spike_seq.dtype, dtype, grad_x, grad_v)
 
 
 def backward_saved(grad_spike_seq, grad_v_next, cfg, h_seq, *, multi_step, backend):
@@ -178,15 +184,12 @@ def backward_saved(grad_spike_seq, grad_v_next, cfg, h_seq, *, multi_step, backe
     """
     impl = resolve_backend(backend, grad_spike_seq.device)
     dtype = _compute_dtype(impl, "grad_spike_seq", grad_spike_seq.dtype)
-    step_shape = grad_spike_seq.shape[1:] if multi_step else grad_spike_seq.shape
+    steps, step_shape = layout(grad_spike_seq.shape, multi_step)
     grad_x, grad_v = impl.backward(
         _prepared(grad_spike_seq, dtype),
-        None if grad_v_next is None else _prepared(grad_v_next, dtype), cfg,
-        grad_spike_seq.shape[0] if multi_step else 1, h_seq=h_seq, state_shape=step_shape)
-    out_dtype = grad_spike_seq.dtype
-    if dtype == out_dtype:
-        return grad_x, grad_v
-    return grad_x.to(out_dtype), grad_v.to(out_dtype)
+        None if grad_v_next is None else _prepared(grad_v_next, dtype), cfg, steps,
+        h_seq=h_seq, state_shape=step_shape)
+    return _to_caller(grad_spike_seq.dtype, dtype, grad_x, grad_v)
 
 
 def backward_plif(grad_spike_seq, grad_v_next, cfg, *, h_seq, v_init, multi_step=True,
@@ -203,5 +206,4 @@ def backward_plif(grad_spike_seq, grad_v_next, cfg, *, h_seq, v_init, multi_step
     grad_x, grad_v, grad_rtau = impl.backward_plif(
         grad_spike, grad_v_last, _prepared(h_seq, dtype), _prepared(v_init, dtype), cfg, steps,
         state_shape=step_shape)
-    out_dtype = grad_spike_seq.dtype
-    return grad_x.to(out_dtype), grad_v.to(out_dtype), grad_rtau
+    return (*_to_caller(grad_spike_seq.dtype, dtype, grad_x, grad_v), grad_rtau)

@@ -72,7 +72,7 @@ def _config(charge_mode, hard_reset, v_threshold, v_reset, reciprocal_tau, alpha
 
 
 def _step_shape(x, multi_step):
-    return x.shape[1:] if multi_step else x.shape
+    return dispatch.layout(x.shape, multi_step)[1]
 
 
 def _compute_dtype(dtype, device, backend):
