@@ -171,7 +171,7 @@ class BaseNode(nn.Module):
             v = v.to(x.dtype)   # the state follows the dtype autocast chose for the input
         save_v = self.multi_step and self.store_v_seq
         try:
-            spike, self.v, v_seq = ops.neuron(
+            spike, v_next, v_seq = ops.neuron(
                 x, v, self.config(), multi_step=self.multi_step, backend=self.backend,
                 reciprocal_tau=self._reciprocal_tau_tensor(), save_v=save_v,
                 h_dtype=self.saved_h_dtype,
@@ -186,8 +186,10 @@ class BaseNode(nn.Module):
                     f"{tuple(v.shape)}; call reset() on the node (or spikecore.reset_net(model)"
                     ") before each new batch") from exc
             raise
+        state = self.__dict__   # the state is a plain attribute (see __setattr__)
+        state["v"] = v_next
         if save_v:
-            self.v_seq = v_seq
+            state["v_seq"] = v_seq
         return spike
 
     def forward(self, dv: torch.Tensor) -> torch.Tensor:

@@ -261,6 +261,9 @@ def neuron(x: Tensor, v, cfg: NeuronConfig, *, multi_step: bool = True, backend=
                                   device=x.device)
         # (v_tensor None: every neuron starts at rest, which the kernels do without a tensor)
         if need_grad:
+            if not save_v and h_dtype is None:   # (each argument of apply costs ~0.15 us)
+                spike, v_next = NeuronFunction.apply(x, v_tensor, cfg, multi_step, backend)
+                return spike, v_next, None
             out = NeuronFunction.apply(x, v_tensor, cfg, multi_step, backend, save_v, h_dtype)
             return out[0], out[1], (out[2] if save_v else None)
         res = dispatch.forward(x, v_tensor, cfg, multi_step=multi_step, backend=backend,

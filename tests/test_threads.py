@@ -52,18 +52,18 @@ def test_kernel_thread_argument_directly():
 
 def test_default_threads_follow_torch(restore_threads, monkeypatch):
     seen = []
-    real = _cpu_kernels.forward
+    cpu = backends.get("cpu")
+    real_entry = cpu._entry
 
-    class Spy:
-        def __getattr__(self, name):
-            return getattr(_cpu_kernels, name)
+    def spying_entry(name, dtype, h_dtype):
+        kernel = real_entry(name, dtype, h_dtype)   # the specialised kernel the backend calls
 
-        @staticmethod
-        def forward(*args):
+        def spy(*args):
             seen.append(args[-1])
-            return real(*args)
+            return kernel(*args)
+        return spy if name == "forward" else kernel
 
-    monkeypatch.setattr(backends.get("cpu"), "_kernels", Spy())
+    monkeypatch.setattr(cpu, "_entry", spying_entry)
     big = torch.rand(2, backends.PARALLEL_MIN_ELEMENTS)
     for threads in (1, 2):
         torch.set_num_threads(threads)
