@@ -5,15 +5,20 @@ The network is :func:`spikecore.models.mlp` (Flatten -> Linear(64, hidden) -> LI
 Linear(hidden, 10) -> LIF, LIF tau=2, hard reset to 0, detach_reset=True, ATan), T=8 steps of
 direct encoding, on the digits data of :mod:`spikecore.data`, Adam, cross-entropy on 5 x the
 mean output over T: the defaults of ``spikecore train``, including its fused Adam
-(``--optimizer default`` runs PyTorch's default Adam instead, for every candidate alike). Every candidate starts from the SAME
-initial weights and sees the SAME batches; only the neuron layers differ. Before timing, the
+(``--optimizer default`` runs PyTorch's default Adam instead, for every candidate alike). Every
+candidate starts from the SAME initial weights and sees the SAME batches; only the neuron layers
+differ. Before timing, the
 outputs and weight gradients of the first batch are compared with spikecore's.
 
 Epochs are interleaved (epoch e of every candidate, then epoch e+1, ...); the table gives the
 median epoch time and spikecore's end-to-end speed-up over each candidate.
 
     python benchmarks/bench_train.py [--epochs 5] [--threads 2] [--hidden 128] [-T 8]
-                                     [--optimizer {fused,default}]
+                                     [--optimizer {fused,default}] [--bare]
+
+``--bare`` adds a diagnostic candidate: spikecore's CPU kernels behind the thinnest possible
+``torch.autograd.Function`` (no checks, no state, no dispatch), the least that any Python
+wrapper of these kernels can cost inside a training step.
 """
 import argparse
 import copy
@@ -28,6 +33,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
+from spikecore import _cpu_kernels  # noqa: E402
 from spikecore import data as _data  # noqa: E402
 from spikecore import models, reference  # noqa: E402
 from spikecore.nodes import BaseNode, MultiStepLIFNode  # noqa: E402
@@ -49,6 +55,8 @@ def parse(argv=None):
     p.add_argument("--no-peers", action="store_true", help="skip SpikingJelly and snnTorch")
     p.add_argument("--optimizer", choices=("fused", "default"), default="fused",
                    help="Adam as spikecore train makes it (fused), or PyTorch's default Adam")
+    p.add_argument("--bare", action="store_true",
+                   help="also time the kernels behind a bare autograd.Function (diagnostic)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -65,6 +73,54 @@ class PlainLIF(nn.Module):
     def forward(self, x_seq):
         v = torch.full(x_seq.shape[1:], self.cfg.v_rest, dtype=x_seq.dtype)
         return reference.fptt_autograd(x_seq, v, self.cfg)[0]
+
+
+class _BareFunction(torch.autograd.Function):
+    """The CPU kernels with nothing around them: C-contiguous float32 ``[T, *]`` input, fresh
+    state, only H saved. Each tensor goes to the kernel as a TensorBuffer of its memory."""
+
+    @staticmethod
+    def _buffers(steps, n, *tensors):
+        """``[T, N]`` (or ``[N]`` for a state) buffers of ``tensors``, then the kernels' absent
+        sequence ``[0, N]`` and absent state ``[0]``."""
+        view = _cpu_kernels.TensorBuffer
+        return ([view(t.data_ptr(), steps if t.dim() > 1 else -1, n, _cpu_kernels.FLOAT32)
+                 for t in tensors]
+                + [view(0, 0, n, _cpu_kernels.FLOAT32), view(0, -1, 0, _cpu_kernels.FLOAT32)])
+
+    @staticmethod
+    def forward(ctx, x, kernel_args):
+        steps = x.shape[0]
+        n = x.numel() // steps
+        spike, h, v = torch.empty_like(x), torch.empty_like(x), x.new_empty(n)
+        bx, bs, bv, bh, no_seq, no_state = _BareFunction._buffers(steps, n, x, spike, v, h)
+        _cpu_kernels.forward(bx, no_state, bs, bv, bh, no_seq, no_seq, no_seq, *kernel_args, 1)
+        ctx.save_for_backward(h)
+        ctx.kernel_args = kernel_args
+        return spike, v
+
+    @staticmethod
+    def backward(ctx, grad_spike, _grad_v):
+        (h,) = ctx.saved_tensors
+        grad_spike = grad_spike.contiguous()
+        steps = h.shape[0]
+        n = h.numel() // steps
+        grad_x, grad_v = torch.empty_like(grad_spike), grad_spike.new_empty(n)
+        bg, bh, bgx, bgv, no_seq, no_state = _BareFunction._buffers(steps, n, grad_spike, h,
+                                                                    grad_x, grad_v)
+        _cpu_kernels.backward(bg, no_state, bh, no_seq, no_seq, bgx, bgv, *ctx.kernel_args, 1)
+        return grad_x, None
+
+
+class BareLIF(nn.Module):
+    """Diagnostic (``--bare``): the spikecore node's kernels behind :class:`_BareFunction`."""
+
+    def __init__(self, node: BaseNode):
+        super().__init__()
+        self.kernel_args = node.config().kernel_args
+
+    def forward(self, x_seq):
+        return _BareFunction.apply(x_seq.contiguous(), self.kernel_args)[0]
 
 
 def sj_factory():
@@ -122,7 +178,8 @@ def swap_nodes(net: nn.Module, make) -> nn.Module:
 
 def is_node(m):
     """A neuron layer of any candidate (spikecore node, PlainLIF, SpikingJelly, snnTorch)."""
-    return isinstance(m, (BaseNode, PlainLIF)) or type(m).__name__ in ("LIFNode", "SnnLeaky")
+    return (isinstance(m, (BaseNode, PlainLIF, BareLIF))
+            or type(m).__name__ in ("LIFNode", "SnnLeaky"))
 
 
 def reset_all(net):
@@ -214,6 +271,9 @@ def main(argv=None):
     base = models.mlp(ds.in_shape, ds.num_classes, hidden=a.hidden, neuron="lif")
     runs = [Run("spikecore nodes", copy.deepcopy(base), a.lr, a.optimizer),
             Run("plain PyTorch loop", swap_nodes(base, PlainLIF), a.lr, a.optimizer)]
+    if a.bare:
+        runs.append(Run("diagnostic: kernels in a bare Function", swap_nodes(base, BareLIF),
+                        a.lr, a.optimizer))
     skipped = []
     snn_twin = None
     if a.no_peers:

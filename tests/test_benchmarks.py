@@ -67,10 +67,15 @@ def test_bench_neuron_options(bench, capsys, extra):
 
 def test_bench_train(bench, capsys):
     assert bench("bench_train").main(["--epochs", "1", "--warmup", "0", "--max-batches", "2",
-                                      "--hidden", "16", "--threads", "1", "--no-peers"]) == 0
+                                      "--hidden", "16", "--threads", "1", "--no-peers",
+                                      "--bare"]) == 0
     out = capsys.readouterr().out
     assert "epoch ms" in out and "speed-up" in out
-    assert "plain PyTorch loop: spikes of every layer equal vs spikecore" in out
+    for name in ("plain PyTorch loop", "diagnostic: kernels in a bare Function"):
+        # same spikes and bit-equal weight gradients before training, same weights after
+        assert f"{name}: spikes of every layer equal vs spikecore; max |weight grad diff| " \
+               "0.0e+00" in out
+        assert f"{name}: max |weight diff| vs spikecore after training 0.0e+00" in out
 
 
 @pytest.mark.skipif(shutil.which("sh") is None or shutil.which("env") is None,
