@@ -33,7 +33,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
-from spikecore import _cpu_kernels  # noqa: E402
+from spikecore import _cpu_kernels, backends  # noqa: E402
 from spikecore import data as _data  # noqa: E402
 from spikecore import models, reference  # noqa: E402
 from spikecore.nodes import BaseNode, MultiStepLIFNode  # noqa: E402
@@ -75,28 +75,35 @@ class PlainLIF(nn.Module):
         return reference.fptt_autograd(x_seq, v, self.cfg)[0]
 
 
+_BARE_FORWARD = _cpu_kernels.forward["float", "float"]
+_BARE_BACKWARD = _cpu_kernels.backward["float", "float"]
+
+
 class _BareFunction(torch.autograd.Function):
-    """The CPU kernels with nothing around them: C-contiguous float32 ``[T, *]`` input, fresh
-    state, only H saved. Each tensor goes to the kernel as a TensorBuffer of its memory."""
+    """The CPU kernels with nothing around them: C-contiguous float32 ``[T, *]`` input (T > 0),
+    fresh state, only H saved, the kernels' float32 specialisations called directly with the
+    CPU backend's thread rule. Each tensor goes to the kernel as a TensorBuffer of its memory."""
 
     @staticmethod
     def _buffers(steps, n, *tensors):
-        """``[T, N]`` (or ``[N]`` for a state) buffers of ``tensors``, then the kernels' absent
-        sequence ``[0, N]`` and absent state ``[0]``."""
-        view = _cpu_kernels.TensorBuffer
-        return ([view(t.data_ptr(), steps if t.dim() > 1 else -1, n, _cpu_kernels.FLOAT32)
-                 for t in tensors]
-                + [view(0, 0, n, _cpu_kernels.FLOAT32), view(0, -1, 0, _cpu_kernels.FLOAT32)])
+        """``[T, N]`` buffers of ``tensors`` (the last one a ``[N]`` state), then the kernels'
+        absent sequence ``[0, N]`` and absent state ``[0]``."""
+        view, f32 = _cpu_kernels.TensorBuffer, _cpu_kernels.FLOAT32
+        return ([view(t.data_ptr(), steps, n, f32) for t in tensors[:-1]]
+                + [view(tensors[-1].data_ptr(), -1, n, f32), view(0, 0, n, f32),
+                   view(0, -1, 0, f32)])
 
     @staticmethod
     def forward(ctx, x, kernel_args):
         steps = x.shape[0]
         n = x.numel() // steps
         spike, h, v = torch.empty_like(x), torch.empty_like(x), x.new_empty(n)
-        bx, bs, bv, bh, no_seq, no_state = _BareFunction._buffers(steps, n, x, spike, v, h)
-        _cpu_kernels.forward(bx, no_state, bs, bv, bh, no_seq, no_seq, no_seq, *kernel_args, 1)
+        bx, bs, bh, bv, no_seq, no_state = _BareFunction._buffers(steps, n, x, spike, h, v)
+        _BARE_FORWARD(bx, no_state, bs, bv, bh, no_seq, no_seq, no_seq, *kernel_args,
+                      backends.CPUBackend._threads(steps * n))
         ctx.save_for_backward(h)
         ctx.kernel_args = kernel_args
+        ctx.set_materialize_grads(False)   # v's gradient stays None, as in spikecore's Function
         return spike, v
 
     @staticmethod
@@ -108,7 +115,8 @@ class _BareFunction(torch.autograd.Function):
         grad_x, grad_v = torch.empty_like(grad_spike), grad_spike.new_empty(n)
         bg, bh, bgx, bgv, no_seq, no_state = _BareFunction._buffers(steps, n, grad_spike, h,
                                                                     grad_x, grad_v)
-        _cpu_kernels.backward(bg, no_state, bh, no_seq, no_seq, bgx, bgv, *ctx.kernel_args, 1)
+        _BARE_BACKWARD(bg, no_state, bh, no_seq, no_seq, bgx, bgv, *ctx.kernel_args,
+                       backends.CPUBackend._threads(steps * n))
         return grad_x, None
 
 

@@ -78,6 +78,16 @@ def test_bench_train(bench, capsys):
         assert f"{name}: max |weight diff| vs spikecore after training 0.0e+00" in out
 
 
+def test_step_breakdown(bench, capsys):
+    assert bench("step_breakdown").main(["--rounds", "1", "--batches", "2", "--hidden",
+                                         "16"]) == 0
+    out = capsys.readouterr().out
+    for name in ("identity", "Function without kernel", "bare kernel Function",
+                 "spikecore nodes", "plain PyTorch loop"):
+        assert name in out
+    assert "3x over the plain loop allows" in out
+
+
 @pytest.mark.skipif(shutil.which("sh") is None or shutil.which("env") is None,
                     reason="needs a POSIX shell")
 def test_run_with_allocator():

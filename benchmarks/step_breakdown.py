@@ -1,0 +1,127 @@
+"""Where a training step of the ``bench_train.py`` model goes: the same model, weights and
+batches with its two neuron layers replaced by stand-ins of increasing cost, timed in one
+process.
+
+Candidates (only the neuron layers differ):
+
+* identity: no neuron layer; what is left is the Linear layers, the loss, Adam and the autograd
+  engine, the part every candidate of ``bench_train.py`` shares;
+* Function without kernel: a ``torch.autograd.Function`` that allocates what the real one
+  allocates (spikes, H and the state forward, the input gradient backward; the spikes and the
+  gradient zero-filled) and runs no kernel: PyTorch's own cost of a Python-level Function;
+* bare kernel Function: the same plus spikecore's kernels (``bench_train.py --bare``);
+* spikecore nodes: ``MultiStepLIFNode``;
+* plain PyTorch loop: the reference loop over time.
+
+Each round restores every candidate's initial weights and optimizer, runs the same batches
+for each candidate in turn and records its time per step; the table gives the median over the
+rounds, each row's increment over identity, and the step time that 3x over the plain loop
+allows.
+
+    python benchmarks/step_breakdown.py [--rounds 12] [--batches 40] [--threads 1]
+"""
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as C  # noqa: E402
+from bench_train import BareLIF, PlainLIF, swap_nodes  # noqa: E402
+
+from spikecore import data as _data  # noqa: E402
+from spikecore import models  # noqa: E402
+from spikecore.nodes import BaseNode  # noqa: E402
+from spikecore.train import make_optimizer  # noqa: E402
+from spikecore.utils import reset_net  # noqa: E402
+
+
+class _AllocateOnly(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(torch.empty_like(x))                  # H
+        return torch.zeros_like(x), x.new_empty(x.shape[1:])       # spikes, state
+
+    @staticmethod
+    def backward(ctx, grad_spike, _grad_v):
+        (h,) = ctx.saved_tensors
+        return torch.zeros_like(h)
+
+
+class AllocateOnly(nn.Module):
+    """The Function-without-kernel stand-in for a neuron layer."""
+
+    def __init__(self, _node=None):
+        super().__init__()
+
+    def forward(self, x_seq):
+        return _AllocateOnly.apply(x_seq)[0]
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--rounds", type=int, default=12, help="timed rounds (after one warm-up)")
+    p.add_argument("--batches", type=int, default=40, help="steps per candidate and round")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--timesteps", "-T", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=32)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse(argv)
+    C.set_threads(a.threads)
+    C.header(f"training step breakdown, mlp hidden={a.hidden}, T={a.timesteps}, digits, batch "
+             f"{a.batch_size}, fused Adam", a.threads)
+    ds = _data.load_dataset("digits")
+    torch.manual_seed(0)
+    order = torch.randperm(len(ds.train_y))
+    batches = [order[i:i + a.batch_size] for i in range(0, len(order), a.batch_size)]
+    batches = batches[:a.batches]
+    base = models.mlp(ds.in_shape, ds.num_classes, hidden=a.hidden, neuron="lif")
+    nets = {"identity": swap_nodes(base, lambda node: nn.Identity()),
+            "Function without kernel": swap_nodes(base, AllocateOnly),
+            "bare kernel Function": swap_nodes(base, BareLIF),
+            "spikecore nodes": copy.deepcopy(base),
+            "plain PyTorch loop": swap_nodes(base, PlainLIF)}
+    initial = {name: copy.deepcopy(net.state_dict()) for name, net in nets.items()}
+    per_step = {name: [] for name in nets}
+
+    for r in range(1 + a.rounds):
+        for name, net in nets.items():
+            net.load_state_dict(initial[name])
+            opt = make_optimizer(net.parameters(), 1e-2)
+            t0 = time.perf_counter()
+            for j in batches:
+                reset_net(net)
+                out = net(_data.direct_encode(ds.train_x[j], a.timesteps))
+                loss = F.cross_entropy(out.mean(0) * 5.0, ds.train_y[j])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss.item()
+            if r > 0:
+                per_step[name].append((time.perf_counter() - t0) / len(batches))
+
+    med = {name: statistics.median(times) for name, times in per_step.items()}
+    rows = [[name, f"{med[name] * 1e6:.0f}", f"{(med[name] - med['identity']) * 1e6:+.0f}"]
+            for name in nets]
+    print(f"\nmedian over {a.rounds} rounds of {len(batches)} steps per candidate")
+    print(C.table(rows, ["neuron layers", "us per step", "vs identity"]))
+    budget = med["plain PyTorch loop"] / 3
+    layers = sum(isinstance(m, BaseNode) for m in base.modules())
+    print(f"3x over the plain loop allows {budget * 1e6:.0f} us per step, "
+          f"{(budget - med['identity']) * 1e6 / layers:.0f} us per neuron layer over identity")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
