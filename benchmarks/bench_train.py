@@ -265,18 +265,23 @@ def first_batch(runs, ds, batch, T, snn_twin):
     return lines
 
 
+def workload(seed, batch_size, hidden, max_batches=None):
+    """``(dataset, batches, model)``: the digits data, its training samples in a seeded order
+    cut into batches (the first ``max_batches`` of them), and the spikecore model."""
+    ds = _data.load_dataset("digits")
+    order = torch.randperm(len(ds.train_y), generator=torch.Generator().manual_seed(seed))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    torch.manual_seed(seed)
+    model = models.mlp(ds.in_shape, ds.num_classes, hidden=hidden, neuron="lif")
+    return ds, batches[:max_batches] if max_batches else batches, model
+
+
 def main(argv=None):
     a = parse(argv)
     C.set_threads(a.threads)
     C.header(f"training epoch, mlp hidden={a.hidden}, T={a.timesteps}, digits, batch "
              f"{a.batch_size}, Adam ({a.optimizer}) lr {a.lr}", a.threads)
-    ds = _data.load_dataset("digits")
-    gen = torch.Generator().manual_seed(a.seed)
-    order = torch.randperm(len(ds.train_y), generator=gen)
-    batches = [order[i:i + a.batch_size] for i in range(0, len(order), a.batch_size)]
-    batches = batches[:a.max_batches] if a.max_batches else batches
-    torch.manual_seed(a.seed)
-    base = models.mlp(ds.in_shape, ds.num_classes, hidden=a.hidden, neuron="lif")
+    ds, batches, base = workload(a.seed, a.batch_size, a.hidden, a.max_batches)
     runs = [Run("spikecore nodes", copy.deepcopy(base), a.lr, a.optimizer),
             Run("plain PyTorch loop", swap_nodes(base, PlainLIF), a.lr, a.optimizer)]
     if a.bare:

@@ -28,25 +28,20 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
-from bench_train import BareLIF, PlainLIF, swap_nodes  # noqa: E402
+from bench_train import BareLIF, PlainLIF, Run, step, swap_nodes, workload  # noqa: E402
 
-from spikecore import data as _data  # noqa: E402
-from spikecore import models  # noqa: E402
 from spikecore.nodes import BaseNode  # noqa: E402
-from spikecore.train import make_optimizer  # noqa: E402
-from spikecore.utils import reset_net  # noqa: E402
 
 
 class _AllocateOnly(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
-        ctx.save_for_backward(torch.empty_like(x))                  # H
-        return torch.zeros_like(x), x.new_empty(x.shape[1:])       # spikes, state
+        ctx.save_for_backward(torch.empty_like(x))              # H
+        return torch.zeros_like(x), x.new_empty(x.shape[1:])   # spikes, state
 
     @staticmethod
     def backward(ctx, grad_spike, _grad_v):
@@ -81,33 +76,22 @@ def main(argv=None):
     C.set_threads(a.threads)
     C.header(f"training step breakdown, mlp hidden={a.hidden}, T={a.timesteps}, digits, batch "
              f"{a.batch_size}, fused Adam", a.threads)
-    ds = _data.load_dataset("digits")
-    torch.manual_seed(0)
-    order = torch.randperm(len(ds.train_y))
-    batches = [order[i:i + a.batch_size] for i in range(0, len(order), a.batch_size)]
-    batches = batches[:a.batches]
-    base = models.mlp(ds.in_shape, ds.num_classes, hidden=a.hidden, neuron="lif")
+    ds, batches, base = workload(0, a.batch_size, a.hidden, a.batches)
     nets = {"identity": swap_nodes(base, lambda node: nn.Identity()),
             "Function without kernel": swap_nodes(base, AllocateOnly),
             "bare kernel Function": swap_nodes(base, BareLIF),
             "spikecore nodes": copy.deepcopy(base),
             "plain PyTorch loop": swap_nodes(base, PlainLIF)}
-    initial = {name: copy.deepcopy(net.state_dict()) for name, net in nets.items()}
+    initial = copy.deepcopy(base.state_dict())   # the swapped layers hold no parameters
     per_step = {name: [] for name in nets}
 
     for r in range(1 + a.rounds):
         for name, net in nets.items():
-            net.load_state_dict(initial[name])
-            opt = make_optimizer(net.parameters(), 1e-2)
+            net.load_state_dict(initial)
+            run = Run(name, net, 1e-2, "fused")   # a fresh Adam every round
             t0 = time.perf_counter()
             for j in batches:
-                reset_net(net)
-                out = net(_data.direct_encode(ds.train_x[j], a.timesteps))
-                loss = F.cross_entropy(out.mean(0) * 5.0, ds.train_y[j])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss.item()
+                step(run, ds.train_x[j], ds.train_y[j], a.timesteps)
             if r > 0:
                 per_step[name].append((time.perf_counter() - t0) / len(batches))
 
