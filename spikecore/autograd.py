@@ -20,14 +20,15 @@ import torch
 from . import dispatch
 from .config import NeuronConfig
 
-__all__ = ["NeuronFunction", "LIFStep", "LIFMultiStep", "IFStep", "IFMultiStep"]
+__all__ = ["NeuronFunction", "ParametricNeuronFunction", "LIFStep", "LIFMultiStep", "IFStep",
+           "IFMultiStep"]
 
 
-def _forward(ctx, x, v, cfg, multi_step, backend, save_v=False, h_dtype=None):
+def _forward(ctx, x, v, cfg, multi_step, backend, save_v=False, h_dtype=None, also_save=()):
     res = dispatch.forward(x, v, cfg, multi_step=multi_step, backend=backend, save_h=True,
                            save_v=save_v, h_dtype=h_dtype,
                            names=("x_seq" if multi_step else "x", "v"))
-    ctx.save_for_backward(res.h_seq)
+    ctx.save_for_backward(res.h_seq, *also_save)
     ctx.cfg, ctx.multi_step, ctx.backend, ctx.v_given = cfg, multi_step, backend, v is not None
     # An output that does not reach the loss gets None, not a tensor of zeros: the usual
     # v_next of a fresh multi-step node, which the kernels then treat as zero without reading.
@@ -38,13 +39,20 @@ def _forward(ctx, x, v, cfg, multi_step, backend, save_v=False, h_dtype=None):
     return res.spike, res.v_next
 
 
+def _saved_and_grad_spike(ctx, grad_spike, grad_v_next):
+    """The saved tensors (H first) and dL/dS, zeros when only the last potential reaches the
+    loss. Call it only when some gradient came in."""
+    saved = ctx.saved_tensors
+    if grad_spike is None:
+        grad_spike = torch.zeros_like(saved[0], dtype=grad_v_next.dtype)
+    return saved, grad_spike
+
+
 def _backward(ctx, grad_spike, grad_v_next):
     """``(grad_x, grad_v)``; ``grad_v`` is None when ``v`` was (a node's fresh state)."""
     if grad_spike is None and grad_v_next is None:
         return None, None
-    (h_seq,) = ctx.saved_tensors
-    if grad_spike is None:   # only the last potential reaches the loss
-        grad_spike = torch.zeros_like(h_seq, dtype=grad_v_next.dtype)
+    (h_seq,), grad_spike = _saved_and_grad_spike(ctx, grad_spike, grad_v_next)
     grad_x, grad_v = dispatch.backward_saved(grad_spike, grad_v_next, ctx.cfg, h_seq,
                                              multi_step=ctx.multi_step, backend=ctx.backend)
     return grad_x, (grad_v if ctx.v_given else None)
@@ -68,6 +76,35 @@ class NeuronFunction(torch.autograd.Function):
     def backward(ctx, grad_spike, grad_v_next, *_grad_v_seq):
         # one None per non-tensor input; autograd drops the trailing ones that were omitted
         return (*_backward(ctx, grad_spike, grad_v_next), None, None, None, None, None)
+
+
+class ParametricNeuronFunction(torch.autograd.Function):
+    """``apply(x, v, k, cfg, multi_step, backend) -> (spike, v_next)`` with a learnable 1/τ: ``k``
+    is a 0-d tensor whose value replaces ``cfg.reciprocal_tau`` (ParametricLIF nodes pass
+    sigmoid(w)). The backward gives dL/dk as well, summed over neurons and steps in the same pass
+    as BPTT (:func:`dispatch.backward_plif`), for which the initial potential is saved with H.
+    ``v`` may be ``None`` (every neuron at rest); a seventh argument ``True`` also returns
+    ``v_seq``, as for :class:`NeuronFunction`.
+    """
+
+    @staticmethod
+    def forward(ctx, x, v, k, cfg, multi_step, backend, save_v=False):
+        return _forward(ctx, x, v, cfg.with_reciprocal_tau(float(k)), multi_step, backend,
+                        save_v, also_save=(v, k))
+
+    @staticmethod
+    def backward(ctx, grad_spike, grad_v_next, *_grad_v_seq):
+        if grad_spike is None and grad_v_next is None:
+            return (None,) * 7
+        (h_seq, v, k), grad_spike = _saved_and_grad_spike(ctx, grad_spike, grad_v_next)
+        if v is None:   # a fresh state: the kernel reads V[-1] = V_rest from a tensor
+            v = torch.full(dispatch.layout(h_seq.shape, ctx.multi_step)[1], ctx.cfg.v_rest,
+                           dtype=grad_spike.dtype, device=grad_spike.device)
+        grad_x, grad_v, grad_k = dispatch.backward_plif(
+            grad_spike, grad_v_next, ctx.cfg, h_seq=h_seq, v_init=v, multi_step=ctx.multi_step,
+            backend=ctx.backend)
+        grad_k = grad_k.to(device=k.device, dtype=k.dtype).reshape(k.shape)
+        return grad_x, (grad_v if ctx.v_given else None), grad_k, None, None, None, None
 
 
 class LIFStep(torch.autograd.Function):

@@ -4,6 +4,7 @@
 charge, threshold, reset, surrogate and reset detaching. Building one checks every value and
 raises an exception that names the offending argument.
 """
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -72,6 +73,12 @@ class NeuronConfig:
         alpha = _check_real("alpha", alpha, positive=True)
         return cls(neuron, v_threshold, v_reset, reciprocal_tau, detach_input, alpha,
                    _surrogate.resolve(surrogate), _check_bool("detach_reset", detach_reset))
+
+    def with_reciprocal_tau(self, reciprocal_tau: float) -> "NeuronConfig":
+        """This LIF config with another 1/τ, checked as :meth:`build` checks it: the value a
+        learnable time constant has at this call."""
+        return dataclasses.replace(
+            self, reciprocal_tau=_check_real("reciprocal_tau", reciprocal_tau, positive=True))
 
     @cached_property
     def kernel_args(self) -> tuple:

@@ -30,12 +30,14 @@ save_h, save_v) -> (spike, v_next, h_seq, v_seq)``
     BPTT from the saved H (the training route of :mod:`spikecore.autograd`).
 
 ``spikecore::neuron_backward_plif(grad_spike, grad_v_next, h_seq, v, v_init, k, <scalars>)``
-    Returns ``(grad_x, grad_v, grad_reciprocal_tau)``: the same plus dL/dk summed over neurons and steps, for a learnable k.
+    Returns ``(grad_x, grad_v, grad_reciprocal_tau)``: the same plus dL/dk summed over neurons
+    and steps, for a learnable k.
 
 :func:`neuron` is the Python entry point the nodes use: in eager mode it keeps the original route
-(:class:`~spikecore.autograd.NeuronFunction` when a gradient is needed, the forward-only kernel
-otherwise); while Dynamo traces (``torch.compiler.is_compiling()``), and whenever k is a tensor,
-it calls the operators.
+(:class:`~spikecore.autograd.NeuronFunction`, or
+:class:`~spikecore.autograd.ParametricNeuronFunction` for a learnable k, when a gradient is
+needed; the forward-only kernel otherwise); while Dynamo traces
+(``torch.compiler.is_compiling()``) it calls the operators.
 """
 import functools
 from typing import Optional, Tuple
@@ -44,7 +46,7 @@ import torch
 from torch import Tensor
 
 from . import dispatch
-from .autograd import NeuronFunction
+from .autograd import NeuronFunction, ParametricNeuronFunction
 from .config import CHARGE_IF, CHARGE_LIF, CHARGE_LIF_DETACH_INPUT, NeuronConfig
 
 __all__ = ["neuron", "neuron_forward", "neuron_backward", "neuron_backward_plif",
@@ -251,8 +253,8 @@ def neuron(x: Tensor, v, cfg: NeuronConfig, *, multi_step: bool = True, backend=
     need_grad = torch.is_grad_enabled() and (
         x.requires_grad or (v_tensor is not None and v_tensor.requires_grad)
         or (reciprocal_tau is not None and reciprocal_tau.requires_grad))
-    if reciprocal_tau is None and not compiling:
-        # Eager IF/LIF: the autograd Function (one Python call less than the operator).
+    if not compiling:
+        # Eager: the autograd Functions (far fewer Python calls than the operators).
         if v_tensor is None and float(v) != cfg.v_rest:
             if multi_step and x.dim() == 0:
                 raise ValueError(f"{names[0]} must have a leading time dimension [T, *], "
@@ -260,7 +262,13 @@ def neuron(x: Tensor, v, cfg: NeuronConfig, *, multi_step: bool = True, backend=
             v_tensor = torch.full(_step_shape(x, multi_step), float(v), dtype=x.dtype,
                                   device=x.device)
         # (v_tensor None: every neuron starts at rest, which the kernels do without a tensor)
-        if need_grad:
+        if reciprocal_tau is not None:   # a learnable 1/tau
+            if need_grad:
+                out = ParametricNeuronFunction.apply(x, v_tensor, reciprocal_tau, cfg,
+                                                     multi_step, backend, save_v)
+                return out[0], out[1], (out[2] if save_v else None)
+            cfg = cfg.with_reciprocal_tau(float(reciprocal_tau))
+        elif need_grad:
             if not save_v and h_dtype is None:   # (each argument of apply costs ~0.15 us)
                 spike, v_next = NeuronFunction.apply(x, v_tensor, cfg, multi_step, backend)
                 return spike, v_next, None

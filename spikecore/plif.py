@@ -11,8 +11,9 @@ the docs for the derivation)::
 
 The fused backward kernels (CPU and CUDA) compute dL/dk in the same pass as BPTT, each neuron
 summing its own terms over time, so no two threads ever add into the same place. k = sigmoid(w)
-reaches them as a tensor through the custom operator of :mod:`spikecore.ops` (eager and
-``torch.compile`` alike), and autograd through the sigmoid gives dL/dw.
+reaches them as a tensor, through :class:`~spikecore.autograd.ParametricNeuronFunction` in eager
+mode and the custom operator of :mod:`spikecore.ops` under ``torch.compile``, and autograd
+through the sigmoid gives dL/dw.
 """
 import math
 
@@ -61,8 +62,8 @@ class ParametricLIFNode(BaseNode):
                                   self.detach_reset)
 
     def _reciprocal_tau_tensor(self):
-        # k = sigmoid(w) enters the kernels' custom op as a tensor; autograd through the sigmoid
-        # turns the fused dL/dk into dL/dw = k (1 - k) dL/dk
+        # k = sigmoid(w) enters the kernels as a tensor; autograd through the sigmoid turns the
+        # fused dL/dk into dL/dw = k (1 - k) dL/dk
         return torch.sigmoid(self.w)
 
     def extra_repr(self):

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import spikecore
-from spikecore import reference
+from spikecore import ops, reference
+from spikecore.autograd import ParametricNeuronFunction
 from spikecore.plif import MultiStepParametricLIFNode, ParametricLIFNode
 from helpers import make_cfg
 
@@ -43,6 +44,61 @@ def test_plif_matches_autograd(detach_input, v_reset, detach_reset, sg, dtype, b
     torch.testing.assert_close(x.grad, gx_ref, **tol)
     torch.testing.assert_close(node.w.grad, gw_ref, **tol)
     assert node.w.grad.abs().item() > 0
+
+
+def _plif_call(route, x, v, w, cfg, multi_step, backend):
+    """(spike, v_next) of a learnable-k call with k = sigmoid(w), by the eager autograd Function
+    or by the custom operator (the torch.compile route)."""
+    k = torch.sigmoid(w)
+    if route == "function":
+        return ParametricNeuronFunction.apply(x, v, k, cfg, multi_step, backend)
+    spike, v_next, _, _ = torch.ops.spikecore.neuron_forward(
+        x, v, cfg.v_rest, k, *ops.config_scalars(cfg), multi_step, backend, True, False)
+    return spike, v_next
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("multi_step", [True, False], ids=["multi", "single"])
+@pytest.mark.parametrize("given_v", [False, True], ids=["fresh", "given-v"])
+@pytest.mark.parametrize("detach_input, v_reset, detach_reset, sg", CASES[::5])
+def test_eager_function_equals_operator(detach_input, v_reset, detach_reset, sg, given_v,
+                                        multi_step, backend):
+    # Eager nodes take ParametricNeuronFunction, torch.compile the custom operator: the same
+    # kernels, so the same bits, for outputs and for the gradients of x, v and w.
+    torch.manual_seed(sg)
+    cfg = make_cfg("LIF", detach_input, v_reset, sg, detach_reset, tau=3.0)
+    shape = (6, 4, 7) if multi_step else (4, 7)
+    x = torch.rand(shape, dtype=torch.float64) * 1.5
+    v = torch.rand(shape[-2:], dtype=torch.float64) * 0.5 if given_v else None
+    g_s, g_v = torch.randn(shape, dtype=torch.float64), torch.randn(4, 7, dtype=torch.float64)
+    results = []
+    for route in ("function", "operator"):
+        xr = x.clone().requires_grad_()
+        vr = v.clone().requires_grad_() if given_v else None
+        w = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+        spike, v_next = _plif_call(route, xr, vr, w, cfg, multi_step, backend)
+        ((spike * g_s).sum() + (v_next * g_v).sum()).backward()
+        results.append((spike, v_next, xr.grad, w.grad) + ((vr.grad,) if given_v else ()))
+    if multi_step or given_v or not detach_input:
+        # (one step from rest with the undecayed input: dH/dk = -(V[-1] - V_r) = 0 exactly)
+        assert results[0][3].abs().item() > 0
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_node_takes_the_eager_function(monkeypatch):
+    calls = []
+    real = ParametricNeuronFunction.apply
+
+    def spy(*args):
+        calls.append(args[2])
+        return real(*args)
+
+    monkeypatch.setattr(ParametricNeuronFunction, "apply", spy)
+    node = MultiStepParametricLIFNode(init_tau=2.0)
+    node(torch.rand(3, 5)).sum().backward()
+    assert len(calls) == 1 and calls[0].grad_fn is not None     # k = sigmoid(w), in the graph
+    assert node.w.grad is not None and node.w.grad.abs().item() > 0
 
 
 def test_plif_gradient_bit_identical_across_threads():
