@@ -103,7 +103,10 @@ class ParametricNeuronFunction(torch.autograd.Function):
         grad_x, grad_v, grad_k = dispatch.backward_plif(
             grad_spike, grad_v_next, ctx.cfg, h_seq=h_seq, v_init=v, multi_step=ctx.multi_step,
             backend=ctx.backend)
-        grad_k = grad_k.to(device=k.device, dtype=k.dtype).reshape(k.shape)
+        if grad_k.dtype != k.dtype or grad_k.device != k.device:   # a 0-d float64 sum
+            grad_k = grad_k.to(device=k.device, dtype=k.dtype)
+        if grad_k.shape != k.shape:
+            grad_k = grad_k.reshape(k.shape)
         return grad_x, (grad_v if ctx.v_given else None), grad_k, None, None, None, None
 
 
