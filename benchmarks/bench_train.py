@@ -14,7 +14,11 @@ Epochs are interleaved (epoch e of every candidate, then epoch e+1, ...); the ta
 median epoch time and spikecore's end-to-end speed-up over each candidate.
 
     python benchmarks/bench_train.py [--epochs 5] [--threads 2] [--hidden 128] [-T 8]
-                                     [--optimizer {fused,default}] [--bare]
+                                     [--optimizer {fused,default}] [--neuron {lif,plif}] [--bare]
+
+``--neuron plif`` builds the model with ParametricLIF nodes (learnable 1/tau = sigmoid(w), init
+tau 2) and compares them with the plain loop learning the same w, and with SpikingJelly's
+ParametricLIFNode (snnTorch has no such neuron).
 
 ``--bare`` adds a diagnostic candidate: spikecore's CPU kernels behind the thinnest possible
 ``torch.autograd.Function`` (no checks, no state, no dispatch), the least that any Python
@@ -37,6 +41,7 @@ from spikecore import _cpu_kernels, backends  # noqa: E402
 from spikecore import data as _data  # noqa: E402
 from spikecore import models, reference  # noqa: E402
 from spikecore.nodes import BaseNode, MultiStepLIFNode  # noqa: E402
+from spikecore.plif import ParametricLIFNode  # noqa: E402
 from spikecore.train import make_optimizer  # noqa: E402
 from spikecore.utils import reset_net  # noqa: E402
 
@@ -55,6 +60,8 @@ def parse(argv=None):
     p.add_argument("--no-peers", action="store_true", help="skip SpikingJelly and snnTorch")
     p.add_argument("--optimizer", choices=("fused", "default"), default="fused",
                    help="Adam as spikecore train makes it (fused), or PyTorch's default Adam")
+    p.add_argument("--neuron", choices=("lif", "plif"), default="lif",
+                   help="LIF nodes, or ParametricLIF nodes with a learnable time constant")
     p.add_argument("--bare", action="store_true",
                    help="also time the kernels behind a bare autograd.Function (diagnostic)")
     p.add_argument("--seed", type=int, default=0)
@@ -64,15 +71,19 @@ def parse(argv=None):
 # --- neuron layers of the other candidates --------------------------------------------------------
 class PlainLIF(nn.Module):
     """The plain PyTorch autograd loop over time (spikecore.reference.fptt_autograd) with the
-    configuration of the spikecore node it replaces."""
+    configuration of the spikecore node it replaces; for a ParametricLIF node, a copy of its w
+    and 1/tau = sigmoid(w) computed by autograd too."""
 
     def __init__(self, node: BaseNode):
         super().__init__()
         self.cfg = node.config()
+        if isinstance(node, ParametricLIFNode):
+            self.w = nn.Parameter(node.w.detach().clone())
 
     def forward(self, x_seq):
         v = torch.full(x_seq.shape[1:], self.cfg.v_rest, dtype=x_seq.dtype)
-        return reference.fptt_autograd(x_seq, v, self.cfg)[0]
+        k = torch.sigmoid(self.w) if hasattr(self, "w") else None
+        return reference.fptt_autograd(x_seq, v, self.cfg, reciprocal_tau=k)[0]
 
 
 _BARE_FORWARD = _cpu_kernels.forward["float", "float"]
@@ -139,10 +150,12 @@ def sj_factory():
 
     def make(node):
         cfg = node.config()
-        return neuron.LIFNode(tau=float(node.tau), decay_input=not cfg.detach_input,
-                              v_threshold=cfg.v_threshold, v_reset=cfg.v_reset,
-                              surrogate_function=surrogate.ATan(alpha=cfg.alpha),
-                              detach_reset=cfg.detach_reset, step_mode="m")
+        common = dict(decay_input=not cfg.detach_input, v_threshold=cfg.v_threshold,
+                      v_reset=cfg.v_reset, surrogate_function=surrogate.ATan(alpha=cfg.alpha),
+                      detach_reset=cfg.detach_reset, step_mode="m")
+        if isinstance(node, ParametricLIFNode):   # the same w = -ln(init_tau - 1) at start
+            return neuron.ParametricLIFNode(init_tau=float(node.init_tau), **common)
+        return neuron.LIFNode(tau=float(node.tau), **common)
     return make, None
 
 
@@ -187,7 +200,7 @@ def swap_nodes(net: nn.Module, make) -> nn.Module:
 def is_node(m):
     """A neuron layer of any candidate (spikecore node, PlainLIF, SpikingJelly, snnTorch)."""
     return (isinstance(m, (BaseNode, PlainLIF, BareLIF))
-            or type(m).__name__ in ("LIFNode", "SnnLeaky"))
+            or type(m).__name__ in ("LIFNode", "ParametricLIFNode", "SnnLeaky"))
 
 
 def reset_all(net):
@@ -265,29 +278,33 @@ def first_batch(runs, ds, batch, T, snn_twin):
     return lines
 
 
-def workload(seed, batch_size, hidden, max_batches=None):
+def workload(seed, batch_size, hidden, max_batches=None, neuron="lif"):
     """``(dataset, batches, model)``: the digits data, its training samples in a seeded order
-    cut into batches (the first ``max_batches`` of them), and the spikecore model."""
+    cut into batches (the first ``max_batches`` of them), and the spikecore model with
+    ``neuron`` nodes."""
     ds = _data.load_dataset("digits")
     order = torch.randperm(len(ds.train_y), generator=torch.Generator().manual_seed(seed))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     torch.manual_seed(seed)
-    model = models.mlp(ds.in_shape, ds.num_classes, hidden=hidden, neuron="lif")
+    model = models.mlp(ds.in_shape, ds.num_classes, hidden=hidden, neuron=neuron)
     return ds, batches[:max_batches] if max_batches else batches, model
 
 
 def main(argv=None):
     a = parse(argv)
     C.set_threads(a.threads)
-    C.header(f"training epoch, mlp hidden={a.hidden}, T={a.timesteps}, digits, batch "
-             f"{a.batch_size}, Adam ({a.optimizer}) lr {a.lr}", a.threads)
-    ds, batches, base = workload(a.seed, a.batch_size, a.hidden, a.max_batches)
+    plif = a.neuron == "plif"
+    C.header(f"training epoch, mlp hidden={a.hidden}, {a.neuron.upper()} nodes, T={a.timesteps}, "
+             f"digits, batch {a.batch_size}, Adam ({a.optimizer}) lr {a.lr}", a.threads)
+    ds, batches, base = workload(a.seed, a.batch_size, a.hidden, a.max_batches, a.neuron)
     runs = [Run("spikecore nodes", copy.deepcopy(base), a.lr, a.optimizer),
             Run("plain PyTorch loop", swap_nodes(base, PlainLIF), a.lr, a.optimizer)]
-    if a.bare:
+    skipped = []
+    if a.bare and plif:
+        skipped.append(("bare Function", "LIF only"))
+    elif a.bare:
         runs.append(Run("diagnostic: kernels in a bare Function", swap_nodes(base, BareLIF),
                         a.lr, a.optimizer))
-    skipped = []
     snn_twin = None
     if a.no_peers:
         skipped += [("SpikingJelly", "--no-peers"), ("snnTorch", "--no-peers")]
@@ -296,9 +313,10 @@ def main(argv=None):
         if make is None:
             skipped.append(("SpikingJelly", why))
         else:
-            runs.append(Run(f"SpikingJelly {C.peer_version('spikingjelly')} LIFNode",
+            sj_node = "ParametricLIFNode" if plif else "LIFNode"
+            runs.append(Run(f"SpikingJelly {C.peer_version('spikingjelly')} {sj_node}",
                             swap_nodes(base, make), a.lr, a.optimizer))
-        make, why = snn_factory()
+        make, why = (None, "no learnable-tau neuron") if plif else snn_factory()
         if make is None:
             skipped.append(("snnTorch", why))
         else:

@@ -78,6 +78,18 @@ def test_bench_train(bench, capsys):
         assert f"{name}: max |weight diff| vs spikecore after training 0.0e+00" in out
 
 
+def test_bench_train_plif(bench, capsys):
+    assert bench("bench_train").main(["--epochs", "1", "--warmup", "0", "--max-batches", "2",
+                                      "--hidden", "16", "--threads", "1", "--no-peers",
+                                      "--neuron", "plif", "--bare"]) == 0
+    out = capsys.readouterr().out
+    assert "PLIF nodes" in out and "bare Function: skipped (LIF only)" in out
+    # the plain loop learns the same w through autograd: same spikes, gradients to rounding
+    line = next(ln for ln in out.splitlines()
+                if ln.startswith("  plain PyTorch loop: spikes of every layer equal"))
+    assert float(line.split("(rel ")[1].rstrip(")")) < 1e-5
+
+
 def test_step_breakdown(bench, capsys):
     assert bench("step_breakdown").main(["--rounds", "1", "--batches", "2", "--hidden",
                                          "16"]) == 0
