@@ -172,16 +172,18 @@ class CPUBackend(Backend):
         rows, cols = shape if len(shape) == 2 else (-1, shape[0])
         return self._buffer(t.data_ptr(), rows, cols, self._kinds[t.dtype])
 
-    def _entry(self, name, dtype, h_dtype):
-        """The kernel ``name`` specialised for buffers of ``dtype`` and a saved H of ``h_dtype``.
+    def _entry(self, name, dtype, h_dtype=None):
+        """The kernel ``name`` specialised for buffers of ``dtype`` and, for the kernels that
+        take one, a saved H of ``h_dtype``.
 
         Picking the specialisation once here skips the per-call dispatch of Cython's fused
         function, which reads the format of every buffer argument (about 0.5 us a call)."""
         key = (name, dtype, h_dtype)
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._entries[key] = getattr(self._kernels, name)[
-                _CYTHON_TYPES[dtype], _CYTHON_TYPES[h_dtype]]
+            types = (_CYTHON_TYPES[dtype] if h_dtype is None
+                     else (_CYTHON_TYPES[dtype], _CYTHON_TYPES[h_dtype]))
+            entry = self._entries[key] = getattr(self._kernels, name)[types]
         return entry
 
     @functools.lru_cache(maxsize=64)
@@ -238,11 +240,11 @@ class CPUBackend(Backend):
         seq, row = (steps, n), (n,)
         sums = torch.empty(n, dtype=torch.float64)   # per-neuron sums (scratch), held here
         view = self._view
-        total = self._kernels.backward_plif(
+        total = self._entry("backward_plif", grad_spike.dtype)(
             view(grad_spike, seq), carry, view(h_seq, seq), view(v_init, row),
             view(grad_x, seq), view(grad_v, row), view(sums, row),
             *cfg.kernel_args, self._threads(steps * n))
-        return grad_x, grad_v, torch.tensor(total, dtype=torch.float64)
+        return grad_x, grad_v, torch.scalar_tensor(total, dtype=torch.float64)
 
 
 _REGISTRY: Dict[str, Backend] = {}

@@ -176,22 +176,31 @@ def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
     return _to_caller(grad_spike_seq.dtype, dtype, grad_x, grad_v)
 
 
-def backward_saved(grad_spike_seq, grad_v_next, cfg, h_seq, *, multi_step, backend):
-    """:func:`backward` from saved H, for the autograd Functions' backward only.
+def backward_saved(grad_spike_seq, grad_v_next, cfg, h_seq, *, multi_step, backend,
+                   v_init=None):
+    """:func:`backward` from saved H, for the autograd Functions' backward only; with ``v_init``
+    (V[-1], saved by a learnable-1/τ forward) it is :func:`backward_plif` and returns
+    ``(grad_x, grad_v, dL/d(1/τ))``.
 
     There autograd has already matched the incoming gradients to the forward's outputs (shape,
-    dtype, device) and ``h_seq`` is what that forward saved, so the checks of :func:`backward`
-    are skipped; the gradients are still made contiguous (autograd passes expanded ones, e.g.
-    from ``sum()``) and computed in the backend's dtype. ``grad_v_next`` may be None (zero).
+    dtype, device) and ``h_seq`` and ``v_init`` are what that forward saved, so the checks of
+    :func:`backward` are skipped; the tensors are still made contiguous (autograd passes
+    expanded gradients, e.g. from ``sum()``) and computed in the backend's dtype.
+    ``grad_v_next`` may be None (zero).
     """
     impl = resolve_backend(backend, grad_spike_seq.device)
     dtype = _compute_dtype(impl, "grad_spike_seq", grad_spike_seq.dtype)
     steps, step_shape = layout(grad_spike_seq.shape, multi_step)
-    grad_x, grad_v = impl.backward(
-        _prepared(grad_spike_seq, dtype),
-        None if grad_v_next is None else _prepared(grad_v_next, dtype), cfg, steps,
-        h_seq=h_seq, state_shape=step_shape)
-    return _to_caller(grad_spike_seq.dtype, dtype, grad_x, grad_v)
+    grad_spike = _prepared(grad_spike_seq, dtype)
+    grad_v_next = None if grad_v_next is None else _prepared(grad_v_next, dtype)
+    if v_init is None:
+        grad_x, grad_v = impl.backward(grad_spike, grad_v_next, cfg, steps, h_seq=h_seq,
+                                       state_shape=step_shape)
+        return _to_caller(grad_spike_seq.dtype, dtype, grad_x, grad_v)
+    grad_x, grad_v, grad_rtau = impl.backward_plif(
+        grad_spike, grad_v_next, _prepared(h_seq, dtype), _prepared(v_init, dtype), cfg, steps,
+        state_shape=step_shape)
+    return (*_to_caller(grad_spike_seq.dtype, dtype, grad_x, grad_v), grad_rtau)
 
 
 def backward_plif(grad_spike_seq, grad_v_next, cfg, *, h_seq, v_init, multi_step=True,
