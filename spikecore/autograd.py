@@ -82,9 +82,9 @@ class ParametricNeuronFunction(torch.autograd.Function):
     """``apply(x, v, k, cfg, multi_step, backend) -> (spike, v_next)`` with a learnable 1/τ: ``k``
     is a 0-d tensor whose value replaces ``cfg.reciprocal_tau`` (ParametricLIF nodes pass
     sigmoid(w)). The backward gives dL/dk as well, summed over neurons and steps in the same pass
-    as BPTT (:func:`dispatch.backward_saved` with ``v_init``), for which the initial potential is
-    saved with H. ``v`` may be ``None`` (every neuron at rest); a seventh argument ``True`` also
-    returns ``v_seq``, as for :class:`NeuronFunction`.
+    as BPTT (:func:`dispatch.backward_saved` with ``learnable_tau``), for which the initial
+    potential is saved with H. ``v`` may be ``None`` (every neuron at rest, in the backward too);
+    a seventh argument ``True`` also returns ``v_seq``, as for :class:`NeuronFunction`.
     """
 
     @staticmethod
@@ -97,12 +97,9 @@ class ParametricNeuronFunction(torch.autograd.Function):
         if grad_spike is None and grad_v_next is None:
             return (None,) * 7
         (h_seq, v, k), grad_spike = _saved_and_grad_spike(ctx, grad_spike, grad_v_next)
-        if v is None:   # a fresh state: the kernel reads V[-1] = V_rest from a tensor
-            v = torch.full(dispatch.layout(h_seq.shape, ctx.multi_step)[1], ctx.cfg.v_rest,
-                           dtype=grad_spike.dtype, device=grad_spike.device)
         grad_x, grad_v, grad_k = dispatch.backward_saved(
             grad_spike, grad_v_next, ctx.cfg, h_seq, multi_step=ctx.multi_step,
-            backend=ctx.backend, v_init=v)
+            backend=ctx.backend, learnable_tau=True, v_init=v)   # v None: at rest
         if grad_k.dtype != k.dtype or grad_k.device != k.device:   # a 0-d float64 sum
             grad_k = grad_k.to(device=k.device, dtype=k.dtype)
         if grad_k.shape != k.shape:

@@ -5,10 +5,10 @@ A backend implements two operations on C-contiguous tensors of a dtype it suppor
 needed, up-cast everything). A sequence arrives in the caller's own shape with ``steps`` given:
 ``T·N`` elements, read as time-major ``[T, N]`` (a single step may be ``[*]``, with ``T = 1``);
 the state ``v`` has ``N`` elements. Outputs are shaped like the input they correspond to.
-Two state inputs may be ``None``, with ``state_shape`` then giving the shape of the state: ``v``
-(every neuron starts at rest, ``cfg.v_rest``: a fresh node) and ``grad_v_next`` (zero: the last
-potential does not reach the loss). The CPU kernels take that as it is; other backends fill a
-tensor.
+The state inputs may be ``None``, with ``state_shape`` then giving the shape of the state: ``v``
+and the learnable-1/τ backward's ``v_init`` (every neuron starts at rest, ``cfg.v_rest``: a fresh
+node) and ``grad_v_next`` (zero: the last potential does not reach the loss). The CPU kernels
+take that as it is; other backends fill a tensor.
 
 ``forward(x, v, cfg, steps, save_h, save_v, with_grad, h_dtype, state_shape)``
     ``T`` steps of charge/fire/reset: ``(spike, v_next, h_seq, v_seq, gs2h, gv2h)``, the
@@ -80,7 +80,7 @@ class Backend:
     def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps,
                       state_shape=None):
         """BPTT from H for a learnable 1/τ: ``(grad_x, grad_v, dL/d(1/τ))``, the last a 0-d
-        tensor summed over neurons and time."""
+        tensor summed over neurons and time. ``v_init`` (V[-1]) may be ``None``: at rest."""
         raise NotImplementedError
 
 
@@ -125,6 +125,7 @@ class ReferenceBackend(Backend):
     def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps,
                       state_shape=None):
         grad_v_next = self.filled(grad_v_next, state_shape, 0.0, grad_spike)
+        v_init = self.filled(v_init, state_shape, cfg.v_rest, grad_spike)
         seq = functools.partial(self._seq, steps=steps, v=grad_v_next)
         grad_x, grad_v, grad_rtau = reference.bptt_from_h_plif(
             seq(grad_spike), grad_v_next, seq(h_seq), v_init, cfg)
@@ -205,8 +206,8 @@ class CPUBackend(Backend):
             view(x, seq), no_state if v is None else view(v, row), view(spike, seq),
             view(v_next, row), no_seq if h_seq is None else view(h_seq, seq),
             no_seq if v_seq is None else view(v_seq, seq),
-            no_seq if gs2h is None else view(gs2h, seq), no_seq if gv2h is None else view(gv2h, seq),
-            *cfg.kernel_args, self._threads(steps * n))
+            no_seq if gs2h is None else view(gs2h, seq),
+            no_seq if gv2h is None else view(gv2h, seq), *cfg.kernel_args, self._threads(steps * n))
         return outs
 
     def _gradient_outputs(self, grad_spike, grad_v_next, state_shape):
@@ -241,7 +242,8 @@ class CPUBackend(Backend):
         sums = torch.empty(n, dtype=torch.float64)   # per-neuron sums (scratch), held here
         view = self._view
         total = self._entry("backward_plif", grad_spike.dtype)(
-            view(grad_spike, seq), carry, view(h_seq, seq), view(v_init, row),
+            view(grad_spike, seq), carry, view(h_seq, seq),
+            self._absent(grad_spike.dtype, n)[1] if v_init is None else view(v_init, row),
             view(grad_x, seq), view(grad_v, row), view(sums, row),
             *cfg.kernel_args, self._threads(steps * n))
         return grad_x, grad_v, torch.scalar_tensor(total, dtype=torch.float64)

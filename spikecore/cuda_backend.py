@@ -80,6 +80,7 @@ class CUDABackend(backends.Backend):
     def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps,
                       state_shape=None):
         grad_v_next = self.filled(grad_v_next, state_shape, 0.0, grad_spike)
+        v_init = self.filled(v_init, state_shape, cfg.v_rest, grad_spike)
         grad_x, grad_v = torch.empty_like(grad_spike), torch.empty_like(grad_v_next)
         n = grad_v_next.numel()
         per_neuron = torch.empty(n, dtype=torch.float32,

@@ -177,10 +177,10 @@ def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
 
 
 def backward_saved(grad_spike_seq, grad_v_next, cfg, h_seq, *, multi_step, backend,
-                   v_init=None):
-    """:func:`backward` from saved H, for the autograd Functions' backward only; with ``v_init``
-    (V[-1], saved by a learnable-1/τ forward) it is :func:`backward_plif` and returns
-    ``(grad_x, grad_v, dL/d(1/τ))``.
+                   learnable_tau=False, v_init=None):
+    """:func:`backward` from saved H, for the autograd Functions' backward only; with
+    ``learnable_tau`` it is :func:`backward_plif` (``v_init``: V[-1] as the forward saved it, or
+    None for a fresh state) and returns ``(grad_x, grad_v, dL/d(1/τ))``.
 
     There autograd has already matched the incoming gradients to the forward's outputs (shape,
     dtype, device) and ``h_seq`` and ``v_init`` are what that forward saved, so the checks of
@@ -193,28 +193,36 @@ def backward_saved(grad_spike_seq, grad_v_next, cfg, h_seq, *, multi_step, backe
     steps, step_shape = layout(grad_spike_seq.shape, multi_step)
     grad_spike = _prepared(grad_spike_seq, dtype)
     grad_v_next = None if grad_v_next is None else _prepared(grad_v_next, dtype)
-    if v_init is None:
+    if not learnable_tau:
         grad_x, grad_v = impl.backward(grad_spike, grad_v_next, cfg, steps, h_seq=h_seq,
                                        state_shape=step_shape)
         return _to_caller(grad_spike_seq.dtype, dtype, grad_x, grad_v)
+    return _backward_plif(impl, dtype, steps, step_shape, grad_spike_seq.dtype, grad_spike,
+                          grad_v_next, h_seq, v_init, cfg)
+
+
+def _backward_plif(impl, dtype, steps, step_shape, caller_dtype, grad_spike, grad_v_next, h_seq,
+                   v_init, cfg):
+    """The learnable-1/τ backward on prepared gradients: H and V[-1] (None: at rest) in the
+    compute dtype, results back in the caller's."""
     grad_x, grad_v, grad_rtau = impl.backward_plif(
-        grad_spike, grad_v_next, _prepared(h_seq, dtype), _prepared(v_init, dtype), cfg, steps,
-        state_shape=step_shape)
-    return (*_to_caller(grad_spike_seq.dtype, dtype, grad_x, grad_v), grad_rtau)
+        grad_spike, grad_v_next, _prepared(h_seq, dtype),
+        None if v_init is None else _prepared(v_init, dtype), cfg, steps, state_shape=step_shape)
+    return (*_to_caller(caller_dtype, dtype, grad_x, grad_v), grad_rtau)
 
 
 def backward_plif(grad_spike_seq, grad_v_next, cfg, *, h_seq, v_init, multi_step=True,
                   backend=None):
     """BPTT from saved H for a learnable 1/τ (ParametricLIF). ``v_init`` is V[-1], the potential
-    the forward pass started from. Returns ``(grad_x_seq, grad_v, grad_reciprocal_tau)``, the
-    last a 0-d float64 tensor: dL/d(1/τ) summed over neurons and time steps."""
+    the forward pass started from, or ``None``: every neuron started at rest. Returns
+    ``(grad_x_seq, grad_v, grad_reciprocal_tau)``, the last a 0-d float64 tensor: dL/d(1/τ)
+    summed over neurons and time steps."""
     impl, dtype, steps, step_shape, grad_spike, grad_v_last = _gradient_inputs(
         grad_spike_seq, grad_v_next, multi_step, backend, ("grad_spike_seq", "grad_v_next"))
     _check_like("h_seq", h_seq, "grad_spike_seq", grad_spike_seq, grad_spike_seq.shape,
                 same_dtype=False)
-    _check_like("v_init", v_init, "grad_spike_seq", grad_spike_seq, step_shape,
-                same_dtype=False)
-    grad_x, grad_v, grad_rtau = impl.backward_plif(
-        grad_spike, grad_v_last, _prepared(h_seq, dtype), _prepared(v_init, dtype), cfg, steps,
-        state_shape=step_shape)
-    return (*_to_caller(grad_spike_seq.dtype, dtype, grad_x, grad_v), grad_rtau)
+    if v_init is not None:
+        _check_like("v_init", v_init, "grad_spike_seq", grad_spike_seq, step_shape,
+                    same_dtype=False)
+    return _backward_plif(impl, dtype, steps, step_shape, grad_spike_seq.dtype, grad_spike,
+                          grad_v_last, h_seq, v_init, cfg)

@@ -186,10 +186,9 @@ class BaseNode(nn.Module):
                     f"{tuple(v.shape)}; call reset() on the node (or spikecore.reset_net(model)"
                     ") before each new batch") from exc
             raise
-        state = self.__dict__   # the state is a plain attribute (see __setattr__)
-        state["v"] = v_next
+        self.v = v_next   # a plain attribute (see __setattr__)
         if save_v:
-            state["v_seq"] = v_seq
+            self.v_seq = v_seq
         return spike
 
     def forward(self, dv: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,9 @@ def test_forward_without_v_starts_at_rest(cfg, multi_step, steps, backend):
 @pytest.mark.parametrize("multi_step, steps", [(True, 6), (True, 0), (False, 1)],
                          ids=["T6", "T0", "single"])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=cfg_id)
-def test_backward_without_grad_v_next_is_zero(cfg, multi_step, steps, backend):
+def test_backward_absent_inputs(cfg, multi_step, steps, backend):
+    """An absent grad_v_next is zero; an absent V[-1] of the learnable-1/tau backward is the
+    resting potential."""
     x, v = make_inputs(cfg, max(steps, 1), (4, 29), torch.float64)
     x = x[:steps] if multi_step else x[0]
     fwd = dispatch.forward(x, v, cfg, multi_step=multi_step, backend=backend, save_h=True,
@@ -58,6 +60,12 @@ def test_backward_without_grad_v_next_is_zero(cfg, multi_step, steps, backend):
     got = dispatch.backward_plif(gs, None, cfg, h_seq=fwd.h_seq, v_init=v,
                                  multi_step=multi_step, backend=backend)
     want = dispatch.backward_plif(gs, zeros, cfg, h_seq=fwd.h_seq, v_init=v,
+                                  multi_step=multi_step, backend=backend)
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+    rest = torch.full_like(v, cfg.v_rest)
+    got = dispatch.backward_plif(gs, zeros, cfg, h_seq=fwd.h_seq, v_init=None,
+                                 multi_step=multi_step, backend=backend)
+    want = dispatch.backward_plif(gs, zeros, cfg, h_seq=fwd.h_seq, v_init=rest,
                                   multi_step=multi_step, backend=backend)
     assert all(torch.equal(g, w) for g, w in zip(got, want))
 

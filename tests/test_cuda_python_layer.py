@@ -146,6 +146,8 @@ def test_absent_state_is_filled_for_the_gpu(host_cuda, cfg):
     expected = dispatch.backward(gs, None, cfg, h_seq=want.h_seq, backend="cpu")
     assert all(torch.equal(g, w) for g, w in zip(got, expected))
     v0 = torch.full(state, cfg.v_rest)
-    got = host_cuda.backward_plif(gs, None, want.h_seq, v0, cfg, 5, state_shape=state)
-    expected = dispatch.backward_plif(gs, None, cfg, h_seq=want.h_seq, v_init=v0, backend="cpu")
-    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    for v_init in (v0, None):   # an absent V[-1] is filled with the resting potential too
+        got = host_cuda.backward_plif(gs, None, want.h_seq, v_init, cfg, 5, state_shape=state)
+        expected = dispatch.backward_plif(gs, None, cfg, h_seq=want.h_seq, v_init=v0,
+                                          backend="cpu")
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
