@@ -20,8 +20,8 @@ import torch
 from . import dispatch
 from .config import NeuronConfig
 
-__all__ = ["NeuronFunction", "ParametricNeuronFunction", "LIFStep", "LIFMultiStep", "IFStep",
-           "IFMultiStep"]
+__all__ = ["NeuronFunction", "PlannedNeuronFunction", "ParametricNeuronFunction", "LIFStep",
+           "LIFMultiStep", "IFStep", "IFMultiStep"]
 
 
 def _forward(ctx, x, v, cfg, multi_step, backend, save_v=False, h_dtype=None, also_save=()):
@@ -76,6 +76,30 @@ class NeuronFunction(torch.autograd.Function):
     def backward(ctx, grad_spike, grad_v_next, *_grad_v_seq):
         # one None per non-tensor input; autograd drops the trailing ones that were omitted
         return (*_backward(ctx, grad_spike, grad_v_next), None, None, None, None, None)
+
+
+class PlannedNeuronFunction(torch.autograd.Function):
+    """``apply(x, v, plan) -> (spike, v_next)``: :class:`NeuronFunction` for inputs that a
+    :class:`~spikecore.backends.Plan` has accepted (see :func:`spikecore.dispatch.plan`), so
+    neither direction checks its tensors again. ``v`` is ``None`` exactly when the plan is for a
+    fresh state. The nodes run this one on every call after their first.
+    """
+
+    @staticmethod
+    def forward(ctx, x, v, plan):
+        spike, v_next, h_seq = plan.forward(x, v)
+        ctx.save_for_backward(h_seq)
+        ctx.plan = plan
+        ctx.set_materialize_grads(False)   # as in _forward
+        return spike, v_next
+
+    @staticmethod
+    def backward(ctx, grad_spike, grad_v_next):
+        if grad_spike is None and grad_v_next is None:
+            return None, None, None
+        (h_seq,), grad_spike = _saved_and_grad_spike(ctx, grad_spike, grad_v_next)
+        grad_x, grad_v = ctx.plan.backward(grad_spike, grad_v_next, h_seq)
+        return grad_x, (grad_v if ctx.plan.v_given else None), None
 
 
 class ParametricNeuronFunction(torch.autograd.Function):

@@ -23,18 +23,64 @@ backend of its tensors' device unless one is named; a backend that is not built 
 swapped for another: asking for it raises an error that says how to build it.
 """
 import functools
+import math
 from typing import Dict, Optional
 
 import torch
 
 from . import reference
 
-__all__ = ["Backend", "register", "get", "for_device", "available", "names"]
+__all__ = ["Backend", "Plan", "register", "get", "for_device", "available", "names"]
 
 # Below this many neuron-steps (about 0.2 ms of work for one core) a CPU call runs on one
 # thread: a parallel region costs microseconds when the cores are free, and far more when other
 # processes occupy them (a thread that is not scheduled holds up the region's barrier).
 PARALLEL_MIN_ELEMENTS = 1 << 18
+
+
+class Plan:
+    """One validated kind of call, run again and again without its checks: a backend, a config,
+    inputs of one shape, dtype (native to the backend) and device, and the state either given
+    (a tensor of the state shape) or fresh (``None``, at rest). :func:`spikecore.dispatch.plan`
+    checks the first call and makes one; :meth:`accepts` is the cheap test for each later call.
+    Nodes keep their plan, which removes the checks from every training step.
+
+    ``forward(x, v, save_h)`` is :meth:`Backend.forward` with only H saved (``save_h=False``:
+    the inference forward) and returns ``(spike, v_next, h_seq)``; ``backward(grad_spike,
+    grad_v_next, h_seq)`` is BPTT from that H and returns ``(grad_x, grad_v)``. Tensors may
+    have any strides (they are made contiguous); ``grad_v_next`` may be ``None``.
+    """
+
+    __slots__ = ("backend", "cfg", "shape", "dtype", "device", "v_given", "steps",
+                 "state_shape", "h_dtype")
+
+    def __init__(self, backend, cfg, x, v_given, steps, state_shape, h_dtype):
+        self.backend, self.cfg, self.v_given, self.h_dtype = backend, cfg, v_given, h_dtype
+        self.shape, self.dtype, self.device = x.shape, x.dtype, x.device
+        self.steps, self.state_shape = steps, state_shape
+
+    def accepts(self, x, v) -> bool:
+        """True when ``x`` and the state ``v`` (a tensor, or ``None`` for at rest) are of the
+        kind this plan was checked for."""
+        if v is None:
+            if self.v_given:
+                return False
+        elif not (self.v_given and v.dtype is self.dtype and v.shape == self.state_shape
+                  and v.device == self.device):
+            return False
+        return x.dtype is self.dtype and x.shape == self.shape and x.device == self.device
+
+    def forward(self, x, v, save_h=True):
+        spike, v_next, h_seq = self.backend.forward(
+            x.contiguous(), None if v is None else v.contiguous(), self.cfg, self.steps,
+            save_h=save_h, h_dtype=self.h_dtype if save_h else None,
+            state_shape=self.state_shape)[:3]
+        return spike, v_next, h_seq
+
+    def backward(self, grad_spike, grad_v_next, h_seq):
+        return self.backend.backward(
+            grad_spike.contiguous(), None if grad_v_next is None else grad_v_next.contiguous(),
+            self.cfg, self.steps, h_seq=h_seq, state_shape=self.state_shape)
 
 
 class Backend:
@@ -68,6 +114,10 @@ class Backend:
     def load_error(self) -> Optional[str]:
         """``None`` when usable, else a message that says why not and how to fix it."""
         return None
+
+    def plan(self, cfg, x, v_given, steps, state_shape, h_dtype=None) -> Plan:
+        """A :class:`Plan` for calls like one on ``x`` (already checked, native dtype)."""
+        return Plan(self, cfg, x, v_given, steps, state_shape, h_dtype)
 
     def forward(self, x, v, cfg, steps, save_h=False, save_v=False, with_grad=False,
                 h_dtype=None, state_shape=None):
@@ -210,6 +260,9 @@ class CPUBackend(Backend):
             no_seq if gv2h is None else view(gv2h, seq), *cfg.kernel_args, self._threads(steps * n))
         return outs
 
+    def plan(self, cfg, x, v_given, steps, state_shape, h_dtype=None):
+        return _CPUPlan(self, cfg, x, v_given, steps, state_shape, h_dtype)
+
     def _gradient_outputs(self, grad_spike, grad_v_next, state_shape):
         """Fresh ``(grad_x, grad_v)`` and the kernels' ``grad_v_next`` (given or absent)."""
         grad_x = torch.empty_like(grad_spike)
@@ -247,6 +300,59 @@ class CPUBackend(Backend):
             view(grad_x, seq), view(grad_v, row), view(sums, row),
             *cfg.kernel_args, self._threads(steps * n))
         return grad_x, grad_v, torch.scalar_tensor(total, dtype=torch.float64)
+
+
+class _CPUPlan(Plan):
+    """The CPU backend's plan: the kernels' specialisations, views and scalar arguments are
+    picked once, so a call allocates its outputs and runs the kernel."""
+
+    __slots__ = ("_train", "_infer", "_backward", "_kind", "_n", "_absent_seq", "_absent_state",
+                 "_args")
+
+    def __init__(self, backend, cfg, x, v_given, steps, state_shape, h_dtype):
+        super().__init__(backend, cfg, x, v_given, steps, state_shape, h_dtype)
+        dtype = x.dtype
+        self._train = backend._entry("forward", dtype, h_dtype or dtype)
+        self._infer = backend._entry("forward", dtype, dtype)
+        self._backward = backend._entry("backward", dtype, h_dtype or dtype)
+        self._kind, self._n = backend._kinds[dtype], math.prod(state_shape)
+        self._absent_seq, self._absent_state = backend._absent(dtype, self._n)
+        self._args = cfg.kernel_args
+
+    def _buffers(self, seq, state):
+        """``[T, N]`` views of the tensors in ``seq`` and ``[N]`` views of those in ``state``
+        (``None``: the absent state input)."""
+        buffer, steps, n, kind = self.backend._buffer, self.steps, self._n, self._kind
+        return ([buffer(t.data_ptr(), steps, n, kind) for t in seq]
+                + [self._absent_state if t is None else buffer(t.data_ptr(), -1, n, kind)
+                   for t in state])
+
+    def forward(self, x, v, save_h=True):
+        x = x.contiguous()
+        if v is not None:
+            v = v.contiguous()
+        spike = torch.empty_like(x)
+        v_next = x.new_empty(self.state_shape) if v is None else torch.empty_like(v)
+        h_seq = torch.empty_like(x, dtype=self.h_dtype) if save_h else None
+        bx, bs, v0, bv = self._buffers((x, spike), (v, v_next))
+        no_seq = self._absent_seq
+        bh = no_seq if h_seq is None else self.backend._view(h_seq, (self.steps, self._n))
+        (self._train if save_h else self._infer)(
+            bx, v0, bs, bv, bh, no_seq, no_seq, no_seq, *self._args,
+            CPUBackend._threads(x.numel()))
+        return spike, v_next, h_seq
+
+    def backward(self, grad_spike, grad_v_next, h_seq):
+        grad_spike = grad_spike.contiguous()
+        if grad_v_next is not None:
+            grad_v_next = grad_v_next.contiguous()
+        grad_x = torch.empty_like(grad_spike)
+        grad_v = grad_spike.new_empty(self.state_shape)
+        bg, bgx, carry, bgv = self._buffers((grad_spike, grad_x), (grad_v_next, grad_v))
+        no_seq = self._absent_seq
+        self._backward(bg, carry, self.backend._view(h_seq, (self.steps, self._n)), no_seq,
+                       no_seq, bgx, bgv, *self._args, CPUBackend._threads(grad_x.numel()))
+        return grad_x, grad_v
 
 
 _REGISTRY: Dict[str, Backend] = {}

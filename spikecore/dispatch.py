@@ -1,7 +1,8 @@
 """Between the public API and a backend: validate, make contiguous, pick the backend.
 
 Every public function and autograd Function funnels through :func:`forward` and
-:func:`backward` here. They
+:func:`backward` here, or through a :class:`~spikecore.backends.Plan` that :func:`plan` made
+after the same checks (the nodes' route for repeated calls). They
 
 * check that each argument is a floating-point tensor on the same device, with the same dtype
   and a matching shape, raising an error that names the argument;
@@ -19,7 +20,7 @@ import torch
 
 from . import backends
 
-__all__ = ["ForwardResult", "forward", "backward", "backward_saved", "backward_plif",
+__all__ = ["ForwardResult", "forward", "plan", "backward", "backward_saved", "backward_plif",
            "resolve_backend"]
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -102,16 +103,8 @@ def _prepared(t, dtype):
     return t if t.is_contiguous() else t.contiguous()
 
 
-def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_v=False,
-            with_grad=False, h_dtype=None, names=("x_seq", "v")) -> ForwardResult:
-    """Run the neuron forward on ``x_seq`` ``[T, *]`` (or ``x`` ``[*]`` if not multi_step).
-
-    ``v`` is the potential before the first step, or ``None``: every neuron starts at rest
-    (``cfg.v_rest``), as a fresh node does, without a tensor made only to hold that constant.
-
-    ``h_dtype=torch.bfloat16`` keeps the saved H in bfloat16 (half the memory autograd holds and
-    half the backward's reads of H; float32 computation on the CPU or reference backend only).
-    """
+def _forward_inputs(x_seq, v, multi_step, backend, h_dtype, names):
+    """Validate the inputs of a forward call: ``(impl, dtype, steps, step_shape)``."""
     x_name, v_name = names
     _check_tensor(x_name, x_seq)
     if multi_step and x_seq.dim() == 0:
@@ -125,6 +118,37 @@ def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_
         raise ValueError(f"h_dtype={h_dtype} is not available here: the {impl.name!r} backend "
                          f"keeps H in {[str(d) for d in impl.h_dtypes] or 'its compute dtype only'}"
                          f", for float32 computation (this call computes in {dtype})")
+    return impl, dtype, steps, step_shape
+
+
+def plan(x_seq, v, cfg, *, multi_step=True, backend=None, h_dtype=None,
+         names=("x_seq", "v")) -> Optional[backends.Plan]:
+    """Check a call as :func:`forward` does and return a :class:`~spikecore.backends.Plan` that
+    runs it, and every later call whose tensors the plan :meth:`accepts
+    <spikecore.backends.Plan.accepts>`, without checking again; ``None`` when the call needs a
+    cast (float16/bfloat16 on a backend without half kernels), which only :func:`forward` does.
+
+    ``v`` is ``None`` for a fresh state (at rest): the plan then takes ``None`` only.
+    """
+    impl, dtype, steps, step_shape = _forward_inputs(x_seq, v, multi_step, backend, h_dtype,
+                                                     names)
+    if dtype != x_seq.dtype:
+        return None
+    return impl.plan(cfg, x_seq, v is not None, steps, step_shape, h_dtype)
+
+
+def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_v=False,
+            with_grad=False, h_dtype=None, names=("x_seq", "v")) -> ForwardResult:
+    """Run the neuron forward on ``x_seq`` ``[T, *]`` (or ``x`` ``[*]`` if not multi_step).
+
+    ``v`` is the potential before the first step, or ``None``: every neuron starts at rest
+    (``cfg.v_rest``), as a fresh node does, without a tensor made only to hold that constant.
+
+    ``h_dtype=torch.bfloat16`` keeps the saved H in bfloat16 (half the memory autograd holds and
+    half the backward's reads of H; float32 computation on the CPU or reference backend only).
+    """
+    impl, dtype, steps, step_shape = _forward_inputs(x_seq, v, multi_step, backend, h_dtype,
+                                                     names)
     spike, v_next, h_seq, v_seq, gs2h, gv2h = impl.forward(
         _prepared(x_seq, dtype), None if v is None else _prepared(v, dtype), cfg,
         steps, save_h=save_h, save_v=save_v, with_grad=with_grad,

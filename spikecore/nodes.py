@@ -22,7 +22,11 @@ parameter). The potential is transient state and never saved.
 
 Routes. When a gradient is needed (grad mode on and the input or ``v`` requires grad) a node
 runs :class:`spikecore.autograd.NeuronFunction`, which saves only H; otherwise
-(``torch.no_grad()``, inference) it runs the forward-only kernel, which saves nothing. Under
+(``torch.no_grad()``, inference) it runs the forward-only kernel, which saves nothing. The first
+call checks its tensors and keeps a :class:`spikecore.backends.Plan` for calls like it
+(:func:`spikecore.dispatch.plan`); later calls with tensors of the same shape, dtype and device
+run through the plan (:class:`spikecore.autograd.PlannedNeuronFunction` when a gradient is
+needed) and skip the checks, which are most of a small layer's time in Python. Under
 ``torch.compile`` the same kernels run as the custom operators of :mod:`spikecore.ops`, so a
 network of nodes compiles without graph breaks. Under autocast the kernel receives the input in
 the dtype autocast gave it (a stored ``v`` of another dtype is cast to it): half-precision
@@ -33,7 +37,8 @@ import math
 import torch
 from torch import nn
 
-from . import ops
+from . import dispatch, ops
+from .autograd import PlannedNeuronFunction
 from . import surrogate as _surrogate
 from .config import NeuronConfig
 
@@ -125,6 +130,8 @@ class BaseNode(nn.Module):
             self.__dict__[name] = value
             return
         super().__setattr__(name, value)
+        # any other change (config, backend, saved_h_dtype, store_v_seq, ...) retires the plan
+        self.__dict__["_plan"] = None
         if name in self._config_attrs:   # the cached config is out of date
             self.__dict__["_config"] = None
 
@@ -140,6 +147,7 @@ class BaseNode(nn.Module):
     def __getstate__(self):
         # copy.deepcopy and pickle: keep the values of the state, not the graph behind them
         state = super().__getstate__().copy()
+        state["_plan"] = None   # made again on the next call
         for name in _STATE:
             t = state.get(name)
             if isinstance(t, torch.Tensor) and t.grad_fn is not None:
@@ -171,11 +179,12 @@ class BaseNode(nn.Module):
             v = v.to(x.dtype)   # the state follows the dtype autocast chose for the input
         save_v = self.multi_step and self.store_v_seq
         try:
-            spike, v_next, v_seq = ops.neuron(
-                x, v, self.config(), multi_step=self.multi_step, backend=self.backend,
-                reciprocal_tau=self._reciprocal_tau_tensor(), save_v=save_v,
-                h_dtype=self.saved_h_dtype,
-                names=("dv_seq" if self.multi_step else "dv", "v"))
+            out = self._run_planned(x, v)
+            if out is None:
+                out = ops.neuron(x, v, self.config(), multi_step=self.multi_step,
+                                 backend=self.backend,
+                                 reciprocal_tau=self._reciprocal_tau_tensor(), save_v=save_v,
+                                 h_dtype=self.saved_h_dtype, names=self._names())
         except ValueError as exc:
             step_shape = x.shape[1:] if self.multi_step else x.shape
             if isinstance(v, torch.Tensor) and v.shape != step_shape:
@@ -186,10 +195,40 @@ class BaseNode(nn.Module):
                     f"{tuple(v.shape)}; call reset() on the node (or spikecore.reset_net(model)"
                     ") before each new batch") from exc
             raise
-        self.v = v_next   # a plain attribute (see __setattr__)
+        spike, self.v, v_seq = out   # v: a plain attribute (see __setattr__)
         if save_v:
             self.v_seq = v_seq
         return spike
+
+    def _names(self):
+        return ("dv_seq" if self.multi_step else "dv", "v")
+
+    def _run_planned(self, x, v):
+        """``(spike, v_next, None)`` through the node's :class:`~spikecore.backends.Plan`, made
+        by the first call that can use one and kept while the calls stay alike (any change of
+        the node's attributes retires it); ``None`` where the general route must run: under
+        torch.compile, with a learnable τ, while keeping ``v_seq``, for a call that casts (half
+        inputs on the CPU) or from a float state other than the rest potential."""
+        if torch.compiler.is_compiling():
+            return None
+        if not isinstance(v, torch.Tensor):
+            if v != self.config().v_rest:
+                return None
+            v = None
+        plan = self.__dict__.get("_plan")
+        if plan is None or not plan.accepts(x, v):
+            if ((self.store_v_seq and self.multi_step)
+                    or type(self)._reciprocal_tau_tensor is not BaseNode._reciprocal_tau_tensor):
+                return None   # a record of v or a k of each call: the general route
+            plan = self.__dict__["_plan"] = dispatch.plan(
+                x, v, self.config(), multi_step=self.multi_step, backend=self.backend,
+                h_dtype=self.saved_h_dtype, names=self._names())
+            if plan is None:
+                return None
+        if torch.is_grad_enabled() and (x.requires_grad or (v is not None and v.requires_grad)):
+            return (*PlannedNeuronFunction.apply(x, v, plan), None)
+        spike, v_next, _ = plan.forward(x, v, save_h=False)
+        return spike, v_next, None
 
     def forward(self, dv: torch.Tensor) -> torch.Tensor:
         """One step: ``dv`` ``[*]`` is the input current X[t]; returns S[t] and updates ``v``."""

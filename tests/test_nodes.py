@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import spikecore
-from spikecore import dispatch, reference
-from spikecore.autograd import NeuronFunction
+from spikecore import backends, dispatch, reference
+from spikecore.autograd import NeuronFunction, PlannedNeuronFunction
 from helpers import make_cfg
 
 NODE_PAIRS = [
@@ -70,24 +70,42 @@ def test_extra_repr_shows_every_parameter():
     assert "surrogate_function='Sigmoid'" in repr(spikecore.IFNode(surrogate_function=1))
 
 
-def test_inference_saves_nothing_and_training_saves_only_h(monkeypatch):
+def _spy_save_h(monkeypatch, route):
+    """Record save_h of each forward a node runs: through dispatch.forward (the general route)
+    or through the CPU backend's Plan."""
     calls = []
-    orig = dispatch.forward
+    if route == "general":
+        orig = dispatch.forward
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs.get("save_h", False))
-        return orig(*args, **kwargs)
+        def spy(*args, **kwargs):
+            calls.append(kwargs.get("save_h", False))
+            return orig(*args, **kwargs)
 
-    monkeypatch.setattr(dispatch, "forward", spy)
+        monkeypatch.setattr(dispatch, "forward", spy)
+    else:
+        orig = backends._CPUPlan.forward
+
+        def spy(plan, x, v, save_h=True):
+            calls.append(save_h)
+            return orig(plan, x, v, save_h)
+
+        monkeypatch.setattr(backends._CPUPlan, "forward", spy)
+    return calls
+
+
+# bfloat16 inputs are computed in float32, which takes the general route; float32 a plan
+@pytest.mark.parametrize("route, dtype", [("general", torch.bfloat16), ("plan", torch.float32)])
+def test_inference_saves_nothing_and_training_saves_only_h(monkeypatch, route, dtype):
+    calls = _spy_save_h(monkeypatch, route)
     node = spikecore.MultiStepLIFNode(tau=2.0)
-    x = torch.rand(5, 8)
+    x = torch.rand(5, 8, dtype=dtype)
     with torch.no_grad():
         node(x.requires_grad_())
     node.reset()
-    node(torch.rand(5, 8))               # no input needs a gradient
+    node(torch.rand(5, 8, dtype=dtype))               # no input needs a gradient
     assert calls == [False, False]
     node.reset()
-    out = node(torch.rand(5, 8, requires_grad=True))
+    out = node(torch.rand(5, 8, dtype=dtype, requires_grad=True))
     assert calls[-1] is True
     saved = out.grad_fn.saved_tensors
     assert len(saved) == 1 and saved[0].shape == (5, 8)  # H only, [T, N]
@@ -110,11 +128,14 @@ def test_training_graph_across_calls():
     torch.testing.assert_close(x1.grad, xr.grad)
 
 
-def test_node_runs_through_neuron_function():
+@pytest.mark.parametrize("dtype, function", [(torch.float32, PlannedNeuronFunction),
+                                             (torch.bfloat16, NeuronFunction)])
+def test_node_runs_through_neuron_function(dtype, function):
+    """A plan where the backend computes in the input's dtype, the general Function otherwise."""
     node = spikecore.MultiStepIFNode()
-    x = torch.rand(3, 4, requires_grad=True)
+    x = torch.rand(3, 4, dtype=dtype, requires_grad=True)
     out = node(x)
-    assert type(out.grad_fn).__name__ == NeuronFunction.__name__ + "Backward"
+    assert type(out.grad_fn).__name__ == function.__name__ + "Backward"
 
 
 def test_any_trailing_shape():

@@ -1,0 +1,250 @@
+"""Plans: a node checks its first call and runs the later ones through a Plan that skips the
+checks. The planned route must give the bits of the general route (NeuronFunction through
+dispatch), take only the calls it was checked for, and leave every error message as it was."""
+import copy
+import pickle
+
+import pytest
+import torch
+
+import spikecore
+from spikecore import backends, dispatch, reference
+from spikecore.autograd import NeuronFunction, PlannedNeuronFunction
+from helpers import make_cfg, make_inputs
+
+CONFIGS = [make_cfg("IF", False, 0.0, 0), make_cfg("LIF", False, None, 1, True),
+           make_cfg("LIF", True, -0.3, 4), make_cfg("LIF", False, 0.0, 6, v_threshold=0.7)]
+
+
+def _run(apply, x, v, g_s, g_v):
+    """Spikes, last potential and the gradients of x and v for the loss sum(s·g_s + v·g_v)
+    (``g_v`` None: only the spikes reach the loss)."""
+    x = x.detach().clone().requires_grad_()
+    v = None if v is None else v.detach().clone().requires_grad_()
+    spike, v_next = apply(x, v)
+    loss = (spike * g_s).sum() + (0 if g_v is None else (v_next * g_v).sum())
+    loss.backward()
+    return spike, v_next, x.grad, None if v is None else v.grad
+
+
+def _equal(a, b):
+    assert len(a) == len(b)
+    for p, q in zip(a, b):
+        assert (p is None) == (q is None)
+        if p is not None:
+            assert p.dtype == q.dtype and torch.equal(p, q)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=range(len(CONFIGS)))
+@pytest.mark.parametrize("multi_step", [True, False], ids=["multi", "single"])
+@pytest.mark.parametrize("given_v", [False, True], ids=["fresh", "given_v"])
+@pytest.mark.parametrize("loss_on_v", [False, True], ids=["s", "s+v"])
+def test_plan_equals_general_route(backend, dtype, cfg, multi_step, given_v, loss_on_v):
+    steps, shape = (6, (3, 5)) if multi_step else (1, (3, 5))
+    x, v0 = make_inputs(cfg, steps, shape, dtype, seed=7)
+    if not multi_step:
+        x = x[0]
+    v = v0 if given_v else None
+    g_s = torch.randn(x.shape, dtype=dtype)
+    g_v = torch.randn(shape, dtype=dtype) if loss_on_v else None
+    plan = dispatch.plan(x, v, cfg, multi_step=multi_step, backend=backend)
+    assert plan.accepts(x, v)
+    planned = _run(lambda x, v: PlannedNeuronFunction.apply(x, v, plan), x, v, g_s, g_v)
+    general = _run(lambda x, v: NeuronFunction.apply(x, v, cfg, multi_step, backend),
+                   x, v, g_s, g_v)
+    _equal(planned, general)
+    # and the general route itself against autograd through plain PyTorch ops
+    xs = x if multi_step else x.unsqueeze(0)
+    xr = xs.detach().clone().requires_grad_()
+    vr = (v0 if given_v else torch.full(shape, cfg.v_rest, dtype=dtype)).clone()
+    vr.requires_grad_()
+    s_ref, v_ref = reference.fptt_autograd(xr, vr, cfg)
+    ((s_ref * g_s.reshape(s_ref.shape)).sum()
+     + (0 if g_v is None else (v_ref * g_v).sum())).backward()
+    assert torch.equal(planned[0].reshape(s_ref.shape), s_ref.detach())
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(planned[2].reshape(xr.grad.shape), xr.grad, **tol)
+    if given_v:
+        torch.testing.assert_close(planned[3], vr.grad, **tol)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_plan_keeps_h_in_bfloat16(backend):
+    cfg = CONFIGS[1]
+    x, _ = make_inputs(cfg, 5, (4, 6), torch.float32, seed=3)
+    g_s = torch.randn(x.shape)
+    plan = dispatch.plan(x, None, cfg, backend=backend, h_dtype=torch.bfloat16)
+    spike, _, h = plan.forward(x, None)
+    assert h.dtype == torch.bfloat16
+    planned = _run(lambda x, v: PlannedNeuronFunction.apply(x, v, plan), x, None, g_s, None)
+    general = _run(lambda x, v: NeuronFunction.apply(x, v, cfg, True, backend, False,
+                                                     torch.bfloat16), x, None, g_s, None)
+    _equal(planned, general)
+
+
+def test_plan_takes_any_strides():
+    """Non-contiguous inputs and incoming gradients (expanded, transposed) just work."""
+    cfg = CONFIGS[2]
+    x, v0 = make_inputs(cfg, 5, (6, 4), torch.float32, seed=1)
+    xt, vt = x.transpose(1, 2), v0.t()          # [5, 4, 6] and [4, 6], not contiguous
+    plan = dispatch.plan(xt.contiguous(), vt.contiguous(), cfg)
+    assert plan.accepts(xt, vt)
+    g_s = torch.randn(1, 4, 6).expand(5, 4, 6)  # an expanded incoming gradient
+    planned = _run(lambda x, v: PlannedNeuronFunction.apply(x, v, plan), xt, vt, g_s, None)
+    general = _run(lambda x, v: NeuronFunction.apply(x, v, cfg, True, None),
+                   xt.contiguous(), vt.contiguous(), g_s.contiguous(), None)
+    _equal(planned, general)
+
+
+def test_accepts_only_what_was_checked():
+    cfg = CONFIGS[0]
+    x = torch.rand(4, 3, 5)
+    fresh = dispatch.plan(x, None, cfg)
+    given = dispatch.plan(x, torch.zeros(3, 5), cfg)
+    assert fresh.accepts(torch.rand(4, 3, 5), None)
+    assert not fresh.accepts(x, torch.zeros(3, 5))             # a state it did not check
+    assert given.accepts(x, torch.zeros(3, 5)) and not given.accepts(x, None)
+    assert not given.accepts(x, torch.zeros(15))                # state of another shape
+    assert not given.accepts(x, torch.zeros(3, 5, dtype=torch.float64))
+    for other in (torch.rand(4, 2, 5), torch.rand(5, 3, 5), x.double(), x[None]):
+        assert not fresh.accepts(other, None)
+
+
+def test_no_plan_for_inputs_that_need_a_cast():
+    """float16/bfloat16 run in float32 on the CPU: the general route casts, a plan would not."""
+    x = torch.rand(4, 3, dtype=torch.bfloat16)
+    assert dispatch.plan(x, None, CONFIGS[0]) is None
+    assert dispatch.plan(x, None, CONFIGS[0], backend="reference") is None
+    assert dispatch.plan(x.float(), None, CONFIGS[0]) is not None
+
+
+def test_plan_checks_like_forward():
+    cfg = CONFIGS[0]
+    with pytest.raises(TypeError, match="x_seq must be a floating-point tensor"):
+        dispatch.plan(torch.ones(3, 4, dtype=torch.int64), None, cfg)
+    with pytest.raises(ValueError, match=r"v must have shape \(4,\)"):
+        dispatch.plan(torch.rand(3, 4), torch.zeros(5), cfg)
+    with pytest.raises(ValueError, match="leading time dimension"):
+        dispatch.plan(torch.tensor(1.0), None, cfg)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        dispatch.plan(torch.rand(3, 4), None, cfg, backend="tpu")
+
+
+# --- nodes --------------------------------------------------------------------------------
+def _node_grads(node, xs, steps_per_call):
+    """Run ``xs`` through the node in calls of ``steps_per_call`` (single-step nodes: 1) without
+    a reset in between; the spikes and the input's gradient of sum(spikes · weights)."""
+    x = xs.detach().clone().requires_grad_()
+    outs = []
+    for t in range(0, x.shape[0], steps_per_call):
+        chunk = x[t:t + steps_per_call]
+        outs.append(node(chunk if node.multi_step else chunk[0]).reshape(chunk.shape))
+    spikes = torch.cat(outs)
+    weights = torch.linspace(-1, 1, spikes.numel(), dtype=spikes.dtype).reshape(spikes.shape)
+    (spikes * weights).sum().backward()
+    return spikes.detach(), x.grad
+
+
+@pytest.mark.parametrize("multi_step", [True, False])
+def test_node_over_calls_matches_autograd(multi_step):
+    """Several calls that carry v (the graph through the state included): the node's first call
+    makes a plan for a fresh state, the second one for a given state, later calls reuse it."""
+    cfg = make_cfg("LIF", False, 0.0, 0, tau=3.0)
+    xs, _ = make_inputs(cfg, 8, (2, 5), torch.float64, seed=5)
+    node = (spikecore.MultiStepLIFNode if multi_step else spikecore.LIFNode)(tau=3.0).double()
+    spikes, grad = _node_grads(node, xs, 2 if multi_step else 1)
+    assert node.__dict__["_plan"].v_given
+    xr = xs.detach().clone().requires_grad_()
+    s_ref, _ = reference.fptt_autograd(xr, torch.zeros(2, 5, dtype=torch.float64), cfg)
+    weights = torch.linspace(-1, 1, s_ref.numel(), dtype=torch.float64).reshape(s_ref.shape)
+    (s_ref * weights).sum().backward()
+    assert torch.equal(spikes, s_ref.detach())
+    torch.testing.assert_close(grad, xr.grad, rtol=1e-9, atol=1e-11)
+
+
+def test_changed_parameters_retire_the_plan():
+    """A plan holds the config; changing a parameter must never run the old one."""
+    x = torch.rand(6, 4, 3) * 2
+    node = spikecore.MultiStepLIFNode(tau=2.0)
+    node(x)
+    for name, value in (("tau", 7.0), ("v_threshold", 0.4), ("surrogate_function", "Erf"),
+                        ("detach_reset", True), ("v_reset", None)):
+        setattr(node, name, value)
+        assert node.__dict__["_plan"] is None
+        node.reset()
+        fresh = spikecore.MultiStepLIFNode(tau=node.tau, v_threshold=node.v_threshold,
+                                           v_reset=node.v_reset, detach_reset=node.detach_reset,
+                                           surrogate_function=node.surrogate_function)
+        assert torch.equal(node(x), fresh(x)) and torch.equal(node.v, fresh.v)
+
+
+def test_plan_follows_shape_dtype_and_backend():
+    node = spikecore.MultiStepIFNode()
+    node(torch.rand(3, 4))
+    first = node.__dict__["_plan"]
+    node.reset()
+    node(torch.rand(3, 4))
+    assert node.__dict__["_plan"] is first                  # reused
+    node.reset()
+    node(torch.rand(3, 7))
+    assert node.__dict__["_plan"].shape == (3, 7)
+    node.reset()
+    node.double()(torch.rand(3, 7, dtype=torch.float64))
+    assert node.__dict__["_plan"].dtype == torch.float64
+    node.backend = "reference"
+    node.reset()
+    node(torch.rand(3, 7, dtype=torch.float64))
+    assert node.__dict__["_plan"].backend.name == "reference"
+
+
+def test_errors_after_a_plan_are_unchanged():
+    node = spikecore.MultiStepLIFNode(tau=2.0)
+    node(torch.rand(4, 8, 3))
+    with pytest.raises(ValueError, match="call reset"):     # a new batch size, no reset
+        node(torch.rand(4, 5, 3))
+    node.reset()
+    with pytest.raises(TypeError, match="dv_seq must be a floating-point tensor"):
+        node(torch.ones(4, 8, 3, dtype=torch.int32))
+    with pytest.raises(TypeError, match="expects a torch.Tensor"):
+        node([1.0, 2.0])
+
+
+def test_nodes_with_a_plan_copy_and_pickle():
+    node = spikecore.MultiStepLIFNode(tau=2.0)
+    x = torch.rand(4, 3)
+    node(x)
+    for clone in (copy.deepcopy(node), pickle.loads(pickle.dumps(node))):
+        assert clone.__dict__["_plan"] is None
+        clone.reset()
+        node.reset()
+        assert torch.equal(clone(x), node(x))
+
+
+def test_plan_threads_follow_torch(monkeypatch):
+    """A plan picks the thread count on every call, not when it is made."""
+    seen, cpu = [], backends.get("cpu")
+    real_entry = cpu._entry
+
+    def spying_entry(name, dtype, h_dtype):
+        kernel = real_entry(name, dtype, h_dtype)
+
+        def spy(*args):
+            seen.append(args[-1])
+            return kernel(*args)
+        return spy
+
+    monkeypatch.setattr(cpu, "_entry", spying_entry)
+    threads = torch.get_num_threads()
+    node = spikecore.MultiStepIFNode()
+    big = torch.rand(2, backends.PARALLEL_MIN_ELEMENTS)
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            node.reset()
+            with torch.no_grad():
+                node(big)
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [1, 2]
