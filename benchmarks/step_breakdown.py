@@ -18,7 +18,11 @@ for each candidate in turn and records its time per step; the table gives the me
 rounds, each row's increment over identity, and the step time that 3x over the plain loop
 allows.
 
-    python benchmarks/step_breakdown.py [--rounds 12] [--batches 40] [--threads 1]
+With ``--profile`` a second pass trains spikecore's nodes alone with timers around each level of
+their layers (node call, autograd Function, plan, kernel; forward and backward) and prints
+where their time goes inside a step.
+
+    python benchmarks/step_breakdown.py [--rounds 12] [--batches 40] [--threads 1] [--profile]
 """
 import argparse
 import copy
@@ -34,6 +38,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 from bench_train import BareLIF, PlainLIF, Run, step, swap_nodes, workload  # noqa: E402
 
+from spikecore import backends  # noqa: E402
+from spikecore.autograd import PlannedNeuronFunction  # noqa: E402
 from spikecore.nodes import BaseNode  # noqa: E402
 
 
@@ -68,6 +74,8 @@ def parse(argv=None):
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--timesteps", "-T", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--profile", action="store_true",
+                   help="also time the levels inside spikecore's layers during the steps")
     return p.parse_args(argv)
 
 
@@ -104,7 +112,73 @@ def main(argv=None):
     layers = sum(isinstance(m, BaseNode) for m in base.modules())
     print(f"3x over the plain loop allows {budget * 1e6:.0f} us per step, "
           f"{(budget - med['identity']) * 1e6 / layers:.0f} us per neuron layer over identity")
+    if a.profile:
+        profile(base, ds, batches, a.timesteps, a.rounds)
     return 0
+
+
+# --- inside spikecore's layers ------------------------------------------------------------------
+def _timing(fn, totals, key):
+    """``fn`` wrapped to add the time of each call to ``totals[key]`` (nanoseconds)."""
+    clock = time.perf_counter_ns
+
+    def wrapper(*args, **kwargs):
+        t0 = clock()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[key] += clock() - t0
+    return wrapper
+
+
+def _timed(owner, name, totals, key):
+    """Make ``owner.name`` (a function, a staticmethod or one inherited from a base class) add
+    its time to ``totals[key]``; returns a function that undoes it."""
+    own = owner.__dict__.get(name)
+    wrapper = _timing(getattr(owner, name), totals, key)
+    setattr(owner, name, staticmethod(wrapper) if isinstance(own, staticmethod) else wrapper)
+    return lambda: setattr(owner, name, own) if own is not None else delattr(owner, name)
+
+
+def profile(base, ds, batches, timesteps, rounds):
+    """Time the levels of spikecore's neuron layers inside training steps (per step, summed
+    over the layers; each level includes the ones below it). The wrappers cost a little time
+    of their own, so this runs apart from the table above."""
+    levels = dict.fromkeys(["node call (nn.Module, state)", "  autograd Function apply",
+                            "    plan forward (outputs, buffers, kernel)", "      forward kernel",
+                            "Function backward", "  plan backward (outputs, buffers, kernel)",
+                            "    backward kernel"], 0)
+    keys = list(levels)
+    cpu = backends.get("cpu")
+    real_entry = cpu._entry
+
+    def timed_entry(name, dtype, h_dtype=None):
+        """The kernel, timed: a node's plan picks its kernels through this when it is made."""
+        return _timing(real_entry(name, dtype, h_dtype), levels,
+                       keys[3] if name == "forward" else keys[6])
+
+    undo = [_timed(BaseNode, "__call__", levels, keys[0]),
+            _timed(PlannedNeuronFunction, "apply", levels, keys[1]),
+            _timed(backends._CPUPlan, "forward", levels, keys[2]),
+            _timed(PlannedNeuronFunction, "backward", levels, keys[4]),
+            _timed(backends._CPUPlan, "backward", levels, keys[5])]
+    cpu._entry = timed_entry
+    try:
+        run = Run("spikecore nodes", copy.deepcopy(base), 1e-2, "fused")   # plans made here
+        for r in range(1 + rounds):
+            if r == 1:   # after a warm-up round
+                levels.update(dict.fromkeys(levels, 0))
+            for j in batches:
+                step(run, ds.train_x[j], ds.train_y[j], timesteps)
+    finally:
+        cpu._entry = real_entry
+        for u in undo:
+            u()
+    steps = rounds * len(batches)
+    print(f"\ninside spikecore's neuron layers over {steps} training steps: us per step, both "
+          "layers together; each level includes those indented below it")
+    print(C.table([[k, f"{v / steps / 1e3:.1f}"] for k, v in levels.items()],
+                  ["level", "us per step"]))
 
 
 if __name__ == "__main__":

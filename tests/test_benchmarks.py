@@ -100,6 +100,27 @@ def test_step_breakdown(bench, capsys):
     assert "3x over the plain loop allows" in out
 
 
+def test_step_breakdown_profile(bench, capsys):
+    """The profile's levels nest (each includes the ones below it) and every timer is removed
+    afterwards."""
+    from spikecore import autograd, backends, nodes
+    before = (dict(nodes.BaseNode.__dict__), dict(autograd.PlannedNeuronFunction.__dict__),
+              dict(backends._CPUPlan.__dict__), backends.get("cpu")._entry)
+    assert bench("step_breakdown").main(["--rounds", "1", "--batches", "3", "--hidden", "16",
+                                         "--profile"]) == 0
+    after = (dict(nodes.BaseNode.__dict__), dict(autograd.PlannedNeuronFunction.__dict__),
+             dict(backends._CPUPlan.__dict__), backends.get("cpu")._entry)
+    assert after == before
+    lines = capsys.readouterr().out.split("inside spikecore's neuron layers")[1].splitlines()
+    us = {ln.strip().rsplit(None, 1)[0]: float(ln.rsplit(None, 1)[1]) for ln in lines[3:10]}
+    forward = [us["node call (nn.Module, state)"], us["autograd Function apply"],
+               us["plan forward (outputs, buffers, kernel)"], us["forward kernel"]]
+    backward = [us["Function backward"], us["plan backward (outputs, buffers, kernel)"],
+                us["backward kernel"]]
+    for chain in (forward, backward):
+        assert chain[-1] > 0 and chain == sorted(chain, reverse=True)
+
+
 @pytest.mark.skipif(shutil.which("sh") is None or shutil.which("env") is None,
                     reason="needs a POSIX shell")
 def test_run_with_allocator():
