@@ -248,3 +248,19 @@ def test_plan_threads_follow_torch(monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert seen == [1, 2]
+
+
+def test_float_state_other_than_rest_takes_the_general_route():
+    """A float potential other than the rest value has no plan (the plan's fresh state is the
+    rest potential); the general route broadcasts it."""
+    cfg = make_cfg("LIF", False, 0.0, 0, tau=2.0)
+    x = torch.rand(5, 3, dtype=torch.float64) * 1.5
+    node = spikecore.MultiStepLIFNode(tau=2.0).double()
+    node(x)                               # a plan for the fresh state
+    node.v = 0.4
+    spikes = node(x)
+    s_ref, v_ref, _, _ = reference.fptt(x, torch.full((3,), 0.4, dtype=torch.float64), cfg)
+    assert torch.equal(spikes, s_ref) and torch.equal(node.v, v_ref)
+    node.reset()
+    s_rest, _, _, _ = reference.fptt(x, torch.zeros(3, dtype=torch.float64), cfg)
+    assert torch.equal(node(x), s_rest)
