@@ -100,8 +100,8 @@ class _BareFunction(torch.autograd.Function):
         """``[T, N]`` buffers of ``tensors`` (the last one a ``[N]`` state), then the kernels'
         absent sequence ``[0, N]`` and absent state ``[0]``."""
         view, f32 = _cpu_kernels.TensorBuffer, _cpu_kernels.FLOAT32
-        return ([view(t.data_ptr(), steps, n, f32) for t in tensors[:-1]]
-                + [view(tensors[-1].data_ptr(), -1, n, f32), view(0, 0, n, f32),
+        return ([view(t.data_ptr(), steps, n, f32, t) for t in tensors[:-1]]
+                + [view(tensors[-1].data_ptr(), -1, n, f32, tensors[-1]), view(0, 0, n, f32),
                    view(0, -1, 0, f32)])
 
     @staticmethod

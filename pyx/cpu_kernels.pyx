@@ -175,28 +175,31 @@ _ITEMSIZES[:] = [4, 8, 2]
 
 
 cdef class TensorBuffer:
-    """``TensorBuffer(address, rows, cols, kind)``: the C-contiguous memory at ``address`` as a
-    ``[rows, cols]`` buffer (``rows=-1``: a ``[cols]`` vector) of ``kind`` (``FLOAT32``,
-    ``FLOAT64`` or ``BF16_BITS``, the bits of bfloat16 as unsigned 16-bit integers), for the
-    kernels' typed memoryviews.
+    """``TensorBuffer(address, rows, cols, kind, owner=None)``: the C-contiguous memory at
+    ``address`` as a ``[rows, cols]`` buffer (``rows=-1``: a ``[cols]`` vector) of ``kind``
+    (``FLOAT32``, ``FLOAT64`` or ``BF16_BITS``, the bits of bfloat16 as unsigned 16-bit
+    integers), for the kernels' typed memoryviews.
 
-    It holds no reference to the memory's owner: the caller keeps the tensor alive while the
-    buffer is in use (for the duration of a kernel call). Address 0 with no elements stands for
-    an absent buffer.
+    ``owner`` (the tensor whose memory it is) is kept alive as long as the buffer, so a
+    temporary made for the call (a contiguous copy) cannot be freed under the kernel. Address 0
+    with no elements stands for an absent buffer.
     """
     cdef char* data
     cdef Py_ssize_t shape[2]
     cdef Py_ssize_t strides[2]
     cdef int ndim
     cdef int kind
+    cdef object owner
 
-    def __cinit__(self, size_t address, Py_ssize_t rows, Py_ssize_t cols, int kind):
+    def __cinit__(self, size_t address, Py_ssize_t rows, Py_ssize_t cols, int kind,
+                  object owner=None):
         if kind < 0 or kind > 2:
             raise ValueError(f"kind must be FLOAT32, FLOAT64 or BF16_BITS, got {kind}")
         if rows < -1 or cols < 0:
             raise ValueError(f"invalid buffer shape [{rows}, {cols}]")
         self.data = <char*>address
         self.kind = kind
+        self.owner = owner
         self.ndim = 1 if rows == -1 else 2
         if self.ndim == 1:
             self.shape[0] = cols

@@ -18,10 +18,10 @@ backend).
 import torch
 
 from . import dispatch
-from .config import NeuronConfig
+from .config import NeuronConfig, check_reciprocal_tau
 
-__all__ = ["NeuronFunction", "PlannedNeuronFunction", "ParametricNeuronFunction", "LIFStep",
-           "LIFMultiStep", "IFStep", "IFMultiStep"]
+__all__ = ["NeuronFunction", "PlannedNeuronFunction", "ParametricNeuronFunction",
+           "PlannedParametricNeuronFunction", "LIFStep", "LIFMultiStep", "IFStep", "IFMultiStep"]
 
 
 def _forward(ctx, x, v, cfg, multi_step, backend, save_v=False, h_dtype=None, also_save=()):
@@ -102,6 +102,37 @@ class PlannedNeuronFunction(torch.autograd.Function):
         return grad_x, (grad_v if ctx.plan.v_given else None), None
 
 
+class PlannedParametricNeuronFunction(torch.autograd.Function):
+    """``apply(x, v, k, plan) -> (spike, v_next)``: :class:`ParametricNeuronFunction` through a
+    plan (see :class:`PlannedNeuronFunction`); the value of the 0-d tensor k = 1/τ is checked at
+    every call and replaces the plan config's."""
+
+    @staticmethod
+    def forward(ctx, x, v, k, plan):
+        k_value = check_reciprocal_tau(float(k))
+        spike, v_next, h_seq = plan.forward(x, v, reciprocal_tau=k_value)
+        ctx.save_for_backward(h_seq, v, k)
+        ctx.plan, ctx.k_value = plan, k_value
+        ctx.set_materialize_grads(False)
+        return spike, v_next
+
+    @staticmethod
+    def backward(ctx, grad_spike, grad_v_next):
+        if grad_spike is None and grad_v_next is None:
+            return None, None, None, None
+        (h_seq, v, k), grad_spike = _saved_and_grad_spike(ctx, grad_spike, grad_v_next)
+        grad_x, grad_v, grad_k = ctx.plan.backward_plif(grad_spike, grad_v_next, h_seq, v,
+                                                        ctx.k_value)   # v None: at rest
+        return grad_x, (grad_v if ctx.plan.v_given else None), _gradient_like(grad_k, k), None
+
+
+def _gradient_like(grad_k, k):
+    """dL/dk (a 0-d float64 sum) in the dtype, device and shape of k."""
+    if grad_k.dtype != k.dtype or grad_k.device != k.device:
+        grad_k = grad_k.to(device=k.device, dtype=k.dtype)
+    return grad_k if grad_k.shape == k.shape else grad_k.reshape(k.shape)
+
+
 class ParametricNeuronFunction(torch.autograd.Function):
     """``apply(x, v, k, cfg, multi_step, backend) -> (spike, v_next)`` with a learnable 1/τ: ``k``
     is a 0-d tensor whose value replaces ``cfg.reciprocal_tau`` (ParametricLIF nodes pass
@@ -124,11 +155,8 @@ class ParametricNeuronFunction(torch.autograd.Function):
         grad_x, grad_v, grad_k = dispatch.backward_saved(
             grad_spike, grad_v_next, ctx.cfg, h_seq, multi_step=ctx.multi_step,
             backend=ctx.backend, learnable_tau=True, v_init=v)   # v None: at rest
-        if grad_k.dtype != k.dtype or grad_k.device != k.device:   # a 0-d float64 sum
-            grad_k = grad_k.to(device=k.device, dtype=k.dtype)
-        if grad_k.shape != k.shape:
-            grad_k = grad_k.reshape(k.shape)
-        return grad_x, (grad_v if ctx.v_given else None), grad_k, None, None, None, None
+        return (grad_x, (grad_v if ctx.v_given else None), _gradient_like(grad_k, k),
+                None, None, None, None)
 
 
 class LIFStep(torch.autograd.Function):

@@ -45,10 +45,13 @@ class Plan:
     checks the first call and makes one; :meth:`accepts` is the cheap test for each later call.
     Nodes keep their plan, which removes the checks from every training step.
 
-    ``forward(x, v, save_h)`` is :meth:`Backend.forward` with only H saved (``save_h=False``:
-    the inference forward) and returns ``(spike, v_next, h_seq)``; ``backward(grad_spike,
-    grad_v_next, h_seq)`` is BPTT from that H and returns ``(grad_x, grad_v)``. Tensors may
-    have any strides (they are made contiguous); ``grad_v_next`` may be ``None``.
+    ``forward(x, v, save_h, reciprocal_tau)`` is :meth:`Backend.forward` with only H saved
+    (``save_h=False``: the inference forward) and returns ``(spike, v_next, h_seq)``;
+    ``backward(grad_spike, grad_v_next, h_seq)`` is BPTT from that H and returns ``(grad_x,
+    grad_v)``; ``backward_plif(grad_spike, grad_v_next, h_seq, v_init, reciprocal_tau)`` is
+    :meth:`Backend.backward_plif`. A float ``reciprocal_tau`` (already checked) replaces the
+    config's 1/τ for that call: the value of a learnable time constant. Tensors may have any
+    strides (they are made contiguous); ``grad_v_next`` and ``v_init`` may be ``None``.
     """
 
     __slots__ = ("backend", "cfg", "shape", "dtype", "device", "v_given", "steps",
@@ -70,17 +73,28 @@ class Plan:
             return False
         return x.dtype is self.dtype and x.shape == self.shape and x.device == self.device
 
-    def forward(self, x, v, save_h=True):
+    def _cfg(self, reciprocal_tau):
+        return self.cfg if reciprocal_tau is None else self.cfg.with_reciprocal_tau(reciprocal_tau)
+
+    def forward(self, x, v, save_h=True, reciprocal_tau=None):
         spike, v_next, h_seq = self.backend.forward(
-            x.contiguous(), None if v is None else v.contiguous(), self.cfg, self.steps,
+            x.contiguous(), _contiguous(v), self._cfg(reciprocal_tau), self.steps,
             save_h=save_h, h_dtype=self.h_dtype if save_h else None,
             state_shape=self.state_shape)[:3]
         return spike, v_next, h_seq
 
     def backward(self, grad_spike, grad_v_next, h_seq):
-        return self.backend.backward(
-            grad_spike.contiguous(), None if grad_v_next is None else grad_v_next.contiguous(),
-            self.cfg, self.steps, h_seq=h_seq, state_shape=self.state_shape)
+        return self.backend.backward(grad_spike.contiguous(), _contiguous(grad_v_next), self.cfg,
+                                     self.steps, h_seq=h_seq, state_shape=self.state_shape)
+
+    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, reciprocal_tau):
+        return self.backend.backward_plif(
+            grad_spike.contiguous(), _contiguous(grad_v_next), h_seq, _contiguous(v_init),
+            self._cfg(reciprocal_tau), self.steps, state_shape=self.state_shape)
+
+
+def _contiguous(t):
+    return None if t is None else t.contiguous()
 
 
 class Backend:
@@ -218,10 +232,10 @@ class CPUBackend(Backend):
         return 1 if elements < PARALLEL_MIN_ELEMENTS else max(1, torch.get_num_threads())
 
     def _view(self, t, shape):
-        """The kernels' view of the C-contiguous ``t``: ``shape`` is ``(T, N)`` for a sequence or
-        ``(N,)`` for a state. ``t`` must stay alive while the view is used (the kernel call)."""
+        """The kernels' view of the C-contiguous ``t`` (which it keeps alive): ``shape`` is
+        ``(T, N)`` for a sequence or ``(N,)`` for a state."""
         rows, cols = shape if len(shape) == 2 else (-1, shape[0])
-        return self._buffer(t.data_ptr(), rows, cols, self._kinds[t.dtype])
+        return self._buffer(t.data_ptr(), rows, cols, self._kinds[t.dtype], t)
 
     def _entry(self, name, dtype, h_dtype=None):
         """The kernel ``name`` specialised for buffers of ``dtype`` and, for the kernels that
@@ -306,8 +320,8 @@ class _CPUPlan(Plan):
     """The CPU backend's plan: the kernels' specialisations, views and scalar arguments are
     picked once, so a call allocates its outputs and runs the kernel."""
 
-    __slots__ = ("_train", "_infer", "_backward", "_kind", "_n", "_absent_seq", "_absent_state",
-                 "_args")
+    __slots__ = ("_train", "_infer", "_backward", "_backward_plif", "_kind", "_n", "_absent_seq",
+                 "_absent_state", "_args")
 
     def __init__(self, backend, cfg, x, v_given, steps, state_shape, h_dtype):
         super().__init__(backend, cfg, x, v_given, steps, state_shape, h_dtype)
@@ -315,6 +329,7 @@ class _CPUPlan(Plan):
         self._train = backend._entry("forward", dtype, h_dtype or dtype)
         self._infer = backend._entry("forward", dtype, dtype)
         self._backward = backend._entry("backward", dtype, h_dtype or dtype)
+        self._backward_plif = backend._entry("backward_plif", dtype)   # (H in the compute dtype)
         self._kind, self._n = backend._kinds[dtype], math.prod(state_shape)
         self._absent_seq, self._absent_state = backend._absent(dtype, self._n)
         self._args = cfg.kernel_args
@@ -323,11 +338,19 @@ class _CPUPlan(Plan):
         """``[T, N]`` views of the tensors in ``seq`` and ``[N]`` views of those in ``state``
         (``None``: the absent state input)."""
         buffer, steps, n, kind = self.backend._buffer, self.steps, self._n, self._kind
-        return ([buffer(t.data_ptr(), steps, n, kind) for t in seq]
-                + [self._absent_state if t is None else buffer(t.data_ptr(), -1, n, kind)
+        return ([buffer(t.data_ptr(), steps, n, kind, t) for t in seq]
+                + [self._absent_state if t is None else buffer(t.data_ptr(), -1, n, kind, t)
                    for t in state])
 
-    def forward(self, x, v, save_h=True):
+    def _scalars(self, reciprocal_tau):
+        """The kernels' scalar arguments, with 1/τ replaced when given."""
+        if reciprocal_tau is None:
+            return self._args
+        return self._args[:6] + (reciprocal_tau,) + self._args[7:]
+
+    # (the per-call methods below are written out rather than shared: each helper call costs
+    # a node a few tenths of a microsecond per step)
+    def forward(self, x, v, save_h=True, reciprocal_tau=None):
         x = x.contiguous()
         if v is not None:
             v = v.contiguous()
@@ -338,7 +361,8 @@ class _CPUPlan(Plan):
         no_seq = self._absent_seq
         bh = no_seq if h_seq is None else self.backend._view(h_seq, (self.steps, self._n))
         (self._train if save_h else self._infer)(
-            bx, v0, bs, bv, bh, no_seq, no_seq, no_seq, *self._args,
+            bx, v0, bs, bv, bh, no_seq, no_seq, no_seq,
+            *(self._args if reciprocal_tau is None else self._scalars(reciprocal_tau)),
             CPUBackend._threads(x.numel()))
         return spike, v_next, h_seq
 
@@ -346,13 +370,24 @@ class _CPUPlan(Plan):
         grad_spike = grad_spike.contiguous()
         if grad_v_next is not None:
             grad_v_next = grad_v_next.contiguous()
-        grad_x = torch.empty_like(grad_spike)
-        grad_v = grad_spike.new_empty(self.state_shape)
+        grad_x, grad_v = torch.empty_like(grad_spike), grad_spike.new_empty(self.state_shape)
         bg, bgx, carry, bgv = self._buffers((grad_spike, grad_x), (grad_v_next, grad_v))
         no_seq = self._absent_seq
         self._backward(bg, carry, self.backend._view(h_seq, (self.steps, self._n)), no_seq,
                        no_seq, bgx, bgv, *self._args, CPUBackend._threads(grad_x.numel()))
         return grad_x, grad_v
+
+    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, reciprocal_tau):
+        grad_spike = grad_spike.contiguous()
+        grad_x, grad_v = torch.empty_like(grad_spike), grad_spike.new_empty(self.state_shape)
+        bg, bgx, carry, v0, bgv = self._buffers(
+            (grad_spike, grad_x), (_contiguous(grad_v_next), _contiguous(v_init), grad_v))
+        sums = torch.empty(self._n, dtype=torch.float64)   # per-neuron sums (scratch)
+        total = self._backward_plif(bg, carry, self.backend._view(h_seq, (self.steps, self._n)),
+                                    v0, bgx, bgv, self.backend._view(sums, (self._n,)),
+                                    *self._scalars(reciprocal_tau),
+                                    CPUBackend._threads(grad_x.numel()))
+        return grad_x, grad_v, torch.scalar_tensor(total, dtype=torch.float64)
 
 
 _REGISTRY: Dict[str, Backend] = {}

@@ -31,6 +31,12 @@ def _check_real(name, value, *, positive=False):
     return value
 
 
+def check_reciprocal_tau(value) -> float:
+    """``value`` as a float 1/τ, or an error if it is not a finite number > 0 (what a learnable
+    time constant is checked with at every call)."""
+    return _check_real("reciprocal_tau", value, positive=True)
+
+
 def _check_bool(name, value):
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
@@ -77,8 +83,7 @@ class NeuronConfig:
     def with_reciprocal_tau(self, reciprocal_tau: float) -> "NeuronConfig":
         """This LIF config with another 1/τ, checked as :meth:`build` checks it: the value a
         learnable time constant has at this call."""
-        return dataclasses.replace(
-            self, reciprocal_tau=_check_real("reciprocal_tau", reciprocal_tau, positive=True))
+        return dataclasses.replace(self, reciprocal_tau=check_reciprocal_tau(reciprocal_tau))
 
     @cached_property
     def kernel_args(self) -> tuple:

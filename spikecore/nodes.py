@@ -25,8 +25,9 @@ runs :class:`spikecore.autograd.NeuronFunction`, which saves only H; otherwise
 (``torch.no_grad()``, inference) it runs the forward-only kernel, which saves nothing. The first
 call checks its tensors and keeps a :class:`spikecore.backends.Plan` for calls like it
 (:func:`spikecore.dispatch.plan`); later calls with tensors of the same shape, dtype and device
-run through the plan (:class:`spikecore.autograd.PlannedNeuronFunction` when a gradient is
-needed) and skip the checks, which are most of a small layer's time in Python. Under
+run through the plan (:class:`spikecore.autograd.PlannedNeuronFunction`, or
+:class:`~spikecore.autograd.PlannedParametricNeuronFunction` for a learnable τ, when a gradient
+is needed) and skip the checks, which are most of a small layer's time in Python. Under
 ``torch.compile`` the same kernels run as the custom operators of :mod:`spikecore.ops`, so a
 network of nodes compiles without graph breaks. Under autocast the kernel receives the input in
 the dtype autocast gave it (a stored ``v`` of another dtype is cast to it): half-precision
@@ -38,9 +39,9 @@ import torch
 from torch import nn
 
 from . import dispatch, ops
-from .autograd import PlannedNeuronFunction
+from .autograd import PlannedNeuronFunction, PlannedParametricNeuronFunction
 from . import surrogate as _surrogate
-from .config import NeuronConfig
+from .config import NeuronConfig, check_reciprocal_tau
 
 __all__ = ["BaseNode", "IFNode", "MultiStepIFNode", "LIFNode", "MultiStepLIFNode"]
 
@@ -207,8 +208,9 @@ class BaseNode(nn.Module):
         """``(spike, v_next, None)`` through the node's :class:`~spikecore.backends.Plan`, made
         by the first call that can use one and kept while the calls stay alike (any change of
         the node's attributes retires it); ``None`` where the general route must run: under
-        torch.compile, with a learnable τ, while keeping ``v_seq``, for a call that casts (half
-        inputs on the CPU) or from a float state other than the rest potential."""
+        torch.compile, while keeping ``v_seq``, for a call that casts (half inputs on the CPU),
+        from a float state other than the rest potential, or with a learnable τ and H kept in
+        bfloat16 (which the general route refuses)."""
         if torch.compiler.is_compiling():
             return None
         if not isinstance(v, torch.Tensor):
@@ -217,18 +219,26 @@ class BaseNode(nn.Module):
             v = None
         plan = self.__dict__.get("_plan")
         if plan is None or not plan.accepts(x, v):
-            if ((self.store_v_seq and self.multi_step)
-                    or type(self)._reciprocal_tau_tensor is not BaseNode._reciprocal_tau_tensor):
-                return None   # a record of v or a k of each call: the general route
+            if (self.store_v_seq and self.multi_step) or (
+                    self.saved_h_dtype is not None and self._learns_tau()):
+                return None
             plan = self.__dict__["_plan"] = dispatch.plan(
                 x, v, self.config(), multi_step=self.multi_step, backend=self.backend,
                 h_dtype=self.saved_h_dtype, names=self._names())
             if plan is None:
                 return None
-        if torch.is_grad_enabled() and (x.requires_grad or (v is not None and v.requires_grad)):
-            return (*PlannedNeuronFunction.apply(x, v, plan), None)
-        spike, v_next, _ = plan.forward(x, v, save_h=False)
+        k = self._reciprocal_tau_tensor()
+        if torch.is_grad_enabled() and (x.requires_grad or (v is not None and v.requires_grad)
+                                        or (k is not None and k.requires_grad)):
+            if k is None:
+                return (*PlannedNeuronFunction.apply(x, v, plan), None)
+            return (*PlannedParametricNeuronFunction.apply(x, v, k, plan), None)
+        spike, v_next, _ = plan.forward(
+            x, v, save_h=False, reciprocal_tau=None if k is None else check_reciprocal_tau(float(k)))
         return spike, v_next, None
+
+    def _learns_tau(self):
+        return type(self)._reciprocal_tau_tensor is not BaseNode._reciprocal_tau_tensor
 
     def forward(self, dv: torch.Tensor) -> torch.Tensor:
         """One step: ``dv`` ``[*]`` is the input current X[t]; returns S[t] and updates ``v``."""

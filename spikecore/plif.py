@@ -11,9 +11,10 @@ the docs for the derivation)::
 
 The fused backward kernels (CPU and CUDA) compute dL/dk in the same pass as BPTT, each neuron
 summing its own terms over time, so no two threads ever add into the same place. k = sigmoid(w)
-reaches them as a tensor, through :class:`~spikecore.autograd.ParametricNeuronFunction` in eager
-mode and the custom operator of :mod:`spikecore.ops` under ``torch.compile``, and autograd
-through the sigmoid gives dL/dw.
+reaches them as a tensor, through :class:`~spikecore.autograd.PlannedParametricNeuronFunction`
+(the node's plan) or :class:`~spikecore.autograd.ParametricNeuronFunction` in eager mode and the
+custom operator of :mod:`spikecore.ops` under ``torch.compile``, and autograd through the sigmoid
+gives dL/dw.
 """
 import math
 

@@ -85,9 +85,9 @@ def _spy_save_h(monkeypatch, route):
     else:
         orig = backends._CPUPlan.forward
 
-        def spy(plan, x, v, save_h=True):
+        def spy(plan, x, v, save_h=True, **kwargs):
             calls.append(save_h)
-            return orig(plan, x, v, save_h)
+            return orig(plan, x, v, save_h, **kwargs)
 
         monkeypatch.setattr(backends._CPUPlan, "forward", spy)
     return calls

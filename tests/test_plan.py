@@ -9,7 +9,8 @@ import torch
 
 import spikecore
 from spikecore import backends, dispatch, reference
-from spikecore.autograd import NeuronFunction, PlannedNeuronFunction
+from spikecore.autograd import (NeuronFunction, ParametricNeuronFunction, PlannedNeuronFunction,
+                                PlannedParametricNeuronFunction)
 from helpers import make_cfg, make_inputs
 
 CONFIGS = [make_cfg("IF", False, 0.0, 0), make_cfg("LIF", False, None, 1, True),
@@ -68,6 +69,56 @@ def test_plan_equals_general_route(backend, dtype, cfg, multi_step, given_v, los
     torch.testing.assert_close(planned[2].reshape(xr.grad.shape), xr.grad, **tol)
     if given_v:
         torch.testing.assert_close(planned[3], vr.grad, **tol)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("cfg", CONFIGS[1:], ids=range(1, len(CONFIGS)))
+@pytest.mark.parametrize("multi_step", [True, False], ids=["multi", "single"])
+@pytest.mark.parametrize("given_v", [False, True], ids=["fresh", "given_v"])
+def test_planned_learnable_tau_equals_general_route(backend, dtype, cfg, multi_step, given_v):
+    """ParametricLIF through a plan: the bits of ParametricNeuronFunction, the gradient of k
+    included; the plan is made once and serves two values of k."""
+    shape = (3, 5)
+    x, v0 = make_inputs(cfg, 6 if multi_step else 1, shape, dtype, seed=11)
+    if not multi_step:
+        x = x[0]
+    v = v0 if given_v else None
+    g_s, g_v = torch.randn(x.shape, dtype=dtype), torch.randn(shape, dtype=dtype)
+    plan = dispatch.plan(x, v, cfg, multi_step=multi_step, backend=backend)
+    for w in (0.3, -1.2):
+        results = []
+        for planned in (True, False):
+            k = torch.sigmoid(torch.tensor(w, dtype=dtype, requires_grad=True))
+            k.retain_grad()
+            if planned:
+                def apply(x, v):
+                    return PlannedParametricNeuronFunction.apply(x, v, k, plan)
+            else:
+                def apply(x, v):
+                    return ParametricNeuronFunction.apply(x, v, k, cfg, multi_step, backend)
+            results.append(_run(apply, x, v, g_s, g_v) + (k.grad,))
+        _equal(*results)
+        if multi_step or given_v or not cfg.detach_input:
+            # (one step from rest with the undecayed input: dH/dk = -(V[-1] - V_r) = 0 exactly)
+            assert results[0][-1].abs().item() > 0
+
+
+def test_planned_learnable_tau_checks_k():
+    cfg = CONFIGS[1]
+    x = torch.rand(4, 3)
+    plan = dispatch.plan(x, None, cfg)
+    for k in (torch.tensor(float("nan")), torch.tensor(0.0), torch.tensor(-0.5)):
+        with pytest.raises(ValueError, match="reciprocal_tau"):
+            PlannedParametricNeuronFunction.apply(x, None, k.requires_grad_(), plan)
+    node = spikecore.MultiStepParametricLIFNode(init_tau=2.0)
+    node(x)
+    with torch.no_grad():
+        node.w.fill_(float("nan"))
+    node.reset()
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad), pytest.raises(ValueError, match="reciprocal_tau"):
+            node(x)
 
 
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
@@ -227,7 +278,7 @@ def test_plan_threads_follow_torch(monkeypatch):
     seen, cpu = [], backends.get("cpu")
     real_entry = cpu._entry
 
-    def spying_entry(name, dtype, h_dtype):
+    def spying_entry(name, dtype, h_dtype=None):
         kernel = real_entry(name, dtype, h_dtype)
 
         def spy(*args):

@@ -6,7 +6,7 @@ import torch
 
 import spikecore
 from spikecore import ops, reference
-from spikecore.autograd import ParametricNeuronFunction
+from spikecore.autograd import ParametricNeuronFunction, PlannedParametricNeuronFunction
 from spikecore.plif import MultiStepParametricLIFNode, ParametricLIFNode
 from helpers import make_cfg
 
@@ -86,17 +86,20 @@ def test_eager_function_equals_operator(detach_input, v_reset, detach_reset, sg,
         assert torch.equal(a, b)
 
 
-def test_node_takes_the_eager_function(monkeypatch):
+# float32 through the node's plan; bfloat16 (computed in float32) through the general route
+@pytest.mark.parametrize("dtype, function", [(torch.float32, PlannedParametricNeuronFunction),
+                                             (torch.bfloat16, ParametricNeuronFunction)])
+def test_node_takes_the_eager_function(monkeypatch, dtype, function):
     calls = []
-    real = ParametricNeuronFunction.apply
+    real = function.apply
 
     def spy(*args):
         calls.append(args[2])
         return real(*args)
 
-    monkeypatch.setattr(ParametricNeuronFunction, "apply", spy)
+    monkeypatch.setattr(function, "apply", spy)
     node = MultiStepParametricLIFNode(init_tau=2.0)
-    node(torch.rand(3, 5)).sum().backward()
+    node(torch.rand(3, 5, dtype=dtype)).sum().backward()
     assert len(calls) == 1 and calls[0].grad_fn is not None     # k = sigmoid(w), in the graph
     assert node.w.grad is not None and node.w.grad.abs().item() > 0
 

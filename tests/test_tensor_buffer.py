@@ -1,4 +1,7 @@
 """TensorBuffer: how the CPU backend hands torch tensors to the kernels' typed memoryviews."""
+import gc
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -22,6 +25,20 @@ def test_views_the_tensor_memory(dtype, kind, fmt):
     assert t[6] == t[1]
     vec = memoryview(K.TensorBuffer(t.data_ptr(), -1, 12, kind))
     assert vec.shape == (12,) and np.array_equal(np.asarray(vec), np.asarray(m).reshape(-1))
+
+
+def test_keeps_its_owner_alive():
+    """A contiguous copy made only for a kernel call lives as long as its buffer."""
+    t = torch.arange(6, dtype=torch.float32)
+    ref = weakref.ref(t)
+    buffer = K.TensorBuffer(t.data_ptr(), -1, 6, K.FLOAT32, t)
+    del t
+    gc.collect()
+    assert ref() is not None
+    assert np.asarray(memoryview(buffer)).tolist() == [0, 1, 2, 3, 4, 5]
+    del buffer
+    gc.collect()
+    assert ref() is None
 
 
 def test_absent_buffers_have_no_elements():

@@ -55,7 +55,7 @@ def test_default_threads_follow_torch(restore_threads, monkeypatch):
     cpu = backends.get("cpu")
     real_entry = cpu._entry
 
-    def spying_entry(name, dtype, h_dtype):
+    def spying_entry(name, dtype, h_dtype=None):
         kernel = real_entry(name, dtype, h_dtype)   # the specialised kernel the backend calls
 
         def spy(*args):
