@@ -151,3 +151,28 @@ def test_absent_state_is_filled_for_the_gpu(host_cuda, cfg):
         expected = dispatch.backward_plif(gs, None, cfg, h_seq=want.h_seq, v_init=v0,
                                           backend="cpu")
         assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+@pytest.mark.parametrize("given_v", [False, True], ids=["fresh", "given-v"])
+def test_plan_runs_the_cuda_backend(host_cuda, given_v):
+    """The base class Plan (what the CUDA backend's nodes keep) passes its arguments through to
+    the backend: forward, backward and the learnable-1/tau backward equal the CPU's."""
+    torch.manual_seed(3)
+    cfg = make_cfg("LIF", False, 0.0, 1)
+    x, gs = torch.rand(5, 3, 7) * 2, torch.randn(5, 3, 7)
+    v = torch.rand(3, 7) * 0.5 if given_v else None
+    plan = host_cuda.plan(cfg, x, given_v, 5, (3, 7))
+    assert type(plan).__name__ == "Plan" and plan.accepts(x, v)
+    spike, v_next, h = plan.forward(x.transpose(1, 2).contiguous().transpose(1, 2), v)
+    want = dispatch.forward(x, v, cfg, backend="cpu", save_h=True)
+    assert torch.equal(spike, want.spike) and torch.equal(v_next, want.v_next)
+    assert torch.equal(h, want.h_seq)
+    got = plan.backward(gs, None, h)
+    expected = dispatch.backward(gs, None, cfg, h_seq=h, backend="cpu")
+    assert all(torch.equal(g, w) for g, w in zip(got, expected))
+    got = plan.backward_plif(gs, None, h, v, 0.4)
+    v0 = v if given_v else torch.zeros(3, 7)
+    expected = dispatch.backward_plif(gs, None, cfg.with_reciprocal_tau(0.4), h_seq=h,
+                                      v_init=v0, backend="cpu")
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    torch.testing.assert_close(got[2], expected[2], rtol=1e-6, atol=1e-6)
