@@ -12,8 +12,11 @@ with exactly the arithmetic of the teaching path (``*_fptt_with_grad`` + ``*_bpt
 routes give identical gradients while this one keeps a single ``[T, N]`` tensor per layer.
 
 ``LIFStep``, ``LIFMultiStep``, ``IFStep`` and ``IFMultiStep`` take the forward arguments of the
-original API; :class:`NeuronFunction` is the general form the nodes use (any config, any
-backend).
+original API; :class:`NeuronFunction` is the general form (any config, any backend) and
+:class:`ParametricNeuronFunction` its form for a learnable τ. A node checks its first call and makes a
+plan for calls like it; with a plan it runs :class:`PlannedNeuronFunction` or
+:class:`PlannedParametricNeuronFunction`: the same computation without checking the tensors
+again.
 """
 import torch
 
@@ -82,7 +85,7 @@ class PlannedNeuronFunction(torch.autograd.Function):
     """``apply(x, v, plan) -> (spike, v_next)``: :class:`NeuronFunction` for inputs that a
     :class:`~spikecore.backends.Plan` has accepted (see :func:`spikecore.dispatch.plan`), so
     neither direction checks its tensors again. ``v`` is ``None`` exactly when the plan is for a
-    fresh state. The nodes run this one on every call after their first.
+    fresh state. The nodes run this one whenever they have a plan for the call.
     """
 
     @staticmethod

@@ -71,7 +71,8 @@ class Plan:
         elif not (self.v_given and v.dtype is self.dtype and v.shape == self.state_shape
                   and v.device == self.device):
             return False
-        return x.dtype is self.dtype and x.shape == self.shape and x.device == self.device
+        return (x.dtype is self.dtype and x.shape == self.shape and x.device == self.device
+                and x.layout is torch.strided)
 
     def _cfg(self, reciprocal_tau):
         return self.cfg if reciprocal_tau is None else self.cfg.with_reciprocal_tau(reciprocal_tau)

@@ -23,9 +23,9 @@ parameter). The potential is transient state and never saved.
 Routes. When a gradient is needed (grad mode on and the input or ``v`` requires grad) a node
 runs :class:`spikecore.autograd.NeuronFunction`, which saves only H; otherwise
 (``torch.no_grad()``, inference) it runs the forward-only kernel, which saves nothing. The first
-call checks its tensors and keeps a :class:`spikecore.backends.Plan` for calls like it
-(:func:`spikecore.dispatch.plan`); later calls with tensors of the same shape, dtype and device
-run through the plan (:class:`spikecore.autograd.PlannedNeuronFunction`, or
+call checks its tensors and makes a :class:`spikecore.backends.Plan` for calls like it
+(:func:`spikecore.dispatch.plan`); that call and the later ones with tensors of the same shape,
+dtype and device run through the plan (:class:`spikecore.autograd.PlannedNeuronFunction`, or
 :class:`~spikecore.autograd.PlannedParametricNeuronFunction` for a learnable τ, when a gradient
 is needed) and skip the checks, which are most of a small layer's time in Python. Under
 ``torch.compile`` the same kernels run as the custom operators of :mod:`spikecore.ops`, so a
@@ -233,8 +233,8 @@ class BaseNode(nn.Module):
             if k is None:
                 return (*PlannedNeuronFunction.apply(x, v, plan), None)
             return (*PlannedParametricNeuronFunction.apply(x, v, k, plan), None)
-        spike, v_next, _ = plan.forward(
-            x, v, save_h=False, reciprocal_tau=None if k is None else check_reciprocal_tau(float(k)))
+        k_value = None if k is None else check_reciprocal_tau(float(k))
+        spike, v_next, _ = plan.forward(x, v, save_h=False, reciprocal_tau=k_value)
         return spike, v_next, None
 
     def _learns_tau(self):

@@ -1,5 +1,5 @@
-"""Plans: a node checks its first call and runs the later ones through a Plan that skips the
-checks. The planned route must give the bits of the general route (NeuronFunction through
+"""Plans: a node checks its first call and makes a Plan, through which that call and the later
+ones like it run without the checks. The planned route must give the bits of the general route (NeuronFunction through
 dispatch), take only the calls it was checked for, and leave every error message as it was."""
 import copy
 import pickle
@@ -19,11 +19,12 @@ CONFIGS = [make_cfg("IF", False, 0.0, 0), make_cfg("LIF", False, None, 1, True),
 
 def _run(apply, x, v, g_s, g_v):
     """Spikes, last potential and the gradients of x and v for the loss sum(s·g_s + v·g_v)
-    (``g_v`` None: only the spikes reach the loss)."""
+    (``g_s`` or ``g_v`` None: that output does not reach the loss)."""
     x = x.detach().clone().requires_grad_()
     v = None if v is None else v.detach().clone().requires_grad_()
     spike, v_next = apply(x, v)
-    loss = (spike * g_s).sum() + (0 if g_v is None else (v_next * g_v).sum())
+    loss = ((0 if g_s is None else (spike * g_s).sum())
+            + (0 if g_v is None else (v_next * g_v).sum()))
     loss.backward()
     return spike, v_next, x.grad, None if v is None else v.grad
 
@@ -41,15 +42,15 @@ def _equal(a, b):
 @pytest.mark.parametrize("cfg", CONFIGS, ids=range(len(CONFIGS)))
 @pytest.mark.parametrize("multi_step", [True, False], ids=["multi", "single"])
 @pytest.mark.parametrize("given_v", [False, True], ids=["fresh", "given_v"])
-@pytest.mark.parametrize("loss_on_v", [False, True], ids=["s", "s+v"])
-def test_plan_equals_general_route(backend, dtype, cfg, multi_step, given_v, loss_on_v):
+@pytest.mark.parametrize("loss", ["s", "s+v", "v"])
+def test_plan_equals_general_route(backend, dtype, cfg, multi_step, given_v, loss):
     steps, shape = (6, (3, 5)) if multi_step else (1, (3, 5))
     x, v0 = make_inputs(cfg, steps, shape, dtype, seed=7)
     if not multi_step:
         x = x[0]
     v = v0 if given_v else None
-    g_s = torch.randn(x.shape, dtype=dtype)
-    g_v = torch.randn(shape, dtype=dtype) if loss_on_v else None
+    g_s = torch.randn(x.shape, dtype=dtype) if "s" in loss else None
+    g_v = torch.randn(shape, dtype=dtype) if "v" in loss else None
     plan = dispatch.plan(x, v, cfg, multi_step=multi_step, backend=backend)
     assert plan.accepts(x, v)
     planned = _run(lambda x, v: PlannedNeuronFunction.apply(x, v, plan), x, v, g_s, g_v)
@@ -62,7 +63,7 @@ def test_plan_equals_general_route(backend, dtype, cfg, multi_step, given_v, los
     vr = (v0 if given_v else torch.full(shape, cfg.v_rest, dtype=dtype)).clone()
     vr.requires_grad_()
     s_ref, v_ref = reference.fptt_autograd(xr, vr, cfg)
-    ((s_ref * g_s.reshape(s_ref.shape)).sum()
+    ((0 if g_s is None else (s_ref * g_s.reshape(s_ref.shape)).sum())
      + (0 if g_v is None else (v_ref * g_v).sum())).backward()
     assert torch.equal(planned[0].reshape(s_ref.shape), s_ref.detach())
     tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-11)
@@ -159,7 +160,8 @@ def test_accepts_only_what_was_checked():
     assert given.accepts(x, torch.zeros(3, 5)) and not given.accepts(x, None)
     assert not given.accepts(x, torch.zeros(15))                # state of another shape
     assert not given.accepts(x, torch.zeros(3, 5, dtype=torch.float64))
-    for other in (torch.rand(4, 2, 5), torch.rand(5, 3, 5), x.double(), x[None]):
+    for other in (torch.rand(4, 2, 5), torch.rand(5, 3, 5), x.double(), x[None],
+                  x.to_sparse()):
         assert not fresh.accepts(other, None)
 
 
@@ -260,6 +262,10 @@ def test_errors_after_a_plan_are_unchanged():
         node(torch.ones(4, 8, 3, dtype=torch.int32))
     with pytest.raises(TypeError, match="expects a torch.Tensor"):
         node([1.0, 2.0])
+    node(torch.rand(4, 8, 3))
+    node.reset()
+    with pytest.raises(TypeError, match="dv_seq must be a dense tensor"):
+        node(torch.rand(4, 8, 3).to_sparse())
 
 
 def test_nodes_with_a_plan_copy_and_pickle():
