@@ -3,6 +3,7 @@ ones like it run without the checks. The planned route must give the bits of the
 dispatch), take only the calls it was checked for, and leave every error message as it was."""
 import copy
 import pickle
+import random
 
 import pytest
 import torch
@@ -321,3 +322,73 @@ def test_float_state_other_than_rest_takes_the_general_route():
     node.reset()
     s_rest, _, _, _ = reference.fptt(x, torch.zeros(3, dtype=torch.float64), cfg)
     assert torch.equal(node(x), s_rest)
+
+
+NODE_KINDS = [(spikecore.MultiStepLIFNode, dict(tau=2.5)), (spikecore.LIFNode, dict(tau=3.0)),
+              (spikecore.MultiStepIFNode, {}), (spikecore.IFNode, dict(v_reset=None)),
+              (spikecore.MultiStepParametricLIFNode, dict(init_tau=2.0)),
+              (spikecore.ParametricLIFNode, dict(init_tau=3.0, detach_input=True))]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_call_sequences_match_the_general_route(seed, monkeypatch):
+    """Random sequences of calls (inputs with and without requires_grad, grad mode on and off,
+    resets, detaches, parameter changes, new batch sizes and dtypes) on a node and on its twin
+    that never uses a plan: the same spikes and states at every call, and the same gradients of
+    every input and parameter at the end."""
+    planned_calls = []
+    plan_forward = backends._CPUPlan.forward
+    monkeypatch.setattr(backends._CPUPlan, "forward",
+                        lambda *a, **k: planned_calls.append(1) or plan_forward(*a, **k))
+    rng = random.Random(seed)
+    cls, kwargs = NODE_KINDS[seed % len(NODE_KINDS)]
+    planned = cls(**kwargs)
+    if hasattr(planned, "w"):   # a learnable tau: k = sigmoid(w) away from 1/init_tau
+        with torch.no_grad():
+            planned.w.fill_(rng.uniform(-1.5, 1.5))
+    general = copy.deepcopy(planned)
+    general._run_planned = lambda x, v: None       # the twin always takes the general route
+    dtype, batch, inputs, losses = torch.float64, 3, [], [0, 0]
+    for _ in range(14):
+        action = rng.choice(["call"] * 5 + ["no_grad", "reset", "detach", "change", "resize"])
+        if action == "reset" or action == "resize":
+            for node in (planned, general):
+                node.reset()
+            if action == "resize":
+                batch = rng.choice([2, 3, 5])
+                dtype = rng.choice([torch.float32, torch.float64])
+                planned.to(dtype)
+                general.to(dtype)
+            continue
+        if action == "detach":
+            planned.detach()
+            general.detach()
+            continue
+        if action == "change":
+            value = rng.choice([0.6, 0.9, 1.2])
+            planned.v_threshold = general.v_threshold = value
+            continue
+        shape = ((4,) if planned.multi_step else ()) + (batch, 2)
+        x = (torch.rand(shape, dtype=dtype) * 2).requires_grad_(rng.random() < 0.8)
+        x2 = x.detach().clone().requires_grad_(x.requires_grad)
+        inputs.append((x, x2))
+        with torch.set_grad_enabled(action == "call"):
+            s1, s2 = planned(x), general(x2)
+        assert torch.equal(s1, s2)
+        assert torch.equal(torch.as_tensor(planned.v), torch.as_tensor(general.v))
+        if s1.requires_grad:
+            w = torch.rand(s1.shape, dtype=dtype)
+            losses = [losses[0] + (s1 * w).sum(), losses[1] + (s2 * w).sum()]
+    assert len(planned_calls) == len(inputs)    # every call of the node, none of the twin
+    if torch.is_tensor(losses[0]):
+        losses[0].backward()
+        losses[1].backward()
+    assert any(x.grad is not None for x, _ in inputs) or not torch.is_tensor(losses[0])
+    for x, x2 in inputs:
+        assert (x.grad is None) == (x2.grad is None)
+        if x.grad is not None:
+            assert torch.equal(x.grad, x2.grad)
+    for p1, p2 in zip(planned.parameters(), general.parameters()):
+        assert (p1.grad is None) == (p2.grad is None)
+        if p1.grad is not None:
+            assert torch.equal(p1.grad, p2.grad)
