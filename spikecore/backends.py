@@ -319,7 +319,12 @@ class CPUBackend(Backend):
 
 class _CPUPlan(Plan):
     """The CPU backend's plan: the kernels' specialisations, views and scalar arguments are
-    picked once, so a call allocates its outputs and runs the kernel."""
+    picked once, so a call allocates its outputs and runs the kernel.
+
+    Its methods do what :class:`CPUBackend`'s do for the calls a node makes (the training and
+    inference forward, BPTT from H, the learnable-τ backward), with those choices already
+    made; the backend's methods serve every option of the API (``v_seq``, the teaching path's
+    local gradients) and pick per call."""
 
     __slots__ = ("_train", "_infer", "_backward", "_backward_plif", "_kind", "_n", "_absent_seq",
                  "_absent_state", "_args")
