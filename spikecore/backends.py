@@ -69,7 +69,7 @@ class Plan:
             if self.v_given:
                 return False
         elif not (self.v_given and v.dtype is self.dtype and v.shape == self.state_shape
-                  and v.device == self.device):
+                  and v.device == self.device and v.layout is torch.strided):
             return False
         return (x.dtype is self.dtype and x.shape == self.shape and x.device == self.device
                 and x.layout is torch.strided)

@@ -161,6 +161,7 @@ def test_accepts_only_what_was_checked():
     assert given.accepts(x, torch.zeros(3, 5)) and not given.accepts(x, None)
     assert not given.accepts(x, torch.zeros(15))                # state of another shape
     assert not given.accepts(x, torch.zeros(3, 5, dtype=torch.float64))
+    assert not given.accepts(x, torch.zeros(3, 5).to_sparse())
     for other in (torch.rand(4, 2, 5), torch.rand(5, 3, 5), x.double(), x[None],
                   x.to_sparse()):
         assert not fresh.accepts(other, None)
@@ -267,6 +268,12 @@ def test_errors_after_a_plan_are_unchanged():
     node.reset()
     with pytest.raises(TypeError, match="dv_seq must be a dense tensor"):
         node(torch.rand(4, 8, 3).to_sparse())
+    single = spikecore.LIFNode(tau=2.0)
+    single(torch.rand(3))                    # a plan for a given state after this call
+    single(torch.rand(3))
+    single.v = torch.zeros(3).to_sparse()
+    with pytest.raises(TypeError, match="v must be a dense tensor"):
+        single(torch.rand(3))
 
 
 def test_nodes_with_a_plan_copy_and_pickle():
