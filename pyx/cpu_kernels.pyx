@@ -32,6 +32,13 @@ plain stores otherwise (then the loop writes its outputs in place). Input rows
 are prefetched ``PREFETCH_AHEAD`` neurons ahead, because the hardware prefetcher stops at page
 boundaries. The bytes written never depend on the route, so results do not either.
 
+BPTT can also start from the forward's input instead of a saved H (``backward_from_input``):
+each chunk of neurons first runs the forward recursion again over all steps, keeping its H in a
+small scratch buffer that stays in L1, then backpropagates from it with the same code as from a
+saved H. The same formulas in the same order give the same H, so the gradients are the same
+bits; the forward pass then writes no H at all, which suits layers small enough to live in
+cache (chunk-major access is slower than the row-streaming kernels for large tensors).
+
 The scalar formulas (charge, fire, reset, surrogate derivatives with their exponential, dV/dH)
 come from ``include/spikecore_math.h``, the header the CUDA kernels include too.
 
@@ -49,6 +56,7 @@ these functions trust their arguments.
 """
 
 from cpython.buffer cimport Py_buffer
+from libc.stdlib cimport free, malloc
 from cython.parallel cimport prange
 
 cdef extern from "spikecore_math.h" namespace "spikecore" nogil:
@@ -159,6 +167,8 @@ cdef enum:
     CHUNK = 256
     # How far ahead in a row (neurons) the kernels prefetch their streamed inputs.
     PREFETCH_AHEAD = 1024
+    # Bytes of recomputed H a chunk of backward_from_input keeps (a share of a core's L1).
+    SCRATCH_BYTES = 1 << 14
 
 # Outputs of at least this many bytes per [T, N] tensor are written with streaming stores
 # (include/spikecore_stream.h); smaller ones are likely still in cache when they are read next.
@@ -307,12 +317,13 @@ cdef inline void _put_h(hstore[:, ::1] h_seq, Py_ssize_t t, Py_ssize_t i, real h
         h_seq[t, i] = <hstore>h
 
 
-cdef inline double _get_h(const hstore[:, ::1] h_seq, Py_ssize_t t, Py_ssize_t i) noexcept nogil:
-    # float -> double -> float is exact, so callers that cast back lose nothing
+cdef inline double _h_value(hstore q) noexcept nogil:
+    """A stored H as a number: float -> double -> float is exact, so callers that cast back
+    lose nothing; bfloat16 bits are widened."""
     if hstore is BF16Bits:
-        return bf16_to_float(h_seq[t, i])
+        return bf16_to_float(q)
     else:
-        return h_seq[t, i]
+        return q
 
 
 cdef inline int _mode(charge_kind tag) noexcept nogil:
@@ -479,31 +490,33 @@ def forward(const real[:, ::1] x,           # IN  [T, N] input current
 
 
 # --- backward ----------------------------------------------------------------------------------
-cdef void _surrogate_row(int index, const hstore[:, ::1] h_seq, Py_ssize_t t, real* out,
-                         real v_threshold, real alpha, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """out[i - lo] = g'(H[t, i] - θ) for i in [lo, hi): one loop per surrogate, so each vectorises."""
-    cdef Py_ssize_t i
+cdef void _surrogate_row(int index, const hstore* h_row, real* out, real v_threshold,
+                         real alpha, Py_ssize_t m) noexcept nogil:
+    """out[j] = g'(H[j] - θ) for the m values of H at h_row: one loop per surrogate, so each
+    vectorises."""
+    cdef Py_ssize_t j
     if index == SG_ATAN:
-        for i in range(lo, hi):
-            out[i - lo] = surrogate_grad(SG_ATAN, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
+        for j in range(m):
+            out[j] = surrogate_grad(SG_ATAN, <real>_h_value(h_row[j]) - v_threshold, alpha)
     elif index == SG_SIGMOID:
-        for i in range(lo, hi):
-            out[i - lo] = surrogate_grad(SG_SIGMOID, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
+        for j in range(m):
+            out[j] = surrogate_grad(SG_SIGMOID, <real>_h_value(h_row[j]) - v_threshold, alpha)
     elif index == SG_PIECEWISE_QUADRATIC:
-        for i in range(lo, hi):
-            out[i - lo] = surrogate_grad(SG_PIECEWISE_QUADRATIC, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
+        for j in range(m):
+            out[j] = surrogate_grad(SG_PIECEWISE_QUADRATIC, <real>_h_value(h_row[j]) - v_threshold,
+                                    alpha)
     elif index == SG_SOFTSIGN:
-        for i in range(lo, hi):
-            out[i - lo] = surrogate_grad(SG_SOFTSIGN, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
+        for j in range(m):
+            out[j] = surrogate_grad(SG_SOFTSIGN, <real>_h_value(h_row[j]) - v_threshold, alpha)
     elif index == SG_ERF:
-        for i in range(lo, hi):
-            out[i - lo] = surrogate_grad(SG_ERF, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
+        for j in range(m):
+            out[j] = surrogate_grad(SG_ERF, <real>_h_value(h_row[j]) - v_threshold, alpha)
     elif index == SG_SUPERSPIKE:
-        for i in range(lo, hi):
-            out[i - lo] = surrogate_grad(SG_SUPERSPIKE, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
+        for j in range(m):
+            out[j] = surrogate_grad(SG_SUPERSPIKE, <real>_h_value(h_row[j]) - v_threshold, alpha)
     else:
-        for i in range(lo, hi):
-            out[i - lo] = surrogate_grad(SG_PIECEWISE_EXP, <real>_get_h(h_seq, t, i) - v_threshold, alpha)
+        for j in range(m):
+            out[j] = surrogate_grad(SG_PIECEWISE_EXP, <real>_h_value(h_row[j]) - v_threshold, alpha)
 
 
 cdef inline real _grad_h(int hard, int detach_reset, real grad_s, real grad_v, real h, real sg,
@@ -524,11 +537,14 @@ cdef inline void _stream_grad_chunk(real[:, ::1] grad_x, real[::1] grad_v, const
 
 cdef void _backward_from_h(reset_kind rk,
                            const real[:, ::1] grad_spike, const real[::1] grad_v_last,
-                           const hstore[:, ::1] h_seq, real[:, ::1] grad_x, real[::1] grad_v,
+                           const hstore* h_base, Py_ssize_t h_stride, Py_ssize_t h_first,
+                           real[:, ::1] grad_x, real[::1] grad_v,
                            int detach_reset, int sg_index, real v_threshold, real v_reset,
                            real alpha, real dh_dx, real dh_dv,
                            Py_ssize_t lo, Py_ssize_t hi, int stream) noexcept nogil:
-    """BPTT recomputing S, dS/dH and dV/dH from H; specialised on the reset.
+    """BPTT recomputing S, dS/dH and dV/dH from H; specialised on the reset. H of neuron i at
+    step t is ``h_base[t * h_stride + i - h_first]``: the saved [T, N] H (stride N, first 0) or
+    a block's H recomputed into scratch memory (stride and first of the block).
 
     Rows are processed in chunks of CHUNK neurons: the surrogate of the chunk first (its own
     vectorised loop, into an L1 buffer), then the recursion. Outputs are written in place, or
@@ -537,6 +553,7 @@ cdef void _backward_from_h(reset_kind rk,
     cdef int hard = reset_kind is HardReset
     cdef real h, sg, grad_h
     cdef const real* gs_row
+    cdef const hstore* h_row
     cdef const real* gv_in
     cdef real* gx_dst
     cdef real* gv_dst
@@ -550,14 +567,15 @@ cdef void _backward_from_h(reset_kind rk,
             c = lo + k * CHUNK
             m = _chunk_len(c, hi)
             gs_row = &grad_spike[t, c]
+            h_row = h_base + t * h_stride + (c - h_first)
             _prefetch_ahead(gs_row, sizeof(real), c, m, hi)
-            _prefetch_ahead(&h_seq[t, c], sizeof(hstore), c, m, hi)
+            _prefetch_ahead(h_row, sizeof(hstore), c, m, hi)
             gv_in = &grad_v_last[c] if t == last and not no_carry else &grad_v[c]
             gx_dst = &gx_buf[0] if stream else &grad_x[t, c]
             gv_dst = &gv_buf[0] if stream and t == 0 else &grad_v[c]
-            _surrogate_row(sg_index, h_seq, t, sg_buf, v_threshold, alpha, c, c + m)
+            _surrogate_row(sg_index, h_row, sg_buf, v_threshold, alpha, m)
             for j in range(m):
-                h = <real>_get_h(h_seq, t, c + j)
+                h = <real>_h_value(h_row[j])
                 sg = sg_buf[j]
                 grad_h = _grad_h(hard, detach_reset, gs_row[j], gv_in[j], h, sg, v_threshold,
                                  v_reset)
@@ -613,13 +631,129 @@ def backward(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
             _backward_stored(grad_spike, grad_v_next, grad_s_to_h, grad_v_to_h, grad_x, grad_v,
                              dh_dx, dh_dv, lo, hi)
         elif hard:
-            _backward_from_h(<HardReset>0, grad_spike, grad_v_next, h_seq, grad_x, grad_v,
-                             detach_reset, sg_index, <real>v_threshold, <real>v_reset,
+            _backward_from_h(<HardReset>0, grad_spike, grad_v_next, &h_seq[0, 0], n, 0, grad_x,
+                             grad_v, detach_reset, sg_index, <real>v_threshold, <real>v_reset,
                              <real>alpha, dh_dx, dh_dv, lo, hi, stream)
         else:
-            _backward_from_h(<SoftReset>0, grad_spike, grad_v_next, h_seq, grad_x, grad_v,
-                             detach_reset, sg_index, <real>v_threshold, <real>v_reset,
+            _backward_from_h(<SoftReset>0, grad_spike, grad_v_next, &h_seq[0, 0], n, 0, grad_x,
+                             grad_v, detach_reset, sg_index, <real>v_threshold, <real>v_reset,
                              <real>alpha, dh_dx, dh_dv, lo, hi, stream)
+
+
+# --- backward from the input: H recomputed, not saved -------------------------------------------
+cdef void _recompute_h(charge_kind ck, reset_kind rk, const real[:, ::1] x, const real[::1] v0,
+                       real* state, real* h_out, real v_threshold, real v_reset,
+                       real reciprocal_tau, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """The forward recursion of neurons [lo, hi) again, keeping only H: ``h_out[t * (hi - lo) +
+    i - lo]`` = H[t, i]. ``state`` (the caller's grad_v row, free until the BPTT starts) holds
+    the potential. Same formulas, same order as _forward_fast, so every H is bit-identical to
+    the one the forward pass computed."""
+    cdef Py_ssize_t t, j, k, c, m, width = hi - lo
+    cdef int mode = _mode(ck)
+    cdef real v_rest = v_reset if reset_kind is HardReset else <real>0
+    cdef real h, s
+    cdef const real* x_row
+    cdef real* h_dst
+    _start_state(state, v0, v_rest, True, lo, hi)
+    for t in range(x.shape[0]):
+        for k in range((width + CHUNK - 1) // CHUNK):
+            c = lo + k * CHUNK
+            m = _chunk_len(c, hi)
+            x_row = &x[t, c]
+            _prefetch_ahead(x_row, sizeof(real), c, m, hi)
+            h_dst = h_out + t * width + (c - lo)
+            for j in range(m):
+                h = charge(mode, x_row[j], state[c + j], v_rest, reciprocal_tau)
+                s = fire(h, v_threshold)
+                h_dst[j] = h
+                if reset_kind is HardReset:
+                    state[c + j] = hard_reset(h, s, v_reset)
+                else:
+                    state[c + j] = soft_reset(h, s, v_threshold)
+
+
+cdef void _backward_from_input_chunk(reset_kind rk,
+                                     const real[:, ::1] grad_spike, const real[::1] grad_v_last,
+                                     const real[:, ::1] x, const real[::1] v0, real* scratch,
+                                     real[:, ::1] grad_x, real[::1] grad_v, int mode,
+                                     int detach_reset, int sg_index, real v_threshold,
+                                     real v_reset, real reciprocal_tau, real alpha,
+                                     Py_ssize_t lo, Py_ssize_t hi, int stream) noexcept nogil:
+    """Neurons [lo, hi): H of every step recomputed into ``scratch`` (the potential kept in
+    the grad_v row, free until the BPTT starts), then BPTT from it; specialised on the reset."""
+    cdef real* state = &grad_v[0]
+    if mode == CHARGE_IF:
+        _recompute_h(<IFCharge>0, rk, x, v0, state, scratch, v_threshold, v_reset,
+                     reciprocal_tau, lo, hi)
+    elif mode == CHARGE_LIF:
+        _recompute_h(<LIFCharge>0, rk, x, v0, state, scratch, v_threshold, v_reset,
+                     reciprocal_tau, lo, hi)
+    else:
+        _recompute_h(<LIFDetachInputCharge>0, rk, x, v0, state, scratch, v_threshold, v_reset,
+                     reciprocal_tau, lo, hi)
+    _backward_from_h(rk, grad_spike, grad_v_last, <const real*>scratch, hi - lo, lo, grad_x,
+                     grad_v, detach_reset, sg_index, v_threshold, v_reset, alpha,
+                     charge_grad_x(mode, reciprocal_tau), charge_grad_v(mode, reciprocal_tau),
+                     lo, hi, stream)
+
+
+cdef inline Py_ssize_t _recompute_width(Py_ssize_t steps, size_t item) noexcept nogil:
+    """Neurons per chunk of the backward from the input: as many as CHUNK, but few enough that
+    their recomputed H (steps x width values) stays within SCRATCH_BYTES, in L1; at least 16."""
+    cdef Py_ssize_t width = SCRATCH_BYTES // (max(steps, 1) * <Py_ssize_t>item) // 16 * 16
+    if width < 16:
+        return 16
+    return width if width < CHUNK else CHUNK
+
+
+def backward_from_input(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
+                        const real[::1] grad_v_next,     # IN  [N] dL/dV[T-1], or [0]: zero
+                        const real[:, ::1] x,            # IN  [T, N] the forward's input
+                        const real[::1] v,               # IN  [N] V[-1], or [0]: at rest
+                        real[:, ::1] grad_x,             # OUT [T, N] dL/dX[t]
+                        real[::1] grad_v,                # OUT [N] dL/dV[-1]
+                        int mode, bint hard, bint detach_reset, int sg_index,
+                        double v_threshold, double v_reset, double reciprocal_tau, double alpha,
+                        int n_threads):
+    """BPTT from the forward's input instead of a saved H: each block of neurons first runs
+    the forward recursion again from ``x`` and ``v``, keeping its H in a scratch buffer that
+    stays in cache, then backpropagates from it exactly as :func:`backward` does from a saved
+    H. The gradients are bit-identical to that route; the forward pass need not write H."""
+    cdef Py_ssize_t steps = grad_spike.shape[0], n = grad_spike.shape[1]
+    cdef Py_ssize_t blk = _block_size(n, n_threads)
+    cdef Py_ssize_t n_blocks = (n + blk - 1) // blk
+    cdef Py_ssize_t width = _recompute_width(steps, sizeof(real))
+    cdef Py_ssize_t b, lo, hi, c
+    cdef int stream = _should_stream(steps * n * <Py_ssize_t>sizeof(real))
+    cdef int failed = 0
+    cdef real* scratch
+    for b in prange(n_blocks, nogil=True, schedule='static', num_threads=n_threads):
+        lo = b * blk
+        hi = lo + blk
+        if hi > n:
+            hi = n
+        scratch = <real*>malloc(max(steps * width, 1) * sizeof(real))
+        if scratch == NULL:
+            failed += 1
+        else:
+            c = lo
+            while c < hi:
+                if hard:
+                    _backward_from_input_chunk(<HardReset>0, grad_spike, grad_v_next, x, v,
+                                               scratch, grad_x, grad_v, mode, detach_reset,
+                                               sg_index, <real>v_threshold, <real>v_reset,
+                                               <real>reciprocal_tau, <real>alpha, c,
+                                               min(c + width, hi), stream)
+                else:
+                    _backward_from_input_chunk(<SoftReset>0, grad_spike, grad_v_next, x, v,
+                                               scratch, grad_x, grad_v, mode, detach_reset,
+                                               sg_index, <real>v_threshold, <real>v_reset,
+                                               <real>reciprocal_tau, <real>alpha, c,
+                                               min(c + width, hi), stream)
+                c = c + width
+            free(scratch)
+    if failed:
+        raise MemoryError("backward_from_input: no memory for the recomputed H of a block")
 
 
 # --- learnable time constant (ParametricLIF) ----------------------------------------------------
@@ -665,7 +799,7 @@ cdef void _backward_plif_rows(charge_kind ck, reset_kind rk,
             gv_in = &grad_v_last[c] if t == last and not no_carry else &grad_v[c]
             gx_dst = &gx_buf[0] if stream else &grad_x[t, c]
             gv_dst = &gv_buf[0] if stream and t == 0 else &grad_v[c]
-            _surrogate_row(sg_index, h_seq, t, sg_buf, v_threshold, alpha, c, c + m)
+            _surrogate_row(sg_index, h_row, sg_buf, v_threshold, alpha, m)
             if t > 0:  # V[t-1] from H[t-1]
                 for j in range(m):
                     h_prev = h_seq[t - 1, c + j]
