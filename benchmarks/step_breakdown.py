@@ -159,9 +159,9 @@ def profile(base, ds, batches, timesteps, rounds):
 
     undo = [_timed(BaseNode, "__call__", levels, keys[0]),
             _timed(PlannedNeuronFunction, "apply", levels, keys[1]),
-            _timed(backends._CPUPlan, "forward", levels, keys[2]),
+            _timed(backends._CPUPlan, "train_forward", levels, keys[2]),
             _timed(PlannedNeuronFunction, "backward", levels, keys[4]),
-            _timed(backends._CPUPlan, "backward", levels, keys[5])]
+            _timed(backends._CPUPlan, "train_backward", levels, keys[5])]
     cpu._entry = timed_entry
     try:
         run = Run("spikecore nodes", copy.deepcopy(base), 1e-2, "fused")   # plans made here

@@ -90,8 +90,8 @@ class PlannedNeuronFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, v, plan):
-        spike, v_next, h_seq = plan.forward(x, v)
-        ctx.save_for_backward(h_seq)
+        spike, v_next, saved = plan.train_forward(x, v)   # H, or the input (see Plan)
+        ctx.save_for_backward(*saved)
         ctx.plan = plan
         ctx.set_materialize_grads(False)   # as in _forward
         return spike, v_next
@@ -100,9 +100,10 @@ class PlannedNeuronFunction(torch.autograd.Function):
     def backward(ctx, grad_spike, grad_v_next):
         if grad_spike is None and grad_v_next is None:
             return None, None, None
-        (h_seq,), grad_spike = _saved_and_grad_spike(ctx, grad_spike, grad_v_next)
-        grad_x, grad_v = ctx.plan.backward(grad_spike, grad_v_next, h_seq)
-        return grad_x, (grad_v if ctx.plan.v_given else None), None
+        saved, grad_spike = _saved_and_grad_spike(ctx, grad_spike, grad_v_next)
+        plan = ctx.plan
+        grad_x, grad_v = plan.train_backward(grad_spike, grad_v_next, saved)
+        return grad_x, (grad_v if plan.v_given else None), None
 
 
 class PlannedParametricNeuronFunction(torch.autograd.Function):

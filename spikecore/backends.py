@@ -93,6 +93,16 @@ class Plan:
             grad_spike.contiguous(), _contiguous(grad_v_next), h_seq, _contiguous(v_init),
             self._cfg(reciprocal_tau), self.steps, state_shape=self.state_shape)
 
+    def train_forward(self, x, v):
+        """The forward of a training call: ``(spike, v_next, saved)``, ``saved`` the tensors
+        :meth:`train_backward` needs (here H alone)."""
+        spike, v_next, h_seq = self.forward(x, v)
+        return spike, v_next, (h_seq,)
+
+    def train_backward(self, grad_spike, grad_v_next, saved):
+        """BPTT from what :meth:`train_forward` saved: ``(grad_x, grad_v)``."""
+        return self.backward(grad_spike, grad_v_next, saved[0])
+
 
 def _contiguous(t):
     return None if t is None else t.contiguous()
@@ -326,8 +336,8 @@ class _CPUPlan(Plan):
     made; the backend's methods serve every option of the API (``v_seq``, the teaching path's
     local gradients) and pick per call."""
 
-    __slots__ = ("_train", "_infer", "_backward", "_backward_plif", "_kind", "_n", "_absent_seq",
-                 "_absent_state", "_args")
+    __slots__ = ("_train", "_infer", "_backward", "_backward_plif", "_from_input", "_kind", "_n",
+                 "_absent_seq", "_absent_state", "_args", "recompute")
 
     def __init__(self, backend, cfg, x, v_given, steps, state_shape, h_dtype):
         super().__init__(backend, cfg, x, v_given, steps, state_shape, h_dtype)
@@ -339,6 +349,13 @@ class _CPUPlan(Plan):
         self._kind, self._n = backend._kinds[dtype], math.prod(state_shape)
         self._absent_seq, self._absent_state = backend._absent(dtype, self._n)
         self._args = cfg.kernel_args
+        self._from_input = backend._entry("backward_from_input", dtype)
+        #: a training call saves its input and the backward recomputes H (bit-identical), for
+        #: [T, N] tensors below the streaming threshold: the forward then writes no H, which
+        #: keeps a small layer's step in cache; larger ones save H (the row-streaming kernels
+        #: are faster there than the chunk-wise recomputation)
+        self.recompute = (h_dtype is None and
+                          x.numel() * x.element_size() < backend._kernels.stream_min_bytes())
 
     def _buffers(self, seq, state):
         """``[T, N]`` views of the tensors in ``seq`` and ``[N]`` views of those in ``state``
@@ -381,6 +398,25 @@ class _CPUPlan(Plan):
         no_seq = self._absent_seq
         self._backward(bg, carry, self.backend._view(h_seq, (self.steps, self._n)), no_seq,
                        no_seq, bgx, bgv, *self._args, CPUBackend._threads(grad_x.numel()))
+        return grad_x, grad_v
+
+    def train_forward(self, x, v):
+        x, v = x.contiguous(), _contiguous(v)
+        spike, v_next, h_seq = self.forward(x, v, save_h=not self.recompute)
+        if h_seq is not None:
+            return spike, v_next, (h_seq,)
+        return spike, v_next, ((x,) if v is None else (x, v))
+
+    def train_backward(self, grad_spike, grad_v_next, saved):
+        if not self.recompute:
+            return self.backward(grad_spike, grad_v_next, saved[0])
+        x, v = saved[0], (saved[1] if len(saved) > 1 else None)
+        grad_spike = grad_spike.contiguous()
+        grad_x, grad_v = torch.empty_like(grad_spike), grad_spike.new_empty(self.state_shape)
+        bg, bx, bgx, carry, v0, bgv = self._buffers((grad_spike, x, grad_x),
+                                                    (_contiguous(grad_v_next), v, grad_v))
+        self._from_input(bg, carry, bx, v0, bgx, bgv, *self._args,
+                         CPUBackend._threads(grad_x.numel()))
         return grad_x, grad_v
 
     def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, reciprocal_tau):

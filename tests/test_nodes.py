@@ -70,9 +70,10 @@ def test_extra_repr_shows_every_parameter():
     assert "surrogate_function='Sigmoid'" in repr(spikecore.IFNode(surrogate_function=1))
 
 
-def _spy_save_h(monkeypatch, route):
-    """Record save_h of each forward a node runs: through dispatch.forward (the general route)
-    or through the CPU backend's Plan."""
+def _spy_training_forwards(monkeypatch, route):
+    """Record, for each forward a node runs, whether it keeps something for the backward:
+    dispatch.forward's save_h on the general route, a call of Plan.train_forward on the plan
+    route (its inference forward keeps nothing)."""
     calls = []
     if route == "general":
         orig = dispatch.forward
@@ -83,32 +84,44 @@ def _spy_save_h(monkeypatch, route):
 
         monkeypatch.setattr(dispatch, "forward", spy)
     else:
-        orig = backends._CPUPlan.forward
+        train, infer = backends._CPUPlan.train_forward, backends._CPUPlan.forward
+        inside = []   # non-empty while train_forward runs (it may call forward itself)
 
-        def spy(plan, x, v, save_h=True, **kwargs):
-            calls.append(save_h)
-            return orig(plan, x, v, save_h, **kwargs)
+        def spy_train(plan, x, v):
+            calls.append(True)
+            inside.append(1)
+            try:
+                return train(plan, x, v)
+            finally:
+                inside.pop()
 
-        monkeypatch.setattr(backends._CPUPlan, "forward", spy)
+        def spy_infer(plan, x, v, save_h=True, **kwargs):
+            if not inside:
+                calls.append(save_h)
+            return infer(plan, x, v, save_h, **kwargs)
+
+        monkeypatch.setattr(backends._CPUPlan, "train_forward", spy_train)
+        monkeypatch.setattr(backends._CPUPlan, "forward", spy_infer)
     return calls
 
 
 # bfloat16 inputs are computed in float32, which takes the general route; float32 a plan
 @pytest.mark.parametrize("route, dtype", [("general", torch.bfloat16), ("plan", torch.float32)])
-def test_inference_saves_nothing_and_training_saves_only_h(monkeypatch, route, dtype):
-    calls = _spy_save_h(monkeypatch, route)
+def test_inference_saves_nothing_and_training_saves_one_sequence(monkeypatch, route, dtype):
+    calls = _spy_training_forwards(monkeypatch, route)
     node = spikecore.MultiStepLIFNode(tau=2.0)
     x = torch.rand(5, 8, dtype=dtype)
     with torch.no_grad():
-        node(x.requires_grad_())
+        assert node(x.requires_grad_()).grad_fn is None
     node.reset()
-    node(torch.rand(5, 8, dtype=dtype))               # no input needs a gradient
+    assert node(torch.rand(5, 8, dtype=dtype)).grad_fn is None   # no input needs a gradient
     assert calls == [False, False]
     node.reset()
     out = node(torch.rand(5, 8, dtype=dtype, requires_grad=True))
-    assert calls[-1] is True
+    assert calls == [False, False, True]
     saved = out.grad_fn.saved_tensors
-    assert len(saved) == 1 and saved[0].shape == (5, 8)  # H only, [T, N]
+    # one [T, N] tensor: H, or (the CPU's small layers) the input H is recomputed from
+    assert len(saved) == 1 and saved[0].shape == (5, 8) and saved[0].dtype == torch.float32
 
 
 def test_training_graph_across_calls():

@@ -44,3 +44,79 @@ def test_equals_the_backward_from_saved_h(cfg, dtype):
                 got = _from_input(g, gvn, x, v, cfg, threads)
                 assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), \
                     (steps, n, v is None, threads)
+
+
+# --- the route of the nodes' plans --------------------------------------------------------------
+@pytest.fixture
+def stream_all():
+    """Make every [T, N] tensor count as large (no recomputation) while the test runs."""
+    old = K.stream_min_bytes(0)
+    yield
+    K.stream_min_bytes(old)
+
+
+def _planned(x, v, plan, g_s, g_v):
+    from spikecore.autograd import PlannedNeuronFunction
+    x = x.detach().clone().requires_grad_()
+    v = None if v is None else v.detach().clone().requires_grad_()
+    spike, v_next = PlannedNeuronFunction.apply(x, v, plan)
+    ((spike * g_s).sum() + (v_next * g_v).sum()).backward()
+    return spike, v_next, x.grad, None if v is None else v.grad
+
+
+def test_small_layers_save_their_input():
+    from spikecore import dispatch
+    cfg = list(all_configs())[5]
+    x, v = make_inputs(cfg, 6, (4, 9), torch.float32)
+    plan = dispatch.plan(x, v, cfg)
+    assert plan.recompute
+    spike, v_next, saved = plan.train_forward(x, v)
+    assert len(saved) == 2 and saved[0].data_ptr() == x.data_ptr() and saved[1] is v
+    xt = x.transpose(1, 2).contiguous().transpose(1, 2)        # same values, other strides
+    spike_t, _, saved_t = plan.train_forward(xt, v)
+    assert saved_t[0].is_contiguous() and torch.equal(saved_t[0], x)
+    assert torch.equal(spike_t, spike)
+
+
+def test_large_layers_and_16_bit_h_save_h(stream_all):
+    from spikecore import dispatch
+    cfg = list(all_configs())[5]
+    x, v = make_inputs(cfg, 6, (4, 9), torch.float32)
+    for h_dtype in (None, torch.bfloat16):
+        plan = dispatch.plan(x, v, cfg, h_dtype=h_dtype)
+        assert not plan.recompute
+        spike, v_next, saved = plan.train_forward(x, v)
+        h = dispatch.forward(x, v, cfg, save_h=True, h_dtype=h_dtype).h_seq
+        assert len(saved) == 1 and torch.equal(saved[0], h)
+
+
+@pytest.mark.parametrize("given_v", [False, True], ids=["fresh", "given-v"])
+def test_both_routes_give_the_same_gradients(given_v):
+    from spikecore import dispatch
+    for cfg in list(all_configs())[::7]:
+        x, v0 = make_inputs(cfg, 5, (3, 8), torch.float64, seed=2)
+        v = v0 if given_v else None
+        g_s, g_v = torch.randn(5, 3, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
+        small = dispatch.plan(x, v, cfg)
+        old = K.stream_min_bytes(0)
+        try:
+            large = dispatch.plan(x, v, cfg)
+        finally:
+            K.stream_min_bytes(old)
+        assert small.recompute and not large.recompute
+        a, b = _planned(x, v, small, g_s, g_v), _planned(x, v, large, g_s, g_v)
+        for p, q in zip(a, b):
+            assert (p is None and q is None) or torch.equal(p, q)
+
+
+def test_changing_the_input_in_place_before_backward_is_an_error():
+    """The small layers' backward reads the input again, so autograd refuses an input that was
+    changed in place after the forward (as for any PyTorch op that saves its input)."""
+    import spikecore
+    node = spikecore.MultiStepLIFNode(tau=2.0)
+    x = (torch.rand(4, 3, 5) * 2).requires_grad_()
+    h = x * 1.0
+    out = node(h)
+    h.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
