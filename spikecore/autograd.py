@@ -16,7 +16,8 @@ original API; :class:`NeuronFunction` is the general form (any config, any backe
 :class:`ParametricNeuronFunction` its form for a learnable τ. A node checks its first call and makes a
 plan for calls like it; with a plan it runs :class:`PlannedNeuronFunction` or
 :class:`PlannedParametricNeuronFunction`: the same computation without checking the tensors
-again.
+again, and on the CPU a small layer saves its input instead of H (see
+:class:`spikecore.backends.Plan`).
 """
 import torch
 

@@ -52,6 +52,11 @@ class Plan:
     :meth:`Backend.backward_plif`. A float ``reciprocal_tau`` (already checked) replaces the
     config's 1/τ for that call: the value of a learnable time constant. Tensors may have any
     strides (they are made contiguous); ``grad_v_next`` and ``v_init`` may be ``None``.
+
+    A training call goes through ``train_forward(x, v) -> (spike, v_next, saved)`` and
+    ``train_backward(grad_spike, grad_v_next, saved)``: ``saved`` is what autograd keeps, one
+    ``[T, N]`` tensor. It is H here; the CPU plan of a small layer saves the input instead and
+    recomputes H in the backward (``recompute``), with the same bits.
     """
 
     __slots__ = ("backend", "cfg", "shape", "dtype", "device", "v_given", "steps",

@@ -21,7 +21,9 @@ constants are constructor arguments and shown by ``repr``; a learnable time cons
 parameter). The potential is transient state and never saved.
 
 Routes. When a gradient is needed (grad mode on and the input or ``v`` requires grad) a node
-runs :class:`spikecore.autograd.NeuronFunction`, which saves only H; otherwise
+runs :class:`spikecore.autograd.NeuronFunction`, which saves only H (on the CPU, small layers
+save their input instead and the backward recomputes H; see :class:`spikecore.backends.Plan`);
+otherwise
 (``torch.no_grad()``, inference) it runs the forward-only kernel, which saves nothing. The first
 call checks its tensors and makes a :class:`spikecore.backends.Plan` for calls like it
 (:func:`spikecore.dispatch.plan`); that call and the later ones with tensors of the same shape,

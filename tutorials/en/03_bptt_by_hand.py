@@ -210,8 +210,9 @@ print("CHECK ok: hand-computed BPTT gradients equal torch.autograd's")
 
 # %% [markdown]
 # The neuron layer `MultiStepLIFNode` takes a faster route to the same numbers: its forward pass
-# saves only $H$ (one `[T, N]` tensor) and its backward pass recomputes $S$ and both local
-# derivatives from it. Its gradients must match too.
+# keeps one `[T, N]` tensor, $H$ (or, for a small layer on the CPU, the input $X$, from which the
+# backward pass first recomputes $H$), and its backward pass recomputes $S$ and both local
+# derivatives from $H$. Its gradients must match too.
 
 # %%
 lif = spikecore.MultiStepLIFNode(tau=tau, v_threshold=v_th, v_reset=v_reset,
