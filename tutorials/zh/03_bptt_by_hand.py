@@ -203,8 +203,8 @@ print("CHECK ok: hand-computed BPTT gradients equal torch.autograd's")
 
 # %% [markdown]
 # 神经元层 `MultiStepLIFNode` 走一条更快的路得到同样的数：它的前向传播只保存一个 `[T, N]` 张量
-# $H$（CPU 上的小层则保存输入 $X$，反向传播先由它重新算出 $H$），反向传播再由 $H$ 重新算出 $S$ 和两个
-# 局部导数。它的梯度也必须一致。
+# $H$（CPU 上的小层则保存输入 $X$，反向传播先由它重新算出 $H$），反向传播再重新算出 $S$ 和两个局部
+# 导数，它们都只依赖 $H$。它的梯度也必须一致。
 
 # %%
 lif = spikecore.MultiStepLIFNode(tau=tau, v_threshold=v_th, v_reset=v_reset,
