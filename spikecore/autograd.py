@@ -13,8 +13,8 @@ routes give identical gradients while this one keeps a single ``[T, N]`` tensor 
 
 ``LIFStep``, ``LIFMultiStep``, ``IFStep`` and ``IFMultiStep`` take the forward arguments of the
 original API; :class:`NeuronFunction` is the general form (any config, any backend) and
-:class:`ParametricNeuronFunction` its form for a learnable τ. A node checks its first call and makes a
-plan for calls like it; with a plan it runs :class:`PlannedNeuronFunction` or
+:class:`ParametricNeuronFunction` its form for a learnable τ. A node checks its first call and
+makes a plan for calls like it; with a plan it runs :class:`PlannedNeuronFunction` or
 :class:`PlannedParametricNeuronFunction`: the same computation without checking the tensors
 again, and on the CPU a small layer saves its input instead of H (see
 :class:`spikecore.backends.Plan`).
@@ -101,7 +101,9 @@ class PlannedNeuronFunction(torch.autograd.Function):
     def backward(ctx, grad_spike, grad_v_next):
         if grad_spike is None and grad_v_next is None:
             return None, None, None
-        saved, grad_spike = _saved_and_grad_spike(ctx, grad_spike, grad_v_next)
+        saved = ctx.saved_tensors
+        if grad_spike is None:   # (as _saved_and_grad_spike, written out on this hot path)
+            grad_spike = torch.zeros_like(saved[0], dtype=grad_v_next.dtype)
         plan = ctx.plan
         grad_x, grad_v = plan.train_backward(grad_spike, grad_v_next, saved)
         return grad_x, (grad_v if plan.v_given else None), None

@@ -366,9 +366,12 @@ class _CPUPlan(Plan):
         """``[T, N]`` views of the tensors in ``seq`` and ``[N]`` views of those in ``state``
         (``None``: the absent state input)."""
         buffer, steps, n, kind = self.backend._buffer, self.steps, self._n, self._kind
-        return ([buffer(t.data_ptr(), steps, n, kind, t) for t in seq]
-                + [self._absent_state if t is None else buffer(t.data_ptr(), -1, n, kind, t)
-                   for t in state])
+        out = []   # (plain loops: a comprehension is a function call of its own)
+        for t in seq:
+            out.append(buffer(t.data_ptr(), steps, n, kind, t))
+        for t in state:
+            out.append(self._absent_state if t is None else buffer(t.data_ptr(), -1, n, kind, t))
+        return out
 
     def _scalars(self, reciprocal_tau):
         """The kernels' scalar arguments, with 1/τ replaced when given."""
@@ -379,19 +382,19 @@ class _CPUPlan(Plan):
     # (the per-call methods below are written out rather than shared: each helper call costs
     # a node a few tenths of a microsecond per step)
     def forward(self, x, v, save_h=True, reciprocal_tau=None):
-        x = x.contiguous()
-        if v is not None:
-            v = v.contiguous()
+        args = self._args if reciprocal_tau is None else self._scalars(reciprocal_tau)
+        return self._forward(x.contiguous(), None if v is None else v.contiguous(), save_h, args)
+
+    def _forward(self, x, v, save_h, args):
+        """:meth:`forward` on contiguous ``x`` and ``v`` with the kernels' scalar ``args``."""
         spike = torch.empty_like(x)
         v_next = x.new_empty(self.state_shape) if v is None else torch.empty_like(v)
         h_seq = torch.empty_like(x, dtype=self.h_dtype) if save_h else None
         bx, bs, v0, bv = self._buffers((x, spike), (v, v_next))
         no_seq = self._absent_seq
         bh = no_seq if h_seq is None else self.backend._view(h_seq, (self.steps, self._n))
-        (self._train if save_h else self._infer)(
-            bx, v0, bs, bv, bh, no_seq, no_seq, no_seq,
-            *(self._args if reciprocal_tau is None else self._scalars(reciprocal_tau)),
-            CPUBackend._threads(x.numel()))
+        (self._train if save_h else self._infer)(bx, v0, bs, bv, bh, no_seq, no_seq, no_seq, *args,
+                                                 CPUBackend._threads(x.numel()))
         return spike, v_next, h_seq
 
     def backward(self, grad_spike, grad_v_next, h_seq):
@@ -406,8 +409,10 @@ class _CPUPlan(Plan):
         return grad_x, grad_v
 
     def train_forward(self, x, v):
-        x, v = x.contiguous(), _contiguous(v)
-        spike, v_next, h_seq = self.forward(x, v, save_h=not self.recompute)
+        x = x.contiguous()
+        if v is not None:
+            v = v.contiguous()
+        spike, v_next, h_seq = self._forward(x, v, not self.recompute, self._args)
         if h_seq is not None:
             return spike, v_next, (h_seq,)
         return spike, v_next, ((x,) if v is None else (x, v))
@@ -417,9 +422,11 @@ class _CPUPlan(Plan):
             return self.backward(grad_spike, grad_v_next, saved[0])
         x, v = saved[0], (saved[1] if len(saved) > 1 else None)
         grad_spike = grad_spike.contiguous()
+        if grad_v_next is not None:
+            grad_v_next = grad_v_next.contiguous()
         grad_x, grad_v = torch.empty_like(grad_spike), grad_spike.new_empty(self.state_shape)
         bg, bx, bgx, carry, v0, bgv = self._buffers((grad_spike, x, grad_x),
-                                                    (_contiguous(grad_v_next), v, grad_v))
+                                                    (grad_v_next, v, grad_v))
         self._from_input(bg, carry, bx, v0, bgx, bgv, *self._args,
                          CPUBackend._threads(grad_x.numel()))
         return grad_x, grad_v

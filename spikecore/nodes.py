@@ -215,11 +215,11 @@ class BaseNode(nn.Module):
         bfloat16 (which the general route refuses)."""
         if torch.compiler.is_compiling():
             return None
+        plan = self.__dict__.get("_plan")
         if not isinstance(v, torch.Tensor):
-            if v != self.config().v_rest:
+            if v != (self.config() if plan is None else plan.cfg).v_rest:
                 return None
             v = None
-        plan = self.__dict__.get("_plan")
         if plan is None or not plan.accepts(x, v):
             if (self.store_v_seq and self.multi_step) or (
                     self.saved_h_dtype is not None and self._learns_tau()):

@@ -344,9 +344,10 @@ def test_random_call_sequences_match_the_general_route(seed, monkeypatch):
     that never uses a plan: the same spikes and states at every call, and the same gradients of
     every input and parameter at the end."""
     planned_calls = []
-    plan_forward = backends._CPUPlan.forward
-    monkeypatch.setattr(backends._CPUPlan, "forward",
-                        lambda *a, **k: planned_calls.append(1) or plan_forward(*a, **k))
+    for name in ("forward", "train_forward"):   # the plan's forwards (neither calls the other)
+        method = getattr(backends._CPUPlan, name)
+        monkeypatch.setattr(backends._CPUPlan, name,
+                            lambda *a, _m=method, **k: planned_calls.append(1) or _m(*a, **k))
     rng = random.Random(seed)
     cls, kwargs = NODE_KINDS[seed % len(NODE_KINDS)]
     planned = cls(**kwargs)
