@@ -180,13 +180,13 @@ class BaseNode(nn.Module):
         if (isinstance(v, torch.Tensor) and v.dtype != x.dtype
                 and torch.is_autocast_enabled(x.device.type)):
             v = v.to(x.dtype)   # the state follows the dtype autocast chose for the input
-        save_v = self.multi_step and self.store_v_seq
         try:
             out = self._run_planned(x, v)
             if out is None:
                 out = ops.neuron(x, v, self.config(), multi_step=self.multi_step,
                                  backend=self.backend,
-                                 reciprocal_tau=self._reciprocal_tau_tensor(), save_v=save_v,
+                                 reciprocal_tau=self._reciprocal_tau_tensor(),
+                                 save_v=self.multi_step and self.store_v_seq,
                                  h_dtype=self.saved_h_dtype, names=self._names())
         except ValueError as exc:
             step_shape = x.shape[1:] if self.multi_step else x.shape
@@ -198,9 +198,11 @@ class BaseNode(nn.Module):
                     f"{tuple(v.shape)}; call reset() on the node (or spikecore.reset_net(model)"
                     ") before each new batch") from exc
             raise
-        spike, self.v, v_seq = out   # v: a plain attribute (see __setattr__)
-        if save_v:
-            self.v_seq = v_seq
+        spike, v_next, v_seq = out
+        state = self.__dict__   # v and v_seq: plain attributes (see __setattr__)
+        state["v"] = v_next
+        if v_seq is not None:
+            state["v_seq"] = v_seq
         return spike
 
     def _names(self):
