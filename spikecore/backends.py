@@ -55,12 +55,15 @@ class Plan:
 
     A training call goes through ``train_forward(x, v) -> (spike, v_next, saved)`` and
     ``train_backward(grad_spike, grad_v_next, saved)``: ``saved`` is what autograd keeps, one
-    ``[T, N]`` tensor. It is H here; the CPU plan of a small layer saves the input instead and
-    recomputes H in the backward (``recompute``), with the same bits.
+    ``[T, N]`` tensor. It is H here; the CPU plan of a small layer (``recompute``) saves the
+    input instead, with the ``[N]`` initial state when one was given, and recomputes H in the
+    backward, with the same bits.
     """
 
     __slots__ = ("backend", "cfg", "shape", "dtype", "device", "v_given", "steps",
                  "state_shape", "h_dtype")
+    #: whether a training call saves its input and the backward recomputes H
+    recompute = False
 
     def __init__(self, backend, cfg, x, v_given, steps, state_shape, h_dtype):
         self.backend, self.cfg, self.v_given, self.h_dtype = backend, cfg, v_given, h_dtype
@@ -337,9 +340,9 @@ class _CPUPlan(Plan):
     picked once, so a call allocates its outputs and runs the kernel.
 
     Its methods do what :class:`CPUBackend`'s do for the calls a node makes (the training and
-    inference forward, BPTT from H, the learnable-τ backward), with those choices already
-    made; the backend's methods serve every option of the API (``v_seq``, the teaching path's
-    local gradients) and pick per call."""
+    inference forward, BPTT from H or from the input, the learnable-τ backward), with those
+    choices already made; the backend's methods serve every option of the API (``v_seq``, the
+    teaching path's local gradients) and pick per call."""
 
     __slots__ = ("_train", "_infer", "_backward", "_backward_plif", "_from_input", "_kind", "_n",
                  "_absent_seq", "_absent_state", "_args", "recompute")
