@@ -715,10 +715,12 @@ def backward_from_input(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
                         int mode, bint hard, bint detach_reset, int sg_index,
                         double v_threshold, double v_reset, double reciprocal_tau, double alpha,
                         int n_threads):
-    """BPTT from the forward's input instead of a saved H: each block of neurons first runs
-    the forward recursion again from ``x`` and ``v``, keeping its H in a scratch buffer that
-    stays in cache, then backpropagates from it exactly as :func:`backward` does from a saved
-    H. The gradients are bit-identical to that route; the forward pass need not write H."""
+    """BPTT from the forward's input instead of a saved H: each chunk of neurons (at most
+    CHUNK, fewer for long sequences) first runs the forward recursion again from ``x`` and
+    ``v``, keeping its H in a scratch buffer that stays in L1, then backpropagates from it
+    exactly as :func:`backward` does from a saved H. The gradients are bit-identical to that
+    route; the forward pass need not write H. Faster inside a training step for tensors that
+    fit in cache; slower than :func:`backward` on large ones, whose rows it cannot stream."""
     cdef Py_ssize_t steps = grad_spike.shape[0], n = grad_spike.shape[1]
     cdef Py_ssize_t blk = _block_size(n, n_threads)
     cdef Py_ssize_t n_blocks = (n + blk - 1) // blk
