@@ -322,17 +322,11 @@ class CPUBackend(Backend):
 
     def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps,
                       state_shape=None):
-        grad_x, grad_v, carry = self._gradient_outputs(grad_spike, grad_v_next, state_shape)
-        n = grad_v.numel()
-        seq, row = (steps, n), (n,)
-        sums = torch.empty(n, dtype=torch.float64)   # per-neuron sums (scratch), held here
-        view = self._view
-        total = self._entry("backward_plif", grad_spike.dtype)(
-            view(grad_spike, seq), carry, view(h_seq, seq),
-            self._absent(grad_spike.dtype, n)[1] if v_init is None else view(v_init, row),
-            view(grad_x, seq), view(grad_v, row), view(sums, row),
-            *cfg.kernel_args, self._threads(steps * n))
-        return grad_x, grad_v, torch.scalar_tensor(total, dtype=torch.float64)
+        # the plan's backward_plif, with this call's choices made on the spot
+        if state_shape is None:
+            state_shape = tuple(grad_v_next.shape)
+        return self.plan(cfg, grad_spike, False, steps, state_shape).backward_plif(
+            grad_spike, grad_v_next, h_seq, v_init, None)
 
 
 class _CPUPlan(Plan):
