@@ -82,6 +82,28 @@ class NeuronFunction(torch.autograd.Function):
         return (*_backward(ctx, grad_spike, grad_v_next), None, None, None, None, None)
 
 
+def _direct_apply(function):
+    """Class decorator: ``function.apply`` enters autograd's C++ ``apply`` directly, without the
+    Python layer of :meth:`torch.autograd.Function.apply` (about 1.3 us of a node's call). That
+    layer only matters under functorch transforms (``torch.func``, vmap) and for tensors a
+    finished transform left wrapped; such calls still take it (x and v are checked; a plan's
+    other arguments are a Plan and, for a learnable τ, k made in the same call)."""
+    general = function.apply
+    direct = super(torch.autograd.Function, function).apply
+    transforms_active = torch._C._are_functorch_transforms_active
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+
+    def apply(x, v, *rest):
+        if transforms_active() or wrapped(x) or (v is not None and wrapped(v)):
+            return general(x, v, *rest)
+        return direct(x, v, *rest)
+
+    apply.__doc__ = general.__doc__
+    function.apply = staticmethod(apply)
+    return function
+
+
+@_direct_apply
 class PlannedNeuronFunction(torch.autograd.Function):
     """``apply(x, v, plan) -> (spike, v_next)``: :class:`NeuronFunction` for inputs that a
     :class:`~spikecore.backends.Plan` has accepted (see :func:`spikecore.dispatch.plan`), so
@@ -109,6 +131,7 @@ class PlannedNeuronFunction(torch.autograd.Function):
         return grad_x, (grad_v if plan.v_given else None), None
 
 
+@_direct_apply
 class PlannedParametricNeuronFunction(torch.autograd.Function):
     """``apply(x, v, k, plan) -> (spike, v_next)``: :class:`ParametricNeuronFunction` through a
     plan (see :class:`PlannedNeuronFunction`); the value of the 0-d tensor k = 1/τ is checked at

@@ -176,18 +176,21 @@ class BaseNode(nn.Module):
                             f"got {type(x).__name__}")
         if self.multi_step and x.dim() == 0:
             raise ValueError(f"{type(self).__name__} expects a [T, *] input, got a 0-d tensor")
-        v = self.v
+        state = self.__dict__   # v and v_seq: plain attributes (see __setattr__)
+        v = state["v"]
         if (isinstance(v, torch.Tensor) and v.dtype != x.dtype
                 and torch.is_autocast_enabled(x.device.type)):
             v = v.to(x.dtype)   # the state follows the dtype autocast chose for the input
         try:
             out = self._run_planned(x, v)
-            if out is None:
-                out = ops.neuron(x, v, self.config(), multi_step=self.multi_step,
-                                 backend=self.backend,
-                                 reciprocal_tau=self._reciprocal_tau_tensor(),
-                                 save_v=self.multi_step and self.store_v_seq,
-                                 h_dtype=self.saved_h_dtype, names=self._names())
+            if out is not None:
+                state["v"] = out[1]
+                return out[0]
+            spike, v_next, v_seq = ops.neuron(
+                x, v, self.config(), multi_step=self.multi_step, backend=self.backend,
+                reciprocal_tau=self._reciprocal_tau_tensor(),
+                save_v=self.multi_step and self.store_v_seq, h_dtype=self.saved_h_dtype,
+                names=self._names())
         except ValueError as exc:
             step_shape = x.shape[1:] if self.multi_step else x.shape
             if isinstance(v, torch.Tensor) and v.shape != step_shape:
@@ -198,8 +201,6 @@ class BaseNode(nn.Module):
                     f"{tuple(v.shape)}; call reset() on the node (or spikecore.reset_net(model)"
                     ") before each new batch") from exc
             raise
-        spike, v_next, v_seq = out
-        state = self.__dict__   # v and v_seq: plain attributes (see __setattr__)
         state["v"] = v_next
         if v_seq is not None:
             state["v_seq"] = v_seq
@@ -209,9 +210,9 @@ class BaseNode(nn.Module):
         return ("dv_seq" if self.multi_step else "dv", "v")
 
     def _run_planned(self, x, v):
-        """``(spike, v_next, None)`` through the node's :class:`~spikecore.backends.Plan`, made
-        by the first call that can use one and kept while the calls stay alike (any change of
-        the node's attributes retires it); ``None`` where the general route must run: under
+        """``(spike, v_next)`` through the node's :class:`~spikecore.backends.Plan`, made by the
+        first call that can use one and kept while the calls stay alike (any change of the
+        node's attributes retires it); ``None`` where the general route must run: under
         torch.compile, while keeping ``v_seq``, for a call that casts (half inputs on the CPU),
         from a float state other than the rest potential, or with a learnable τ and H kept in
         bfloat16 (which the general route refuses)."""
@@ -235,11 +236,10 @@ class BaseNode(nn.Module):
         if torch.is_grad_enabled() and (x.requires_grad or (v is not None and v.requires_grad)
                                         or (k is not None and k.requires_grad)):
             if k is None:
-                return (*PlannedNeuronFunction.apply(x, v, plan), None)
-            return (*PlannedParametricNeuronFunction.apply(x, v, k, plan), None)
+                return PlannedNeuronFunction.apply(x, v, plan)
+            return PlannedParametricNeuronFunction.apply(x, v, k, plan)
         k_value = None if k is None else check_reciprocal_tau(float(k))
-        spike, v_next, _ = plan.forward(x, v, save_h=False, reciprocal_tau=k_value)
-        return spike, v_next, None
+        return plan.forward(x, v, save_h=False, reciprocal_tau=k_value)[:2]
 
     def _learns_tau(self):
         return type(self)._reciprocal_tau_tensor is not BaseNode._reciprocal_tau_tensor
