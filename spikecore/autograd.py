@@ -89,9 +89,12 @@ def _direct_apply(function):
     finished transform left wrapped; such calls still take it (x and v are checked; a plan's
     other arguments are a Plan and, for a learnable τ, k made in the same call)."""
     general = function.apply
-    direct = super(torch.autograd.Function, function).apply
-    transforms_active = torch._C._are_functorch_transforms_active
-    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    try:   # private parts of PyTorch: a version without them keeps the usual apply
+        direct = super(torch.autograd.Function, function).apply
+        transforms_active = torch._C._are_functorch_transforms_active
+        wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    except AttributeError:
+        return function
 
     def apply(x, v, *rest):
         if transforms_active() or wrapped(x) or (v is not None and wrapped(v)):

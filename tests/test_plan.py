@@ -144,6 +144,29 @@ def test_planned_apply_keeps_torch_route_under_functorch(function):
         torch.func.grad(lambda t: node(t).sum())(x.clone())
 
 
+def test_direct_apply_falls_back_without_torch_internals(monkeypatch):
+    """Should a PyTorch version lack the private functions the direct apply uses, a Function
+    keeps torch.autograd.Function.apply."""
+    from spikecore.autograd import _direct_apply
+
+    class Double(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, v):
+            return 2 * x
+
+        @staticmethod
+        def backward(ctx, g):
+            return 2 * g, None
+
+    with monkeypatch.context() as patch:
+        patch.delattr(torch._C, "_are_functorch_transforms_active")
+        assert _direct_apply(Double) is Double
+    assert Double.apply.__func__ is torch.autograd.Function.apply.__func__
+    x = torch.ones(3, requires_grad=True)   # (torch's own apply needs what was removed)
+    Double.apply(x, None).sum().backward()
+    assert torch.equal(x.grad, torch.full((3,), 2.0))
+
+
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
 def test_plan_keeps_h_in_bfloat16(backend):
     cfg = CONFIGS[1]
