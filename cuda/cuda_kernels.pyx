@@ -73,7 +73,8 @@ def forward(int dtype, uintptr_t x, uintptr_t v, uintptr_t spike, uintptr_t v_ne
             long long steps, long long neurons, int mode, bint hard, bint detach_reset,
             int sg_index, double v_threshold, double v_reset, double reciprocal_tau,
             double alpha, int device, uintptr_t stream):
-    """Launch the forward kernel; pointer 0 means an output that is not wanted."""
+    """Launch the forward kernel; pointer 0 means an output that is not wanted, or for ``v``
+    that every neuron starts at rest."""
     cdef sc_params p = _params(mode, hard, detach_reset, sg_index, v_threshold, v_reset,
                                reciprocal_tau, alpha)
     cdef char err[ERR_LEN]
@@ -92,7 +93,8 @@ def backward(int dtype, uintptr_t grad_spike, uintptr_t grad_v_next, uintptr_t h
              long long steps, long long neurons, int mode, bint hard, bint detach_reset,
              int sg_index, double v_threshold, double v_reset, double reciprocal_tau,
              double alpha, int device, uintptr_t stream):
-    """Launch the BPTT kernel (from h_seq when non-zero, else from the stored gradients)."""
+    """Launch the BPTT kernel (from h_seq when non-zero, else from the stored gradients);
+    grad_v_next 0 means zero."""
     cdef sc_params p = _params(mode, hard, detach_reset, sg_index, v_threshold, v_reset,
                                reciprocal_tau, alpha)
     cdef char err[ERR_LEN]
@@ -111,7 +113,8 @@ def backward_plif(int dtype, uintptr_t grad_spike, uintptr_t grad_v_next, uintpt
                   long long steps, long long neurons, int mode, bint hard, bint detach_reset,
                   int sg_index, double v_threshold, double v_reset, double reciprocal_tau,
                   double alpha, int device, uintptr_t stream):
-    """Launch the ParametricLIF BPTT kernel; grad_tau is a float32 [N] buffer."""
+    """Launch the ParametricLIF BPTT kernel; grad_tau is a float32 [N] buffer; v 0 means at
+    rest, grad_v_next 0 means zero."""
     cdef sc_params p = _params(mode, hard, detach_reset, sg_index, v_threshold, v_reset,
                                reciprocal_tau, alpha)
     cdef char err[ERR_LEN]

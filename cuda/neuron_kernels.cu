@@ -19,6 +19,11 @@
  * land on the other side of the threshold than the H that decided the spike; store_h() then
  * moves it by one unit in the last place, so the backward pass always recomputes the same S.
  *
+ * Two inputs may be NULL, as on the CPU: the initial potential v0 (every neuron starts at
+ * rest: V_reset under hard reset, 0 under soft reset, rounded to the storage dtype as a tensor
+ * filled with it would be) and the incoming grad_v_next (zero). That spares the caller a
+ * fill kernel per call for a fresh state.
+ *
  * Kernels run on the caller's stream and device; every launch is checked and errors are
  * returned as codes + messages through the C API of cuda/spikecore_cuda.h.
  */
@@ -91,6 +96,12 @@ __device__ __forceinline__ __nv_bfloat16 nudge(__nv_bfloat16 q, bool up) {
 }
 __device__ __forceinline__ float nudge(float q, bool) { return q; }
 
+/* The resting potential as an absent v0 stands for it: rounded to the storage dtype. */
+template <typename S>
+__device__ __forceinline__ float rest_potential(const sc_params &p) {
+    return to_float(from_float<S>(p.hard_reset ? p.v_reset : 0.0f));
+}
+
 /* H in storage precision, on the same side of the threshold as the float H that fired. */
 template <typename S>
 __device__ __forceinline__ S store_h(float h, float s, float v_threshold) {
@@ -131,9 +142,14 @@ forward_kernel(const S *__restrict__ x, const S *__restrict__ v0, S *__restrict_
          j += (long long)gridDim.x * blockDim.x) {
         const long long i = j * VEC;
         float v[VEC];
-        const P vp = load_pack<S, VEC>(v0 + i);
+        if (v0) {
+            const P vp = load_pack<S, VEC>(v0 + i);
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) v[k] = to_float(vp.e[k]);
+            for (int k = 0; k < VEC; ++k) v[k] = to_float(vp.e[k]);
+        } else {   /* at rest */
+#pragma unroll
+            for (int k = 0; k < VEC; ++k) v[k] = rest_potential<S>(p);
+        }
         for (long long t0 = 0; t0 < steps; t0 += UNROLL) {
             P xs[UNROLL];
 #pragma unroll
@@ -193,9 +209,14 @@ backward_kernel(const S *__restrict__ grad_spike, const S *__restrict__ grad_v_n
          j += (long long)gridDim.x * blockDim.x) {
         const long long i = j * VEC;
         float carry[VEC];
-        const P cp = load_pack<S, VEC>(grad_v_next + i);
+        if (grad_v_next) {
+            const P cp = load_pack<S, VEC>(grad_v_next + i);
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) carry[k] = to_float(cp.e[k]);
+            for (int k = 0; k < VEC; ++k) carry[k] = to_float(cp.e[k]);
+        } else {   /* the last potential does not reach the loss */
+#pragma unroll
+            for (int k = 0; k < VEC; ++k) carry[k] = 0.0f;
+        }
         for (long long t1 = steps; t1 > 0; t1 -= UNROLL) {   /* steps t1-1 down to t1-UNROLL */
             P gs[UNROLL], a[UNROLL], b[UNROLL];
 #pragma unroll
@@ -247,7 +268,7 @@ backward_kernel(const S *__restrict__ grad_spike, const S *__restrict__ grad_v_n
  * dL/dH[t] * dH[t]/d(1/tau) over time for its neuron into grad_tau[i] (float32). The sum over
  * neurons is left to the caller (torch.sum), so no atomics are needed and the result does not
  * depend on the launch configuration. V[t-1] is rebuilt from H[t-1] as the forward computed
- * it; V[-1] is v0. One neuron per thread: this path is not on the hot list. */
+ * it; V[-1] is v0 (NULL: at rest). One neuron per thread: this path is not on the hot list. */
 template <typename S>
 __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS_PER_SM)
 backward_plif_kernel(const S *__restrict__ grad_spike, const S *__restrict__ grad_v_next,
@@ -259,7 +280,7 @@ backward_plif_kernel(const S *__restrict__ grad_spike, const S *__restrict__ gra
     const float v_rest = p.hard_reset ? p.v_reset : 0.0f;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
-        float carry = load(grad_v_next + i), acc = 0.0f;
+        float carry = grad_v_next ? load(grad_v_next + i) : 0.0f, acc = 0.0f;
         for (long long t = steps - 1; t >= 0; --t) {
             const float h = load(h_seq + t * n + i);
             const float s = fire(h, p.v_threshold);
@@ -274,7 +295,7 @@ backward_plif_kernel(const S *__restrict__ grad_spike, const S *__restrict__ gra
                 v_prev = p.hard_reset ? hard_reset(hp, sp, p.v_reset)
                                       : soft_reset(hp, sp, p.v_threshold);
             } else {
-                v_prev = load(v0 + i);
+                v_prev = v0 ? load(v0 + i) : rest_potential<S>(p);
             }
             acc += grad_h * charge_grad_tau(p.charge_mode, h, v_prev, v_rest, p.reciprocal_tau);
             grad_x[t * n + i] = from_float<S>(grad_h * dh_dx);

@@ -31,7 +31,8 @@ typedef struct sc_params {
     float alpha;
 } sc_params;
 
-/* T steps of charge/fire/reset. spike, v_next required; h_seq, v_seq, grad_s_to_h and
+/* T steps of charge/fire/reset. x, spike, v_next required; v NULL: every neuron starts at rest
+ * (V_reset, 0 under soft reset, rounded to the dtype); h_seq, v_seq, grad_s_to_h and
  * grad_v_to_h optional (NULL). grad_s_to_h and grad_v_to_h are given together or not at all. */
 int sc_cuda_forward(int dtype, const void *x, const void *v, void *spike, void *v_next,
                     void *h_seq, void *v_seq, void *grad_s_to_h, void *grad_v_to_h,
@@ -39,7 +40,8 @@ int sc_cuda_forward(int dtype, const void *x, const void *v, void *spike, void *
                     int device, void *stream, char *err, int err_len);
 
 /* BPTT through T steps: from h_seq (recompute route) when it is not NULL, else from
- * grad_s_to_h and grad_v_to_h (stored route). Writes grad_x [T, N] and grad_v [N]. */
+ * grad_s_to_h and grad_v_to_h (stored route). grad_v_next NULL: zero. Writes grad_x [T, N] and
+ * grad_v [N]. */
 int sc_cuda_backward(int dtype, const void *grad_spike, const void *grad_v_next,
                      const void *h_seq, const void *grad_s_to_h, const void *grad_v_to_h,
                      void *grad_x, void *grad_v, long long steps, long long neurons,
@@ -47,7 +49,7 @@ int sc_cuda_backward(int dtype, const void *grad_spike, const void *grad_v_next,
 
 /* BPTT from h_seq for a learnable 1/tau (ParametricLIF): like sc_cuda_backward, and also writes
  * grad_tau[i] = sum over t of dL/dH[t] * dH[t]/d(1/tau) for each neuron i (float32 [N]).
- * v is V[-1], the potential before the first step. */
+ * v is V[-1], the potential before the first step (NULL: at rest); grad_v_next NULL: zero. */
 int sc_cuda_backward_plif(int dtype, const void *grad_spike, const void *grad_v_next,
                           const void *h_seq, const void *v, void *grad_x, void *grad_v,
                           float *grad_tau, long long steps, long long neurons, sc_params params,

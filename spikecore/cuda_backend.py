@@ -4,6 +4,12 @@ Registered with :mod:`spikecore.backends` as ``'cuda'``, the default for CUDA te
 launches on the tensors' own device and on that device's current stream, so it composes with
 ``torch.cuda.stream(...)`` and multi-GPU code. float32, float16 and bfloat16 are native
 (float32 arithmetic inside); float64 is rejected with a TypeError.
+
+An absent initial potential or incoming dL/dV[T-1] is passed as a null pointer, which the
+kernels read as the resting potential or zero, as the CPU kernels read an empty buffer: no
+tensor is filled for a fresh state. The one exception is a 16-bit state at rest at a potential
+other than 0: it is still filled, so that it holds exactly what ``torch.full`` stores (see
+:meth:`CUDABackend._rest`).
 """
 import torch
 
@@ -53,36 +59,48 @@ class CUDABackend(backends.Backend):
     def _ptr(t):
         return 0 if t is None else t.data_ptr()
 
+    def _rest(self, v, cfg, state_shape, like):
+        """``v``, or for an absent state ``None`` (a null pointer: the kernels start at rest),
+        unless the kernels' resting value could differ from what ``torch.full`` would store:
+        they round the float32 V_reset to the storage dtype, ``torch.full`` rounds the Python
+        float once. That can differ only for a 16-bit dtype and a value other than 0."""
+        if v is None and like.dtype != torch.float32 and cfg.v_rest != 0.0:
+            return self.filled(v, state_shape, cfg.v_rest, like)
+        return v
+
     def forward(self, x, v, cfg, steps, save_h=False, save_v=False, with_grad=False,
                 h_dtype=None, state_shape=None):
-        v = self.filled(v, state_shape, cfg.v_rest, x)
-        spike, v_next, h_seq, v_seq, gs2h, gv2h = self.new_outputs(x, v, save_h, save_v,
-                                                                   with_grad)
+        v = self._rest(v, cfg, state_shape, x)
+        spike, v_next, h_seq, v_seq, gs2h, gv2h = self.new_outputs(
+            x, v, save_h, save_v, with_grad, state_shape=state_shape)
         p = self._ptr
         self._kernels.forward(
             _DTYPE_CODES[x.dtype], p(x), p(v), p(spike), p(v_next), p(h_seq), p(v_seq), p(gs2h),
-            p(gv2h), steps, v.numel(), *cfg.kernel_args,
+            p(gv2h), steps, v_next.numel(), *cfg.kernel_args,
             *self._launch_args(x))
         return spike, v_next, h_seq, v_seq, gs2h, gv2h
 
+    def _grad_outputs(self, grad_spike, grad_v_next, state_shape):
+        return torch.empty_like(grad_spike), (grad_spike.new_empty(state_shape)
+                                              if grad_v_next is None
+                                              else torch.empty_like(grad_v_next))
+
     def backward(self, grad_spike, grad_v_next, cfg, steps, h_seq=None, grad_s_to_h=None,
                  grad_v_to_h=None, state_shape=None):
-        grad_v_next = self.filled(grad_v_next, state_shape, 0.0, grad_spike)
-        grad_x, grad_v = torch.empty_like(grad_spike), torch.empty_like(grad_v_next)
-        p = self._ptr
+        grad_x, grad_v = self._grad_outputs(grad_spike, grad_v_next, state_shape)
+        p = self._ptr   # an absent grad_v_next: a null pointer, read as zero
         self._kernels.backward(
             _DTYPE_CODES[grad_spike.dtype], p(grad_spike), p(grad_v_next), p(h_seq),
-            p(grad_s_to_h), p(grad_v_to_h), p(grad_x), p(grad_v), steps, grad_v_next.numel(),
+            p(grad_s_to_h), p(grad_v_to_h), p(grad_x), p(grad_v), steps, grad_v.numel(),
             *cfg.kernel_args,
             *self._launch_args(grad_spike))
         return grad_x, grad_v
 
     def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps,
                       state_shape=None):
-        grad_v_next = self.filled(grad_v_next, state_shape, 0.0, grad_spike)
-        v_init = self.filled(v_init, state_shape, cfg.v_rest, grad_spike)
-        grad_x, grad_v = torch.empty_like(grad_spike), torch.empty_like(grad_v_next)
-        n = grad_v_next.numel()
+        v_init = self._rest(v_init, cfg, state_shape, grad_spike)
+        grad_x, grad_v = self._grad_outputs(grad_spike, grad_v_next, state_shape)
+        n = grad_v.numel()
         per_neuron = torch.empty(n, dtype=torch.float32,
                                  device=grad_spike.device)
         p = self._ptr

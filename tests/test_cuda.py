@@ -139,3 +139,27 @@ def test_nodes_on_cuda(node_cls):
     with torch.no_grad():
         gpu_node.reset()
         assert torch.equal(gpu_node(x.cuda()).cpu(), sc)
+
+
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=lambda d: str(d).split(".")[1])
+@pytest.mark.parametrize("cfg", CONFIGS[::5], ids=cfg_id)
+def test_absent_state_on_cuda_equals_the_explicit_tensor(cfg, dtype):
+    """An absent v, V[-1] or grad_v_next (a null pointer for the kernels, or a filled tensor for
+    a 16-bit state at rest away from 0) gives the bits of torch.full(v_rest) and of zeros."""
+    x, v = make_inputs(cfg, 6, (3, 40), dtype, seed=cfg_seed(cfg, 991))
+    x, v = x.cuda(), v.cuda()
+    rest = torch.full(v.shape, cfg.v_rest, dtype=dtype, device="cuda")
+    zeros = torch.zeros_like(v)
+    kw = dict(save_h=True, save_v=True, with_grad=True)
+    got, want = dispatch.forward(x, None, cfg, **kw), dispatch.forward(x, rest, cfg, **kw)
+    for name, g, w in zip(got._fields, got, want):
+        assert torch.equal(g, w), name
+    gs = torch.randn(x.shape, generator=torch.Generator().manual_seed(5)).to(dtype).cuda()
+    for route in (dict(h_seq=want.h_seq),
+                  dict(grad_s_to_h=want.grad_s_to_h, grad_v_to_h=want.grad_v_to_h)):
+        a = dispatch.backward(gs, None, cfg, **route)
+        b = dispatch.backward(gs, zeros, cfg, **route)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    a = dispatch.backward_plif(gs, None, cfg, h_seq=want.h_seq, v_init=None)
+    b = dispatch.backward_plif(gs, zeros, cfg, h_seq=want.h_seq, v_init=rest)
+    assert all(torch.equal(p, q) for p, q in zip(a, b))

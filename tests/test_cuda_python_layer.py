@@ -27,36 +27,45 @@ def _array(ptr, rows, cols):
     return np.ctypeslib.as_array(buf).reshape(rows, cols)
 
 
+def _state(ptr, n):
+    """The float32 [n] state at ``ptr``; a null pointer (an absent state, which the CUDA kernels
+    read as at rest or zero) becomes the CPU kernels' empty buffer, which means the same."""
+    return np.empty(0, dtype=np.float32) if ptr == 0 else _array(ptr, 1, n)[0]
+
+
 class HostKernels:
     """Stands in for ``spikecore._cuda_kernels``: same arguments, CPU kernels on host memory."""
 
     def __init__(self):
         self.shapes = []
+        self.state_pointers = []   # (v or V[-1], grad_v_next) of each call; None: not an input
 
     def forward(self, dtype, x, v, spike, v_next, h, v_seq, gs2h, gv2h, steps, n, *rest):
         assert dtype == FLOAT32
         self.shapes.append((steps, n))
+        self.state_pointers.append((v, None))
         kernel_args, (device, stream) = rest[:-2], rest[-2:]
         assert (device, stream) == (0, 0)
         seq = [_array(p, steps, n) for p in (x, spike, h, v_seq, gs2h, gv2h)]
-        _cpu_kernels.forward(seq[0], _array(v, 1, n)[0], seq[1], _array(v_next, 1, n)[0],
-                             *seq[2:], *kernel_args, 1)
+        _cpu_kernels.forward(seq[0], _state(v, n), seq[1], _state(v_next, n), *seq[2:],
+                             *kernel_args, 1)
 
     def backward(self, dtype, gs, gv_next, h, gs2h, gv2h, gx, gv, steps, n, *rest):
         assert dtype == FLOAT32
         self.shapes.append((steps, n))
-        _cpu_kernels.backward(_array(gs, steps, n), _array(gv_next, 1, n)[0],
+        self.state_pointers.append((None, gv_next))
+        _cpu_kernels.backward(_array(gs, steps, n), _state(gv_next, n),
                               *(_array(p, steps, n) for p in (h, gs2h, gv2h)),
-                              _array(gx, steps, n), _array(gv, 1, n)[0], *rest[:-2], 1)
-
+                              _array(gx, steps, n), _state(gv, n), *rest[:-2], 1)
 
     def backward_plif(self, dtype, gs, gv_next, h, v, gx, gv, per_neuron, steps, n, *rest):
         assert dtype == FLOAT32
         self.shapes.append((steps, n))
+        self.state_pointers.append((v, gv_next))
         sums = np.empty(n, dtype=np.float64)
-        _cpu_kernels.backward_plif(_array(gs, steps, n), _array(gv_next, 1, n)[0],
-                                   _array(h, steps, n), _array(v, 1, n)[0],
-                                   _array(gx, steps, n), _array(gv, 1, n)[0], sums,
+        _cpu_kernels.backward_plif(_array(gs, steps, n), _state(gv_next, n),
+                                   _array(h, steps, n), _state(v, n),
+                                   _array(gx, steps, n), _state(gv, n), sums,
                                    *rest[:-2], 1)
         _array(per_neuron, 1, n)[0][:] = sums   # the CUDA kernel leaves float32 sums per neuron
 
@@ -133,24 +142,62 @@ def test_learnable_tau_backward(host_cuda, multi_step, shape):
 
 @pytest.mark.parametrize("cfg", [make_cfg("LIF", False, -0.3), make_cfg("IF", False, None)],
                          ids=["lif-hard", "if-soft"])
-def test_absent_state_is_filled_for_the_gpu(host_cuda, cfg):
-    """The CUDA kernels take every state input, so the backend fills an absent ``v`` with the
-    resting potential and an absent ``grad_v_next`` with zeros; results equal the CPU's."""
+def test_absent_state_is_a_null_pointer(host_cuda, cfg):
+    """An absent ``v``, V[-1] or ``grad_v_next`` reaches the CUDA kernels as a null pointer
+    (at rest, zero), as an empty buffer reaches the CPU kernels; results equal the CPU's."""
     torch.manual_seed(2)
     x, gs = torch.rand(5, 3, 7) * 2, torch.randn(5, 3, 7)
     state = x.shape[1:]
     got = host_cuda.forward(x, None, cfg, 5, save_h=True, state_shape=state)
     want = dispatch.forward(x, None, cfg, backend="cpu", save_h=True)
     assert all(torch.equal(g, w) for g, w in zip(got[:3], want[:3]))
+    assert got[1].shape == state
     got = host_cuda.backward(gs, None, cfg, 5, h_seq=want.h_seq, state_shape=state)
     expected = dispatch.backward(gs, None, cfg, h_seq=want.h_seq, backend="cpu")
     assert all(torch.equal(g, w) for g, w in zip(got, expected))
+    assert got[1].shape == state
     v0 = torch.full(state, cfg.v_rest)
-    for v_init in (v0, None):   # an absent V[-1] is filled with the resting potential too
+    for v_init in (v0, None):   # an absent V[-1] is the resting potential too
         got = host_cuda.backward_plif(gs, None, want.h_seq, v_init, cfg, 5, state_shape=state)
         expected = dispatch.backward_plif(gs, None, cfg, h_seq=want.h_seq, v_init=v0,
                                           backend="cpu")
         assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    pointers = host_cuda._kernels.state_pointers
+    assert pointers[0] == (0, None) and pointers[1] == (None, 0)
+    assert pointers[2][1] == 0 and pointers[2][0] != 0 and pointers[3] == (0, 0)
+
+
+class _Recorder:
+    """Stands in for the CUDA module where only the arguments matter: it records the value
+    behind the state pointer of each forward call (16-bit storage, which the CPU kernels of the
+    stand-in above do not take)."""
+
+    def __init__(self):
+        self.starts = []
+
+    def forward(self, dtype, x, v, *rest):
+        n = rest[7]   # after spike, v_next, h_seq, v_seq, gs2h, gv2h and steps
+        self.starts.append(None if v == 0 else
+                           np.ctypeslib.as_array((ctypes.c_uint16 * n).from_address(v)).copy())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_16_bit_rest_other_than_zero_is_filled(dtype, monkeypatch):
+    """The kernels round the float32 V_reset to the storage dtype; torch.full rounds the Python
+    float once. So only a 16-bit state at rest at a potential other than 0 is still filled,
+    holding exactly what torch.full stores; 0 and float32 states pass a null pointer."""
+    backend = CUDABackend.__new__(CUDABackend)
+    backend._kernels = _Recorder()
+    monkeypatch.setattr(CUDABackend, "_launch_args", staticmethod(lambda t: (0, 0)))
+    x = torch.rand(2, 8).to(dtype)
+    for cfg in (make_cfg("LIF", False, -0.3), make_cfg("LIF", False, 0.0),
+                make_cfg("LIF", False, None)):
+        backend.forward(x, None, cfg, 2, state_shape=(8,))
+        backend.forward(x.float(), None, cfg, 2, state_shape=(8,))
+    starts = backend._kernels.starts
+    expected = torch.full((8,), -0.3, dtype=dtype).view(torch.int16).numpy().view(np.uint16)
+    assert np.array_equal(starts[0], expected)
+    assert starts[1:] == [None] * 5
 
 
 @pytest.mark.parametrize("given_v", [False, True], ids=["fresh", "given-v"])
