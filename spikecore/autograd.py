@@ -21,7 +21,7 @@ again, and on the CPU a small layer saves its input instead of H (see
 """
 import torch
 
-from . import dispatch
+from . import backends, dispatch
 from .config import NeuronConfig, check_reciprocal_tau
 
 __all__ = ["NeuronFunction", "PlannedNeuronFunction", "ParametricNeuronFunction",
@@ -89,10 +89,10 @@ def _direct_apply(function):
     finished transform left wrapped; such calls still take it (x and v are checked; a plan's
     other arguments are a Plan and, for a learnable τ, k made in the same call)."""
     general = function.apply
-    try:   # private parts of PyTorch: a version without them keeps the usual apply
-        direct = super(torch.autograd.Function, function).apply
+    direct = super(torch.autograd.Function, function).apply
+    wrapped = backends.transform_wrapped
+    try:   # a private part of PyTorch: a version without it keeps the usual apply
         transforms_active = torch._C._are_functorch_transforms_active
-        wrapped = torch._C._functorch.is_functorch_wrapped_tensor
     except AttributeError:
         return function
 

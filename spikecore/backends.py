@@ -37,6 +37,11 @@ __all__ = ["Backend", "Plan", "register", "get", "for_device", "available", "nam
 # processes occupy them (a thread that is not scheduled holds up the region's barrier).
 PARALLEL_MIN_ELEMENTS = 1 << 18
 
+#: True for the wrapped tensors of a torch.func transform (vmap, grad, ...), whose memory native
+#: kernels cannot read (see Backend.reads_memory)
+transform_wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor",
+                            lambda t: False)
+
 
 class Plan:
     """One validated kind of call, run again and again without its checks: a backend, a config,
@@ -80,7 +85,7 @@ class Plan:
                   and v.device == self.device and v.layout is torch.strided):
             return False
         return (x.dtype is self.dtype and x.shape == self.shape and x.device == self.device
-                and x.layout is torch.strided)
+                and x.layout is torch.strided and not transform_wrapped(x))
 
     def _cfg(self, reciprocal_tau):
         return self.cfg if reciprocal_tau is None else self.cfg.with_reciprocal_tau(reciprocal_tau)
@@ -124,6 +129,9 @@ class Backend:
     native_dtypes = ()
     #: dtypes the saved H may be kept in besides the compute dtype (``h_dtype=`` of forward)
     h_dtypes = ()
+    #: whether the kernels read the tensors' memory through raw pointers (then the wrapped
+    #: tensors of a torch.func transform are refused; PyTorch operations take them)
+    reads_memory = False
 
     @staticmethod
     def new_outputs(x, v, save_h=False, save_v=False, with_grad=False, h_dtype=None,
@@ -226,6 +234,7 @@ class CPUBackend(Backend):
     device_type = "cpu"
     native_dtypes = (torch.float32, torch.float64)
     h_dtypes = (torch.bfloat16,)
+    reads_memory = True
 
     def __init__(self):
         try:

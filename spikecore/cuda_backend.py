@@ -24,6 +24,7 @@ class CUDABackend(backends.Backend):
     name = "cuda"
     device_type = "cuda"
     native_dtypes = tuple(_DTYPE_CODES)
+    reads_memory = True
 
     def __init__(self):
         try:

@@ -86,6 +86,16 @@ def resolve_backend(backend, device: torch.device):
     return chosen
 
 
+def _check_readable(impl, name, t):
+    """Native kernels read memory through raw pointers, which a torch.func transform's wrapped
+    tensors do not have."""
+    if impl.reads_memory and backends.transform_wrapped(t):
+        raise TypeError(f"{name} is a tensor inside a torch.func transform (vmap, grad, ...), "
+                        f"whose memory the {impl.name!r} backend's kernels cannot read; call "
+                        "spikecore outside the transform, or use backend='reference' (PyTorch "
+                        "operations, which vmap can batch)")
+
+
 def _compute_dtype(backend, name, dtype):
     if dtype in backend.native_dtypes:
         return dtype
@@ -113,6 +123,9 @@ def _forward_inputs(x_seq, v, multi_step, backend, h_dtype, names):
     if v is not None:
         _check_like(v_name, v, x_name, x_seq, step_shape)
     impl = resolve_backend(backend, x_seq.device)
+    _check_readable(impl, x_name, x_seq)
+    if v is not None:
+        _check_readable(impl, v_name, v)
     dtype = _compute_dtype(impl, x_name, x_seq.dtype)
     if h_dtype is not None and (h_dtype not in impl.h_dtypes or dtype != torch.float32):
         raise ValueError(f"h_dtype={h_dtype} is not available here: the {impl.name!r} backend "
@@ -170,9 +183,11 @@ def _gradient_inputs(grad_spike_seq, grad_v_next, multi_step, backend, names):
         raise ValueError(f"{gs_name} must have a leading time dimension [T, *], got a 0-d tensor")
     steps, step_shape = layout(grad_spike_seq.shape, multi_step)
     impl = resolve_backend(backend, grad_spike_seq.device)
+    _check_readable(impl, gs_name, grad_spike_seq)
     dtype = _compute_dtype(impl, gs_name, grad_spike_seq.dtype)
     if grad_v_next is not None:
         _check_like(gv_name, grad_v_next, gs_name, grad_spike_seq, step_shape)
+        _check_readable(impl, gv_name, grad_v_next)
         grad_v_next = _prepared(grad_v_next, dtype)
     return impl, dtype, steps, step_shape, _prepared(grad_spike_seq, dtype), grad_v_next
 

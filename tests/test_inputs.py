@@ -166,3 +166,30 @@ def test_backend_registry():
     assert backends.available("reference")
     with pytest.raises(ValueError, match="backend must be one of"):
         backends.get("nope")
+
+
+def test_torch_func_transforms_get_a_clear_error_from_native_kernels():
+    """Native kernels read raw memory, which the wrapped tensors of vmap and grad do not have:
+    a TypeError names the argument, also for a node whose plan matches the batched shape. The
+    reference backend (PyTorch operations) still works under vmap."""
+    from spikecore import dispatch
+    cfg = make_cfg("LIF", False, 0.0)
+    x = torch.rand(4, 6, 5) * 2
+
+    def vmapped(fn):
+        return torch.func.vmap(fn, in_dims=1, out_dims=1)
+
+    with pytest.raises(TypeError, match="x_seq is a tensor inside a torch.func transform"):
+        vmapped(lambda t: dispatch.forward(t, None, cfg, backend="cpu").spike)(x)
+    with pytest.raises(TypeError, match="grad_spike_seq is a tensor inside a torch.func"):
+        h = dispatch.forward(x, None, cfg, save_h=True).h_seq
+        torch.func.vmap(lambda g, hs: dispatch.backward(g, None, cfg, h_seq=hs)[0],
+                        in_dims=1, out_dims=1)(torch.ones_like(x), h)
+    out = vmapped(lambda t: dispatch.forward(t, None, cfg, backend="reference").spike)(x)
+    assert torch.equal(out, dispatch.forward(x, None, cfg, backend="reference").spike)
+    node = spikecore.MultiStepLIFNode(tau=2.0)
+    node(x[:, 0].requires_grad_())   # a plan for [4, 5], the shape vmap shows the node
+    for run in (lambda: vmapped(lambda t: (node.reset(), node(t))[1])(x),
+                lambda: torch.func.grad(lambda t: (node.reset(), node(t))[1].sum())(x[:, 0])):
+        with pytest.raises(TypeError, match="dv_seq is a tensor inside a torch.func transform"):
+            run()

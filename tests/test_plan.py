@@ -129,7 +129,7 @@ def test_planned_apply_keeps_torch_route_under_functorch(function):
     """The planned Functions enter autograd's C++ apply directly, except under a functorch
     transform, where torch.autograd.Function.apply's Python layer must still run: its check
     refuses these Functions (they define no setup_context) instead of letting the kernels
-    meet wrapped tensors."""
+    meet wrapped tensors. (A node refuses such tensors itself: tests/test_inputs.py.)"""
     x = torch.rand(4, 3)
     plan = dispatch.plan(x, None, CONFIGS[1])
     rest = (None, plan) if function is PlannedNeuronFunction else (None, torch.tensor(0.5), plan)
@@ -137,11 +137,6 @@ def test_planned_apply_keeps_torch_route_under_functorch(function):
     assert spike.grad_fn is not None and torch.equal(spike, plan.forward(x, None)[0])
     with pytest.raises(RuntimeError, match="setup_context"):
         torch.func.grad(lambda t: function.apply(t, *rest)[0].sum())(x.clone())
-    node = spikecore.MultiStepLIFNode(tau=2.0)
-    node(x.clone().requires_grad_())   # the node now has a plan
-    node.reset()
-    with pytest.raises(RuntimeError, match="setup_context"):
-        torch.func.grad(lambda t: node(t).sum())(x.clone())
 
 
 def test_direct_apply_falls_back_without_torch_internals(monkeypatch):
