@@ -126,6 +126,20 @@ __device__ __forceinline__ void store_pack(S *p, const Pack<S, VEC> &v) {
     *reinterpret_cast<Pack<S, VEC> *>(p) = v;
 }
 
+/* The VEC state values from row + i as float32, or `absent` for each when row is NULL. */
+template <typename S, int VEC>
+__device__ __forceinline__ void load_state(const S *row, long long i, float absent,
+                                           float (&out)[VEC]) {
+    if (row) {
+        const Pack<S, VEC> q = load_pack<S, VEC>(row + i);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) out[k] = to_float(q.e[k]);
+    } else {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) out[k] = absent;
+    }
+}
+
 /* --- kernels ------------------------------------------------------------------------------
  * Thread j owns neurons [j*VEC, j*VEC + VEC). VEC = 16 / sizeof(S) when N and every pointer
  * allow 16-byte accesses, else 1. */
@@ -142,14 +156,7 @@ forward_kernel(const S *__restrict__ x, const S *__restrict__ v0, S *__restrict_
          j += (long long)gridDim.x * blockDim.x) {
         const long long i = j * VEC;
         float v[VEC];
-        if (v0) {
-            const P vp = load_pack<S, VEC>(v0 + i);
-#pragma unroll
-            for (int k = 0; k < VEC; ++k) v[k] = to_float(vp.e[k]);
-        } else {   /* at rest */
-#pragma unroll
-            for (int k = 0; k < VEC; ++k) v[k] = rest_potential<S>(p);
-        }
+        load_state<S, VEC>(v0, i, rest_potential<S>(p), v);
         for (long long t0 = 0; t0 < steps; t0 += UNROLL) {
             P xs[UNROLL];
 #pragma unroll
@@ -209,14 +216,7 @@ backward_kernel(const S *__restrict__ grad_spike, const S *__restrict__ grad_v_n
          j += (long long)gridDim.x * blockDim.x) {
         const long long i = j * VEC;
         float carry[VEC];
-        if (grad_v_next) {
-            const P cp = load_pack<S, VEC>(grad_v_next + i);
-#pragma unroll
-            for (int k = 0; k < VEC; ++k) carry[k] = to_float(cp.e[k]);
-        } else {   /* the last potential does not reach the loss */
-#pragma unroll
-            for (int k = 0; k < VEC; ++k) carry[k] = 0.0f;
-        }
+        load_state<S, VEC>(grad_v_next, i, 0.0f, carry);
         for (long long t1 = steps; t1 > 0; t1 -= UNROLL) {   /* steps t1-1 down to t1-UNROLL */
             P gs[UNROLL], a[UNROLL], b[UNROLL];
 #pragma unroll
