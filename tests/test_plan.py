@@ -439,3 +439,27 @@ def test_random_call_sequences_match_the_general_route(seed, monkeypatch):
         assert (p1.grad is None) == (p2.grad is None)
         if p1.grad is not None:
             assert torch.equal(p1.grad, p2.grad)
+
+
+def test_saved_tensor_hooks_see_what_a_planned_layer_saves():
+    """Pack/unpack hooks (offloading, compression) get the one [T, N] tensor a planned layer
+    saves, and its backward runs from what unpack returns."""
+    node = spikecore.MultiStepLIFNode(tau=2.0)
+    x = (torch.rand(4, 3, 5) * 2).requires_grad_()
+    node(x)
+    node.reset()   # the node has its plan
+    packed = []
+
+    def pack(t):
+        packed.append(t.shape)
+        return t.clone()
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, torch.zeros_like):
+        spike = node(x)
+    assert packed == [x.shape]
+    spike.backward(torch.ones_like(spike))
+    # unpack gave zeros: the backward is that of a layer whose saved input was all zeros
+    zeros = torch.zeros_like(x, requires_grad=True)
+    node.reset()
+    node(zeros).backward(torch.ones_like(spike))
+    assert torch.equal(x.grad, zeros.grad) and zeros.grad.abs().sum() > 0
