@@ -40,6 +40,7 @@ import math
 import torch
 from torch import nn
 
+from . import checkpoint as _checkpoint
 from . import dispatch, ops
 from .autograd import PlannedNeuronFunction, PlannedParametricNeuronFunction
 from . import surrogate as _surrogate
@@ -49,6 +50,7 @@ __all__ = ["BaseNode", "IFNode", "MultiStepIFNode", "LIFNode", "MultiStepLIFNode
 
 # a node's state: the potential V and, when kept, the potential after every step
 _STATE = ("v", "v_seq")
+_graph_task_id = _checkpoint.graph_task_id   # -1 outside a backward pass
 
 
 class BaseNode(nn.Module):
@@ -157,6 +159,16 @@ class BaseNode(nn.Module):
                 state[name] = t.detach()
         return state
 
+    def _state_values(self):
+        """The state (``v``, ``v_seq``) as a tuple, for :meth:`_load_state_values`
+        (:mod:`spikecore.checkpoint` saves and restores it around a recomputation)."""
+        state = self.__dict__
+        return tuple(state.get(name) for name in _STATE)
+
+    def _load_state_values(self, values):
+        for name, value in zip(_STATE, values):
+            self.__dict__[name] = value
+
     def _replicate_for_data_parallel(self):
         # DataParallel rebuilds its replicas on every call and scatters the batch, so a replica
         # starts from the fresh state on its own device rather than sharing this module's v.
@@ -176,13 +188,16 @@ class BaseNode(nn.Module):
                             f"got {type(x).__name__}")
         if self.multi_step and x.dim() == 0:
             raise ValueError(f"{type(self).__name__} expects a [T, *] input, got a 0-d tensor")
+        compiling = torch.compiler.is_compiling()
+        if not compiling and (_checkpoint.regions_open or _graph_task_id() != -1):
+            _checkpoint.check_call(self)   # activation checkpointing (spikecore.checkpoint)
         state = self.__dict__   # v and v_seq: plain attributes (see __setattr__)
         v = state["v"]
         if (isinstance(v, torch.Tensor) and v.dtype != x.dtype
                 and torch.is_autocast_enabled(x.device.type)):
             v = v.to(x.dtype)   # the state follows the dtype autocast chose for the input
         try:
-            out = self._run_planned(x, v)
+            out = None if compiling else self._run_planned(x, v)
             if out is not None:
                 state["v"] = out[1]
                 return out[0]
@@ -212,12 +227,10 @@ class BaseNode(nn.Module):
     def _run_planned(self, x, v):
         """``(spike, v_next)`` through the node's :class:`~spikecore.backends.Plan`, made by the
         first call that can use one and kept while the calls stay alike (any change of the
-        node's attributes retires it); ``None`` where the general route must run: under
-        torch.compile, while keeping ``v_seq``, for a call that casts (half inputs on the CPU),
-        from a float state other than the rest potential, or with a learnable τ and H kept in
-        bfloat16 (which the general route refuses)."""
-        if torch.compiler.is_compiling():
-            return None
+        node's attributes retires it); ``None`` where the general route must run: while
+        keeping ``v_seq``, for a call that casts (half inputs on the CPU), from a float state
+        other than the rest potential, or with a learnable τ and H kept in bfloat16 (which the
+        general route refuses). (Under torch.compile the caller takes the general route.)"""
         plan = self.__dict__.get("_plan")
         if not isinstance(v, torch.Tensor):
             if v != (self.config() if plan is None else plan.cfg).v_rest:
