@@ -51,6 +51,7 @@ MARKERS = {
     ],
     "04_first_network": [
         "CHECK ok: hand-written loop reaches test accuracy",
+        "CHECK ok: spikecore.checkpoint gives the gradients of the plain run, bit for bit",
         "CHECK ok: spikecore.train.fit reaches test accuracy",
     ],
     "05_speed": [
