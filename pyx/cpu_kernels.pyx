@@ -12,7 +12,9 @@ row stays in the core's L2 cache), ``prange`` hands the blocks to OpenMP threads
 schedule, and inside a block time runs outside and neurons inside. The inner loop thus streams
 a contiguous row segment of every buffer, and the recurrent state of a block (the potential in
 the forward pass, the carried dL/dV in the backward pass) lives in the output buffer ``v_next``
-/ ``grad_v`` itself, which doubles as the per-neuron state array. No element depends on how the
+/ ``grad_v`` itself, which doubles as the per-neuron state array. The forward pass walks time in
+tiles of ``TILE`` steps, each chunk of neurons running a whole tile with its potential in L1,
+which keeps several input rows in flight. No element depends on how the
 blocks are assigned to threads, so results are bit-identical for any thread count.
 
 Speed comes from inner loops the compiler can vectorise: no branch may depend on anything but
@@ -165,6 +167,10 @@ cdef enum:
     BLOCK_MAX = 16384
     # Neurons per chunk buffer: 1 KiB of float32 per buffer, so a chunk's buffers stay in L1.
     CHUNK = 256
+    # Steps a chunk of neurons runs in a row in the forward pass (see _forward_fast): four
+    # input rows in flight at once made the forward 15-20% faster on tensors far larger than
+    # the last-level cache; two gave half of that, eight less.
+    TILE = 4
     # How far ahead in a row (neurons) the kernels prefetch their streamed inputs.
     PREFETCH_AHEAD = 1024
     # Bytes of recomputed H a chunk of backward_from_input keeps (a share of a core's L1).
@@ -343,10 +349,13 @@ cdef void _forward_fast(charge_kind ck, reset_kind rk,
                         Py_ssize_t lo, Py_ssize_t hi, int stream) noexcept nogil:
     """Training (h_seq given) or inference forward, specialised on charge and reset.
 
-    Rows are processed in chunks of CHUNK neurons. Without streaming the loop writes its
-    outputs in place; with streaming it writes S and H (and, on the last step, V) into L1
-    buffers that sc_store_chunk then streams out."""
-    cdef Py_ssize_t t, j, k, c, m, last = x.shape[0] - 1
+    Rows are processed in chunks of CHUNK neurons, and time in tiles of TILE steps: a chunk
+    runs all steps of a tile before the next chunk, with the potential between them in an L1
+    buffer, so the tile's input rows are read side by side and the block's state row is read
+    and written once per tile. Without streaming the loop writes its outputs in place; with
+    streaming it writes S and H (and, on the last step, V) into L1 buffers that sc_store_chunk
+    then streams out."""
+    cdef Py_ssize_t t, t0, u, n_u, j, k, c, m, steps = x.shape[0], last = x.shape[0] - 1
     cdef int mode = _mode(ck)
     cdef bint save_h = h_seq.shape[0] != 0
     cdef real v_rest = v_reset if reset_kind is HardReset else <real>0
@@ -356,40 +365,57 @@ cdef void _forward_fast(charge_kind ck, reset_kind rk,
     cdef real* s_dst
     cdef real* v_dst
     cdef hstore* h_dst = NULL
-    cdef real s_buf[CHUNK]
+    cdef real s_buf[TILE][CHUNK]
+    cdef hstore h_buf[TILE][CHUNK]
+    cdef real v_tile[CHUNK]
     cdef real v_buf[CHUNK]
-    cdef hstore h_buf[CHUNK]
-    cdef bint at_rest = _start_state(&v_out[0], v0, v_rest, x.shape[0] == 0, lo, hi)
-    for t in range(x.shape[0]):
+    cdef bint at_rest = _start_state(&v_out[0], v0, v_rest, steps == 0, lo, hi)
+    t0 = 0
+    while t0 < steps:
+        n_u = TILE if t0 + TILE <= steps else steps - t0
         for k in range((hi - lo + CHUNK - 1) // CHUNK):
             c = lo + k * CHUNK
             m = _chunk_len(c, hi)
-            x_row = &x[t, c]
-            _prefetch_ahead(x_row, sizeof(real), c, m, hi)
-            v_in = &v0[c] if t == 0 and not at_rest else &v_out[c]
-            s_dst = &s_buf[0] if stream else &spike[t, c]
-            v_dst = &v_buf[0] if stream and t == last else &v_out[c]
-            if save_h:
-                h_dst = &h_buf[0] if stream else &h_seq[t, c]
-            for j in range(m):
-                h = charge(mode, x_row[j], v_in[j], v_rest, reciprocal_tau)
-                s = fire(h, v_threshold)
-                s_dst[j] = s
-                if save_h:
-                    if hstore is BF16Bits:
-                        h_dst[j] = bf16_keep_spike(<float>h, <float>s, <float>v_threshold)
-                    else:
-                        h_dst[j] = <hstore>h
-                if reset_kind is HardReset:
-                    v_dst[j] = hard_reset(h, s, v_reset)
+            for u in range(n_u):
+                t = t0 + u
+                x_row = &x[t, c]
+                _prefetch_ahead(x_row, sizeof(real), c, m, hi)
+                if u > 0:
+                    v_in = &v_tile[0]
+                elif t == 0 and not at_rest:
+                    v_in = &v0[c]
                 else:
-                    v_dst[j] = soft_reset(h, s, v_threshold)
-            if stream:
-                sc_store_chunk(&spike[t, c], s_buf, m * sizeof(real), 1)
+                    v_in = &v_out[c]
+                if u < n_u - 1:
+                    v_dst = &v_tile[0]
+                elif stream and t == last:
+                    v_dst = &v_buf[0]
+                else:
+                    v_dst = &v_out[c]
+                s_dst = &s_buf[u][0] if stream else &spike[t, c]
                 if save_h:
-                    sc_store_chunk(&h_seq[t, c], h_buf, m * sizeof(hstore), 1)
-                if t == last:
+                    h_dst = &h_buf[u][0] if stream else &h_seq[t, c]
+                for j in range(m):
+                    h = charge(mode, x_row[j], v_in[j], v_rest, reciprocal_tau)
+                    s = fire(h, v_threshold)
+                    s_dst[j] = s
+                    if save_h:
+                        if hstore is BF16Bits:
+                            h_dst[j] = bf16_keep_spike(<float>h, <float>s, <float>v_threshold)
+                        else:
+                            h_dst[j] = <hstore>h
+                    if reset_kind is HardReset:
+                        v_dst[j] = hard_reset(h, s, v_reset)
+                    else:
+                        v_dst[j] = soft_reset(h, s, v_threshold)
+            if stream:
+                for u in range(n_u):
+                    sc_store_chunk(&spike[t0 + u, c], &s_buf[u][0], m * sizeof(real), 1)
+                    if save_h:
+                        sc_store_chunk(&h_seq[t0 + u, c], &h_buf[u][0], m * sizeof(hstore), 1)
+                if t0 + n_u - 1 == last:
                     sc_store_chunk(&v_out[c], v_buf, m * sizeof(real), 1)
+        t0 = t0 + n_u
     if stream:
         sc_store_fence()
 
