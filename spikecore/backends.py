@@ -145,6 +145,14 @@ class Backend:
                 empty(x) if with_grad else None)
 
     @staticmethod
+    def new_gradients(grad_spike, grad_v_next, state_shape):
+        """Fresh outputs of :meth:`backward`: ``(grad_x, grad_v)``, ``grad_v`` of the state shape
+        (``grad_v_next`` may be ``None``)."""
+        return torch.empty_like(grad_spike), (grad_spike.new_empty(state_shape)
+                                              if grad_v_next is None
+                                              else torch.empty_like(grad_v_next))
+
+    @staticmethod
     def filled(t, state_shape, value, like):
         """``t``, or, where it is ``None``, a tensor of ``state_shape`` filled with ``value`` in
         the dtype and on the device of ``like``: for backends that need every state input."""
@@ -307,11 +315,9 @@ class CPUBackend(Backend):
 
     def _gradient_outputs(self, grad_spike, grad_v_next, state_shape):
         """Fresh ``(grad_x, grad_v)`` and the kernels' ``grad_v_next`` (given or absent)."""
-        grad_x = torch.empty_like(grad_spike)
+        grad_x, grad_v = self.new_gradients(grad_spike, grad_v_next, state_shape)
         if grad_v_next is None:
-            grad_v = grad_spike.new_empty(state_shape)
             return grad_x, grad_v, self._absent(grad_spike.dtype, grad_v.numel())[1]
-        grad_v = torch.empty_like(grad_v_next)
         return grad_x, grad_v, self._view(grad_v_next, (grad_v.numel(),))
 
     def backward(self, grad_spike, grad_v_next, cfg, steps, h_seq=None, grad_s_to_h=None,

@@ -81,14 +81,9 @@ class CUDABackend(backends.Backend):
             *self._launch_args(x))
         return spike, v_next, h_seq, v_seq, gs2h, gv2h
 
-    def _grad_outputs(self, grad_spike, grad_v_next, state_shape):
-        return torch.empty_like(grad_spike), (grad_spike.new_empty(state_shape)
-                                              if grad_v_next is None
-                                              else torch.empty_like(grad_v_next))
-
     def backward(self, grad_spike, grad_v_next, cfg, steps, h_seq=None, grad_s_to_h=None,
                  grad_v_to_h=None, state_shape=None):
-        grad_x, grad_v = self._grad_outputs(grad_spike, grad_v_next, state_shape)
+        grad_x, grad_v = self.new_gradients(grad_spike, grad_v_next, state_shape)
         p = self._ptr   # an absent grad_v_next: a null pointer, read as zero
         self._kernels.backward(
             _DTYPE_CODES[grad_spike.dtype], p(grad_spike), p(grad_v_next), p(h_seq),
@@ -100,7 +95,7 @@ class CUDABackend(backends.Backend):
     def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps,
                       state_shape=None):
         v_init = self._rest(v_init, cfg, state_shape, grad_spike)
-        grad_x, grad_v = self._grad_outputs(grad_spike, grad_v_next, state_shape)
+        grad_x, grad_v = self.new_gradients(grad_spike, grad_v_next, state_shape)
         n = grad_v.numel()
         per_neuron = torch.empty(n, dtype=torch.float32,
                                  device=grad_spike.device)
