@@ -12,6 +12,9 @@ found it (at the node's first call there); the second run starts every such node
 state and puts the state the first run left back afterwards. The kernels are deterministic,
 so the second run repeats the first one bit for bit, however often each node is called.
 
+Under ``torch.compile`` the region is left out of the compiled graphs (a graph break) and runs
+eagerly as described, so compiled and eager code give the same gradients.
+
 A node called during a backward pass anywhere else (``torch.utils.checkpoint`` directly, or a
 custom Function that reruns modules) raises a RuntimeError instead of computing from the wrong
 state.
@@ -41,6 +44,10 @@ def checkpoint(function, *args, **kwargs):
     if "context_fn" in kwargs:
         raise ValueError("spikecore.checkpoint provides context_fn itself (it records and "
                          "restores the nodes' state)")
+    if torch.compiler.is_compiling():
+        # Dynamo cannot trace the state bookkeeping (its checkpoint operator takes no such
+        # contexts): the region runs eagerly, between compiled graphs, with its usual semantics
+        return torch.compiler.disable(checkpoint)(function, *args, **kwargs)
     entry = {}   # node -> its state when the region first called it
 
     def contexts():

@@ -104,3 +104,30 @@ def test_checkpoint_arguments():
         checkpoint(node, x, context_fn=None)
     out = checkpoint(node, x, preserve_rng_state=False)   # other arguments reach torch
     assert out.shape == x.shape
+
+
+@pytest.mark.parametrize("width", [16, 70000], ids=["input-saved", "h-saved"])
+def test_region_inside_torch_compile(width):
+    """Under torch.compile the region runs eagerly between the compiled graphs: the gradients
+    and state equal the uncompiled network's, on the first (compiling) call and on a cached
+    one."""
+    torch.manual_seed(3)
+    lin, head = nn.Linear(3, width), nn.Linear(width, 2)
+    node = spikecore.MultiStepLIFNode(tau=2.0)
+    model = nn.ModuleList([lin, head])
+    x = torch.rand(8, 2, 3) * 3
+
+    def region(t):
+        return node(t) * 0.9 + node(t * 0.5)
+
+    plain = _grads_and_state(lambda t: head(region(lin(t))), model, [node], x)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    compiled = torch.compile(lambda t: head(checkpoint(region, lin(t))), backend=backend)
+    for _ in range(2):
+        _assert_same(_grads_and_state(compiled, model, [node], x), plain)
+    assert len(graphs) >= 2   # the Linear layers before and after the region were compiled
