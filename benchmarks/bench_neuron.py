@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
-from spikecore import backends, dispatch, reference  # noqa: E402
+from spikecore import cpu_backend, dispatch, reference  # noqa: E402
 from spikecore import surrogate as _surrogate  # noqa: E402
 from spikecore.autograd import NeuronFunction  # noqa: E402
 from spikecore.config import NeuronConfig  # noqa: E402
@@ -194,7 +194,7 @@ class Setup:
         from spikecore import _cpu_kernels as K
         cfg, T, N = self.cfg, self.T, self.N
         p = cfg.kernel_args
-        thr = backends.CPUBackend._threads
+        thr = cpu_backend.CPUBackend._threads
         x, v0, g = self.x.numpy(), self.v0.numpy(), self.g.numpy()
         bufs = [torch.zeros(T, N, dtype=self.dtype) for _ in range(3)]
         spike_t, gx_t = bufs[0], bufs[2]   # returned (as tensors) for the checks
@@ -440,7 +440,7 @@ def compare_threads(S, a):
         rows.append([one.name.rsplit(",", 1)[0], f"{one.median * 1e3:.3f}",
                      f"{many.median * 1e3:.3f}",
                      f"{one.median / many.median:.2f}"])
-    n_thr = backends.CPUBackend._threads(S.N if S.single else S.T * S.N)
+    n_thr = cpu_backend.CPUBackend._threads(S.N if S.single else S.T * S.N)
     return rows, n_thr
 
 
@@ -456,7 +456,7 @@ def overhead(a):
     g = torch.randn(n, dtype=dtype)
     xg = x.clone().requires_grad_()
     p = cfg.kernel_args
-    thr = backends.CPUBackend._threads(n)
+    thr = cpu_backend.CPUBackend._threads(n)
     x2, v1 = x.view(1, n).numpy(), v.numpy()
     s2, h2, gx2 = (torch.empty(1, n, dtype=dtype).numpy() for _ in range(3))
     vn, gv = torch.empty(n, dtype=dtype).numpy(), torch.empty(n, dtype=dtype).numpy()
@@ -529,8 +529,8 @@ def main(argv=None):
     what = ("forward+backward" if S.train else "forward-only (inference)")
     C.header(f"{a.neuron.upper()} {a.mode}-step {what}, T={T}, N={N}, {a.dtype}, "
              f"surrogate {_surrogate.NAMES[S.cfg.surrogate]}", a.threads)
-    print(f"# spikecore CPU backend: calls under backends.PARALLEL_MIN_ELEMENTS = "
-          f"{backends.PARALLEL_MIN_ELEMENTS} neuron-steps run on one thread")
+    print(f"# spikecore CPU backend: calls under cpu_backend.PARALLEL_MIN_ELEMENTS = "
+          f"{cpu_backend.PARALLEL_MIN_ELEMENTS} neuron-steps run on one thread")
     tensor_mib = T * N * item / 2**20
     print(f"# one [T, N] tensor: {tensor_mib:.1f} MiB; the kernels stream "
           f"{per} bytes per neuron-step ({per * T * N / 2**20:.0f} MiB per call)")
@@ -576,7 +576,7 @@ def main(argv=None):
         rows, n_thr = compare_threads(S, a)
         print(f"\n1 vs {a.threads} threads, same process, interleaved (with --threads "
               f"{a.threads} one call here runs on {n_thr} kernel thread(s): "
-              f"PARALLEL_MIN_ELEMENTS = {backends.PARALLEL_MIN_ELEMENTS} neuron-steps)")
+              f"PARALLEL_MIN_ELEMENTS = {cpu_backend.PARALLEL_MIN_ELEMENTS} neuron-steps)")
         print(C.table(rows, ["candidate", "1 thread ms", f"{a.threads} threads ms",
                              "speed-up"]))
     if a.overhead_neurons > 0:

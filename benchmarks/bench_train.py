@@ -37,7 +37,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
-from spikecore import _cpu_kernels, backends  # noqa: E402
+from spikecore import _cpu_kernels, cpu_backend  # noqa: E402
 from spikecore import data as _data  # noqa: E402
 from spikecore import models, reference  # noqa: E402
 from spikecore.nodes import BaseNode, MultiStepLIFNode  # noqa: E402
@@ -111,7 +111,7 @@ class _BareFunction(torch.autograd.Function):
         spike, h, v = torch.empty_like(x), torch.empty_like(x), x.new_empty(n)
         bx, bs, bh, bv, no_seq, no_state = _BareFunction._buffers(steps, n, x, spike, h, v)
         _BARE_FORWARD(bx, no_state, bs, bv, bh, no_seq, no_seq, no_seq, *kernel_args,
-                      backends.CPUBackend._threads(steps * n))
+                      cpu_backend.CPUBackend._threads(steps * n))
         ctx.save_for_backward(h)
         ctx.kernel_args = kernel_args
         ctx.set_materialize_grads(False)   # v's gradient stays None, as in spikecore's Function
@@ -127,7 +127,7 @@ class _BareFunction(torch.autograd.Function):
         bg, bh, bgx, bgv, no_seq, no_state = _BareFunction._buffers(steps, n, grad_spike, h,
                                                                     grad_x, grad_v)
         _BARE_BACKWARD(bg, no_state, bh, no_seq, no_seq, bgx, bgv, *ctx.kernel_args,
-                       backends.CPUBackend._threads(steps * n))
+                       cpu_backend.CPUBackend._threads(steps * n))
         return grad_x, None
 
 

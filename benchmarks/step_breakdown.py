@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 from bench_train import BareLIF, PlainLIF, Run, step, swap_nodes, workload  # noqa: E402
 
-from spikecore import backends  # noqa: E402
+from spikecore import backends, cpu_backend  # noqa: E402
 from spikecore.autograd import PlannedNeuronFunction  # noqa: E402
 from spikecore.nodes import BaseNode  # noqa: E402
 
@@ -159,9 +159,9 @@ def profile(base, ds, batches, timesteps, rounds):
 
     undo = [_timed(BaseNode, "__call__", levels, keys[0]),
             _timed(PlannedNeuronFunction, "apply", levels, keys[1]),
-            _timed(backends._CPUPlan, "train_forward", levels, keys[2]),
+            _timed(cpu_backend._CPUPlan, "train_forward", levels, keys[2]),
             _timed(PlannedNeuronFunction, "backward", levels, keys[4]),
-            _timed(backends._CPUPlan, "train_backward", levels, keys[5])]
+            _timed(cpu_backend._CPUPlan, "train_backward", levels, keys[5])]
     cpu._entry = timed_entry
     try:
         run = Run("spikecore nodes", copy.deepcopy(base), 1e-2, "fused")   # plans made here

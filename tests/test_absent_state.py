@@ -11,7 +11,7 @@ import spikecore
 from spikecore import dispatch
 from spikecore.autograd import NeuronFunction
 from spikecore.plif import MultiStepParametricLIFNode
-from helpers import all_configs, cfg_id, make_cfg, make_inputs
+from helpers import all_configs, cfg_id, make_inputs
 
 BACKENDS = ["cpu", "reference"]
 CONFIGS = list(all_configs())[::5]   # every charge and reset, several surrogates

@@ -103,13 +103,13 @@ def test_step_breakdown(bench, capsys):
 def test_step_breakdown_profile(bench, capsys):
     """The profile's levels nest (each includes the ones below it) and every timer is removed
     afterwards."""
-    from spikecore import autograd, backends, nodes
+    from spikecore import autograd, backends, cpu_backend, nodes
     before = (dict(nodes.BaseNode.__dict__), dict(autograd.PlannedNeuronFunction.__dict__),
-              dict(backends._CPUPlan.__dict__), backends.get("cpu")._entry)
+              dict(cpu_backend._CPUPlan.__dict__), backends.get("cpu")._entry)
     assert bench("step_breakdown").main(["--rounds", "1", "--batches", "3", "--hidden", "16",
                                          "--profile"]) == 0
     after = (dict(nodes.BaseNode.__dict__), dict(autograd.PlannedNeuronFunction.__dict__),
-             dict(backends._CPUPlan.__dict__), backends.get("cpu")._entry)
+             dict(cpu_backend._CPUPlan.__dict__), backends.get("cpu")._entry)
     assert after == before
     lines = capsys.readouterr().out.split("inside spikecore's neuron layers")[1].splitlines()
     us = {ln.strip().rsplit(None, 1)[0]: float(ln.rsplit(None, 1)[1]) for ln in lines[3:10]}

@@ -257,8 +257,8 @@ def test_docs_build_without_warnings(tmp_path):
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_thread_threshold_in_docs_matches_the_code(lang):
     """threads.rst quotes the size under which a CPU call runs on one thread; keep it true."""
-    from spikecore import backends
-    n = backends.PARALLEL_MIN_ELEMENTS
+    from spikecore import cpu_backend
+    n = cpu_backend.PARALLEL_MIN_ELEMENTS
     text = _read(lang, "threads.rst")
     # "262144 (2^18)", or with the full-width brackets of the Chinese page
     assert re.search(rf"{n} ?[(（]2\^{n.bit_length() - 1}[)）]", text)

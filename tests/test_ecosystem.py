@@ -479,8 +479,8 @@ def _train(seed, steps=3):
 
 
 def test_same_seed_gives_bit_identical_training_on_cpu():
-    from spikecore import backends
-    assert 8 * 512 * 128 >= backends.PARALLEL_MIN_ELEMENTS
+    from spikecore import cpu_backend
+    assert 8 * 512 * 128 >= cpu_backend.PARALLEL_MIN_ELEMENTS
     a, b = _train(7), _train(7)
     assert all(torch.equal(a[k], b[k]) for k in a)
     c = _train(8)

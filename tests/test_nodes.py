@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import spikecore
-from spikecore import backends, dispatch, reference
+from spikecore import cpu_backend, dispatch, reference
 from spikecore.autograd import NeuronFunction, PlannedNeuronFunction
 from helpers import make_cfg
 
@@ -84,7 +84,7 @@ def _spy_training_forwards(monkeypatch, route):
 
         monkeypatch.setattr(dispatch, "forward", spy)
     else:
-        train, infer = backends._CPUPlan.train_forward, backends._CPUPlan.forward
+        train, infer = cpu_backend._CPUPlan.train_forward, cpu_backend._CPUPlan.forward
         inside = []   # non-empty while train_forward runs (it may call forward itself)
 
         def spy_train(plan, x, v):
@@ -100,8 +100,8 @@ def _spy_training_forwards(monkeypatch, route):
                 calls.append(save_h)
             return infer(plan, x, v, save_h, **kwargs)
 
-        monkeypatch.setattr(backends._CPUPlan, "train_forward", spy_train)
-        monkeypatch.setattr(backends._CPUPlan, "forward", spy_infer)
+        monkeypatch.setattr(cpu_backend._CPUPlan, "train_forward", spy_train)
+        monkeypatch.setattr(cpu_backend._CPUPlan, "forward", spy_infer)
     return calls
 
 

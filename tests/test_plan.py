@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import spikecore
-from spikecore import backends, dispatch, reference
+from spikecore import backends, cpu_backend, dispatch, reference
 from spikecore.autograd import (NeuronFunction, ParametricNeuronFunction, PlannedNeuronFunction,
                                 PlannedParametricNeuronFunction)
 from helpers import make_cfg, make_inputs
@@ -342,7 +342,7 @@ def test_plan_threads_follow_torch(monkeypatch):
     monkeypatch.setattr(cpu, "_entry", spying_entry)
     threads = torch.get_num_threads()
     node = spikecore.MultiStepIFNode()
-    big = torch.rand(2, backends.PARALLEL_MIN_ELEMENTS)
+    big = torch.rand(2, cpu_backend.PARALLEL_MIN_ELEMENTS)
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
@@ -384,8 +384,8 @@ def test_random_call_sequences_match_the_general_route(seed, monkeypatch):
     every input and parameter at the end."""
     planned_calls = []
     for name in ("forward", "train_forward"):   # the plan's forwards (neither calls the other)
-        method = getattr(backends._CPUPlan, name)
-        monkeypatch.setattr(backends._CPUPlan, name,
+        method = getattr(cpu_backend._CPUPlan, name)
+        monkeypatch.setattr(cpu_backend._CPUPlan, name,
                             lambda *a, _m=method, **k: planned_calls.append(1) or _m(*a, **k))
     rng = random.Random(seed)
     cls, kwargs = NODE_KINDS[seed % len(NODE_KINDS)]

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import spikecore
-from spikecore import _cpu_kernels, backends, dispatch
+from spikecore import _cpu_kernels, backends, cpu_backend, dispatch
 from helpers import make_cfg, make_inputs
 
 
@@ -26,7 +26,7 @@ def test_one_and_many_threads_agree(restore_threads, dtype):
     n = 3 * 16384 + 77          # several blocks of neurons, a ragged last block
     x, v = make_inputs(cfg, 6, (n,), dtype)
     g = torch.randn(6, n, dtype=dtype)
-    assert x.numel() >= backends.PARALLEL_MIN_ELEMENTS
+    assert x.numel() >= cpu_backend.PARALLEL_MIN_ELEMENTS
     results = []
     for threads in (1, 2, 3):
         torch.set_num_threads(threads)
@@ -64,7 +64,7 @@ def test_default_threads_follow_torch(restore_threads, monkeypatch):
         return spy if name == "forward" else kernel
 
     monkeypatch.setattr(cpu, "_entry", spying_entry)
-    big = torch.rand(2, backends.PARALLEL_MIN_ELEMENTS)
+    big = torch.rand(2, cpu_backend.PARALLEL_MIN_ELEMENTS)
     for threads in (1, 2):
         torch.set_num_threads(threads)
         spikecore.neuron.IF_hard_reset_fptt(big, torch.zeros(big.shape[1]), 1.0, 0.0)
