@@ -53,8 +53,8 @@ neither read nor written. Two inputs may be absent the same way, which spares th
 tensor it would only fill with a constant: the initial potential ``v`` (every neuron then
 starts at rest, ``v_reset`` under hard reset and 0 under soft reset: a fresh node) and the
 incoming ``grad_v_next`` (zero: the last potential does not reach the loss). The Python layer
-(``spikecore/backends.py``) validates shapes, dtypes and contiguity before it calls in here;
-these functions trust their arguments.
+(``spikecore/dispatch.py``, ``spikecore/cpu_backend.py``) validates shapes, dtypes and
+contiguity before it calls in here; these functions trust their arguments.
 """
 
 from cpython.buffer cimport Py_buffer

@@ -18,6 +18,9 @@ from . import backends
 __all__ = ["CUDABackend", "cuda_available", "cuda_unavailable_reason"]
 
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+#: the current stream of a device as an int, without building a torch.cuda.Stream (the getter
+#: PyTorch's own compiled code uses; absent from CPU-only builds of PyTorch)
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
 
 class CUDABackend(backends.Backend):
@@ -44,7 +47,8 @@ class CUDABackend(backends.Backend):
         if self._device_error is None:
             count, message = self._kernels.device_count()
             if count == 0:
-                self._device_error = f"the CUDA backend is built but {message or 'no CUDA device was found'}"
+                self._device_error = ("the CUDA backend is built but "
+                                      f"{message or 'no CUDA device was found'}")
             elif not torch.cuda.is_available():
                 self._device_error = ("the CUDA backend is built but this PyTorch has no CUDA "
                                       "support (install a CUDA build of torch)")
@@ -54,7 +58,11 @@ class CUDABackend(backends.Backend):
 
     @staticmethod
     def _launch_args(t):
-        return t.device.index, torch.cuda.current_stream(t.device).cuda_stream
+        """The device index and current stream (a ``cudaStream_t`` as an int) for ``t``."""
+        index = t.device.index
+        if _raw_stream is not None:
+            return index, _raw_stream(index)
+        return index, torch.cuda.current_stream(t.device).cuda_stream
 
     @staticmethod
     def _ptr(t):

@@ -223,3 +223,37 @@ def test_plan_runs_the_cuda_backend(host_cuda, given_v):
                                       v_init=v0, backend="cpu")
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
     torch.testing.assert_close(got[2], expected[2], rtol=1e-6, atol=1e-6)
+
+
+class _Device:
+    def __init__(self, index):
+        self.index = index
+
+
+class _OnDevice:
+    """What _launch_args reads of a CUDA tensor: its device."""
+
+    def __init__(self, index):
+        self.device = _Device(index)
+
+
+def test_launch_args_name_the_tensors_device_and_its_current_stream(monkeypatch):
+    """The raw getter of a CUDA build of PyTorch is asked for the tensor's own device; without
+    it (an older PyTorch) torch.cuda.current_stream gives the same stream."""
+    from spikecore import cuda_backend
+    asked = []
+    monkeypatch.setattr(cuda_backend, "_raw_stream",
+                        lambda index: asked.append(index) or 7000 + index)
+    assert CUDABackend._launch_args(_OnDevice(1)) == (1, 7001)
+    assert CUDABackend._launch_args(_OnDevice(0)) == (0, 7000)
+    assert asked == [1, 0]
+
+    class _Stream:
+        cuda_stream = 4242
+
+    monkeypatch.setattr(cuda_backend, "_raw_stream", None)
+    monkeypatch.setattr(torch.cuda, "current_stream",
+                        lambda device: asked.append(device) or _Stream())
+    tensor = _OnDevice(3)
+    assert CUDABackend._launch_args(tensor) == (3, 4242)
+    assert asked[-1] is tensor.device
