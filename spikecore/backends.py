@@ -30,12 +30,19 @@ import torch
 
 from . import reference
 
-__all__ = ["Backend", "Plan", "register", "get", "for_device", "available", "names"]
+__all__ = ["Backend", "Plan", "register", "get", "for_device", "available", "names",
+           "holds_exactly"]
 
 #: True for the wrapped tensors of a torch.func transform (vmap, grad, ...), whose memory native
 #: kernels cannot read (see Backend.reads_memory)
 transform_wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor",
                             lambda t: False)
+
+
+@functools.lru_cache(maxsize=64)
+def holds_exactly(dtype: torch.dtype, value: float) -> bool:
+    """True when a tensor of ``dtype`` stores the Python float ``value`` without rounding."""
+    return float(torch.tensor(value, dtype=dtype)) == value
 
 
 class Plan:

@@ -8,8 +8,8 @@ launches on the tensors' own device and on that device's current stream, so it c
 An absent initial potential or incoming dL/dV[T-1] is passed as a null pointer, which the
 kernels read as the resting potential or zero, as the CPU kernels read an empty buffer: no
 tensor is filled for a fresh state. The one exception is a 16-bit state at rest at a potential
-other than 0: it is still filled, so that it holds exactly what ``torch.full`` stores (see
-:meth:`CUDABackend._rest`).
+that its dtype cannot hold exactly: it is still filled, so that it holds exactly what
+``torch.full`` stores (see :meth:`CUDABackend._rest`).
 """
 import torch
 
@@ -72,8 +72,9 @@ class CUDABackend(backends.Backend):
         """``v``, or for an absent state ``None`` (a null pointer: the kernels start at rest),
         unless the kernels' resting value could differ from what ``torch.full`` would store:
         they round the float32 V_reset to the storage dtype, ``torch.full`` rounds the Python
-        float once. That can differ only for a 16-bit dtype and a value other than 0."""
-        if v is None and like.dtype != torch.float32 and cfg.v_rest != 0.0:
+        float once. That can differ only for a 16-bit dtype that cannot hold the value."""
+        if (v is None and like.dtype != torch.float32
+                and not backends.holds_exactly(like.dtype, cfg.v_rest)):
             return self.filled(v, state_shape, cfg.v_rest, like)
         return v
 

@@ -11,7 +11,8 @@ after the same checks (the nodes' route for repeated calls). They
   single step ``[*]``) as ``[T, N]`` itself, which saves a reshape and a view back per tensor
   (about a microsecond each in PyTorch, the same order as a small kernel);
 * run float16/bfloat16 in float32 where a backend has no native half kernel, and cast results
-  back to the input dtype;
+  back to the input dtype (a state that is not given then starts from the resting potential as
+  the input's dtype holds it, as on a backend with half kernels: see :func:`_rest_upcast`);
 * choose the backend from the device (or the name given) through :mod:`spikecore.backends`.
 """
 from typing import NamedTuple, Optional
@@ -73,6 +74,17 @@ def _to_caller(dtype, computed, *tensors):
     if computed == dtype:
         return tensors
     return tuple(None if t is None else t.to(dtype) for t in tensors)
+
+
+def _rest_upcast(caller, computed, v_rest, shape, device):
+    """The state ``None`` (not given) stands for when a call computes in a wider dtype than the
+    caller's: ``None`` again (the backend starts at ``v_rest`` itself), unless the caller's
+    dtype cannot hold ``v_rest`` exactly. Then the state a fresh node of that dtype holds,
+    ``torch.full(shape, v_rest, dtype=caller)``, in the compute dtype: so a 16-bit call starts
+    from the same potential with the state given or not, on every backend and route."""
+    if caller == computed or v_rest == 0.0 or backends.holds_exactly(caller, v_rest):
+        return None
+    return torch.full(shape, v_rest, dtype=caller, device=device).to(computed)
 
 
 def resolve_backend(backend, device: torch.device):
@@ -162,8 +174,10 @@ def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_
     """
     impl, dtype, steps, step_shape = _forward_inputs(x_seq, v, multi_step, backend, h_dtype,
                                                      names)
+    v = (_rest_upcast(x_seq.dtype, dtype, cfg.v_rest, step_shape, x_seq.device) if v is None
+         else _prepared(v, dtype))
     spike, v_next, h_seq, v_seq, gs2h, gv2h = impl.forward(
-        _prepared(x_seq, dtype), None if v is None else _prepared(v, dtype), cfg,
+        _prepared(x_seq, dtype), v, cfg,
         steps, save_h=save_h, save_v=save_v, with_grad=with_grad,
         h_dtype=h_dtype, state_shape=step_shape)
     spike, v_next, v_seq, gs2h, gv2h = _to_caller(x_seq.dtype, dtype, spike, v_next, v_seq,
@@ -244,9 +258,11 @@ def _backward_plif(impl, dtype, steps, step_shape, caller_dtype, grad_spike, gra
                    v_init, cfg):
     """The learnable-1/τ backward on prepared gradients: H and V[-1] (None: at rest) in the
     compute dtype, results back in the caller's."""
+    v_init = (_rest_upcast(caller_dtype, dtype, cfg.v_rest, step_shape, grad_spike.device)
+              if v_init is None else _prepared(v_init, dtype))
     grad_x, grad_v, grad_rtau = impl.backward_plif(
-        grad_spike, grad_v_next, _prepared(h_seq, dtype),
-        None if v_init is None else _prepared(v_init, dtype), cfg, steps, state_shape=step_shape)
+        grad_spike, grad_v_next, _prepared(h_seq, dtype), v_init, cfg, steps,
+        state_shape=step_shape)
     return (*_to_caller(caller_dtype, dtype, grad_x, grad_v), grad_rtau)
 
 

@@ -11,7 +11,7 @@ import spikecore
 from spikecore import dispatch
 from spikecore.autograd import NeuronFunction
 from spikecore.plif import MultiStepParametricLIFNode
-from helpers import all_configs, cfg_id, make_inputs
+from helpers import all_configs, cfg_id, make_cfg, make_inputs
 
 BACKENDS = ["cpu", "reference"]
 CONFIGS = list(all_configs())[::5]   # every charge and reset, several surrogates
@@ -123,3 +123,51 @@ def test_node_config_follows_attribute_changes():
     with pytest.raises(ValueError, match="tau"):
         node.tau = -1.0
         node.config()
+
+
+HALF = [torch.float16, torch.bfloat16]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", HALF, ids=["f16", "bf16"])
+@pytest.mark.parametrize("v_reset", [-0.3, 0.25, 0.0])
+def test_16_bit_fresh_state_is_the_rest_its_dtype_holds(v_reset, dtype, backend):
+    """These backends compute 16-bit inputs in float32. A state that is not given starts from
+    V_reset as the input's dtype holds it (torch.full in that dtype), as a given state of
+    that value does, as the CUDA kernels and the torch.compile route do; -0.3 is not exact in
+    either 16-bit dtype, so starting from the float32 value would differ."""
+    cfg = make_cfg("LIF", False, v_reset)
+    torch.manual_seed(4)
+    x = (torch.rand(5, 3, 200) * 2.2).to(dtype)
+    rest = torch.full((3, 200), v_reset, dtype=dtype)
+    kw = dict(backend=backend, save_h=True, save_v=True, with_grad=True)
+    got, want = dispatch.forward(x, None, cfg, **kw), dispatch.forward(x, rest, cfg, **kw)
+    for name, g, w in zip(got._fields, got, want):
+        assert torch.equal(g, w), name
+    gs = torch.randn(x.shape).to(dtype)
+    got = dispatch.backward_plif(gs, None, cfg, h_seq=want.h_seq, v_init=None, backend=backend)
+    want = dispatch.backward_plif(gs, None, cfg, h_seq=want.h_seq, v_init=rest, backend=backend)
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+
+
+@pytest.mark.parametrize("node_cls", [spikecore.MultiStepLIFNode, MultiStepParametricLIFNode],
+                         ids=["lif", "plif"])
+def test_16_bit_fresh_node_eager_and_compiled_agree(node_cls):
+    """A fresh float16 node with V_reset = -0.3 (not exact in float16): eager, explicitly
+    started and compiled (the custom-operator route) give the same spikes, state and
+    gradients."""
+    torch.manual_seed(5)
+    x0 = (torch.rand(6, 2, 40) * 2.2).half()
+    g = torch.randn(6, 2, 40).half()
+    results = []
+    for route in ("fresh", "explicit", "compiled"):
+        node = node_cls(v_reset=-0.3).half()
+        if route == "explicit":
+            node.v = torch.full((2, 40), -0.3, dtype=torch.float16)
+        run = torch.compile(node, backend="aot_eager") if route == "compiled" else node
+        x = x0.clone().requires_grad_()
+        out = run(x)
+        grads = torch.autograd.grad(out, [x, *node.parameters()], g)
+        results.append((out, node.v, *grads))
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))

@@ -182,22 +182,23 @@ class _Recorder:
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
-def test_16_bit_rest_other_than_zero_is_filled(dtype, monkeypatch):
+def test_16_bit_rest_its_dtype_cannot_hold_is_filled(dtype, monkeypatch):
     """The kernels round the float32 V_reset to the storage dtype; torch.full rounds the Python
-    float once. So only a 16-bit state at rest at a potential other than 0 is still filled,
-    holding exactly what torch.full stores; 0 and float32 states pass a null pointer."""
+    float once. So only a 16-bit state at rest at a potential its dtype cannot hold (-0.3) is
+    still filled, holding exactly what torch.full stores; exact values (0.25, 0) and float32
+    states pass a null pointer."""
     backend = CUDABackend.__new__(CUDABackend)
     backend._kernels = _Recorder()
     monkeypatch.setattr(CUDABackend, "_launch_args", staticmethod(lambda t: (0, 0)))
     x = torch.rand(2, 8).to(dtype)
     for cfg in (make_cfg("LIF", False, -0.3), make_cfg("LIF", False, 0.0),
-                make_cfg("LIF", False, None)):
+                make_cfg("LIF", False, None), make_cfg("LIF", False, 0.25)):
         backend.forward(x, None, cfg, 2, state_shape=(8,))
         backend.forward(x.float(), None, cfg, 2, state_shape=(8,))
     starts = backend._kernels.starts
     expected = torch.full((8,), -0.3, dtype=dtype).view(torch.int16).numpy().view(np.uint16)
     assert np.array_equal(starts[0], expected)
-    assert starts[1:] == [None] * 5
+    assert starts[1:] == [None] * 7
 
 
 @pytest.mark.parametrize("given_v", [False, True], ids=["fresh", "given-v"])
