@@ -177,6 +177,10 @@ cdef enum:
     PREFETCH_AHEAD = 1024
     # Bytes of recomputed H a chunk of backward_from_input keeps (a share of a core's L1).
     SCRATCH_BYTES = 1 << 14
+    # The learnable-1/tau backward adds its per-neuron sums in segments of SUM_SEGMENT
+    # neurons (one thread each), each with SUM_LANES running sums (see _lane_sum).
+    SUM_SEGMENT = 8192
+    SUM_LANES = 16
 
 # Outputs of at least this many bytes per [T, N] tensor are written with streaming stores
 # (include/spikecore_stream.h); smaller ones are likely still in cache when they are read next.
@@ -887,6 +891,29 @@ cdef void _backward_plif_block(const real[:, ::1] grad_spike, const real[::1] gr
                             v_threshold, v_reset, reciprocal_tau, alpha, lo, hi, stream)
 
 
+cdef inline double _lane_sum(const double* a, Py_ssize_t count) noexcept nogil:
+    """a[0] + ... + a[count - 1] in an order fixed by ``count`` alone: term i goes into running
+    sum i % SUM_LANES, and the lanes are then added pairwise. A plain loop would
+    chain every add on the one before (its latency, not its throughput, would set the pace);
+    the lanes are independent, so they fill whole vectors of doubles."""
+    cdef double lanes[SUM_LANES]
+    cdef Py_ssize_t k, width, i = 0
+    for k in range(SUM_LANES):
+        lanes[k] = 0
+    while i + SUM_LANES <= count:
+        for k in range(SUM_LANES):
+            lanes[k] += a[i + k]
+        i = i + SUM_LANES
+    for k in range(count - i):
+        lanes[k] += a[i + k]
+    width = SUM_LANES // 2
+    while width > 0:
+        for k in range(width):
+            lanes[k] += lanes[k + width]
+        width = width // 2
+    return lanes[0]
+
+
 def backward_plif(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
                   const real[::1] grad_v_next,     # IN  [N] dL/dV[T-1], or [0]: zero
                   const real[:, ::1] h_seq,        # IN  [T, N] saved H
@@ -900,14 +927,15 @@ def backward_plif(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
                   int n_threads):
     """BPTT from saved H for a learnable 1/tau; returns dL/d(1/tau) summed over neurons and time.
 
-    Each neuron sums its own terms over time (no shared accumulator, so no race), and the
-    neuron sums are then added serially in index order, so the result is bit-identical for
-    any thread count."""
+    Each neuron sums its own terms over time (no shared accumulator, so no race). The neuron
+    sums are then added in an order that depends on N alone (segments of SUM_SEGMENT neurons,
+    each summed in SUM_LANES lanes, then the segment sums the same way), so the result is
+    bit-identical for any thread count."""
     cdef Py_ssize_t n = grad_spike.shape[1]
     cdef Py_ssize_t blk = _block_size(n, n_threads)
     cdef Py_ssize_t n_blocks = (n + blk - 1) // blk
-    cdef Py_ssize_t b, lo, hi, i
-    cdef double total = 0
+    cdef Py_ssize_t n_segments = (n + SUM_SEGMENT - 1) // SUM_SEGMENT
+    cdef Py_ssize_t b, lo, hi
     cdef int stream = _should_stream(grad_spike.shape[0] * n * <Py_ssize_t>sizeof(real))
     for b in prange(n_blocks, nogil=True, schedule='static', num_threads=n_threads):
         lo = b * blk
@@ -917,8 +945,21 @@ def backward_plif(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
         _backward_plif_block(grad_spike, grad_v_next, h_seq, v, grad_x, grad_v, grad_tau,
                              mode, hard, detach_reset, sg_index, <real>v_threshold,
                              <real>v_reset, <real>reciprocal_tau, <real>alpha, lo, hi, stream)
-    for i in range(n):
-        total += grad_tau[i]
+    if n == 0:
+        return 0.0
+    # the sum of each segment, then of those sums: an order fixed by n alone (not by the
+    # threads), with the adds of each sum spread over independent lanes
+    cdef double* segment_sums = <double*>malloc(n_segments * sizeof(double))
+    if segment_sums == NULL:
+        raise MemoryError("backward_plif: no memory for the segment sums")
+    for b in prange(n_segments, nogil=True, schedule='static', num_threads=n_threads):
+        lo = b * SUM_SEGMENT
+        hi = lo + SUM_SEGMENT
+        if hi > n:
+            hi = n
+        segment_sums[b] = _lane_sum(&grad_tau[lo], hi - lo)
+    cdef double total = _lane_sum(segment_sums, n_segments)
+    free(segment_sums)
     return total
 
 

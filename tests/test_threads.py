@@ -70,3 +70,22 @@ def test_default_threads_follow_torch(restore_threads, monkeypatch):
         spikecore.neuron.IF_hard_reset_fptt(big, torch.zeros(big.shape[1]), 1.0, 0.0)
     spikecore.neuron.IF_hard_reset_fptt(torch.rand(2, 10), torch.zeros(10), 1.0, 0.0)
     assert seen == [1, 2, 1]     # the last one is too small to share
+
+
+def test_learnable_tau_sum_over_many_neurons(restore_threads):
+    """dL/d(1/tau) adds up one value per neuron, in segments with several running sums each
+    (an order set by N alone): every neuron counted once, whatever the thread count, and the
+    same bits for 1, 2 and 3 threads. N spans several segments and ends in a ragged one."""
+    cfg = make_cfg("LIF", False, 0.0, surrogate_index=1)
+    n = 3 * 8192 + 16 * 5 + 7
+    x, v = make_inputs(cfg, 4, (n,), torch.float64)
+    g = torch.randn(4, n, dtype=torch.float64)
+    h = dispatch.forward(x, v, cfg, backend="cpu", save_h=True).h_seq
+    totals = []
+    for threads in (1, 2, 3):
+        torch.set_num_threads(threads)
+        totals.append(dispatch.backward_plif(g, None, cfg, h_seq=h, v_init=v,
+                                             backend="cpu")[2])
+    assert totals[0] == totals[1] == totals[2]
+    want = dispatch.backward_plif(g, None, cfg, h_seq=h, v_init=v, backend="reference")[2]
+    torch.testing.assert_close(totals[0], want, rtol=1e-11, atol=1e-11)
