@@ -34,10 +34,10 @@ plain stores otherwise (then the loop writes its outputs in place). Input rows
 are prefetched ``PREFETCH_AHEAD`` neurons ahead, because the hardware prefetcher stops at page
 boundaries. The bytes written never depend on the route, so results do not either.
 
-BPTT can also start from the forward's input instead of a saved H (``backward_from_input``):
-each chunk of neurons first runs the forward recursion again over all steps, keeping its H in a
-small scratch buffer that stays in L1, then backpropagates from it with the same code as from a
-saved H. The same formulas in the same order give the same H, so the gradients are the same
+BPTT can also start from the forward's input instead of a saved H (``backward_from_input``,
+and ``backward_plif_from_input`` for a learnable 1/tau): each chunk of neurons first runs the
+forward recursion again over all steps, keeping its H in a small scratch buffer that stays in
+L1, then backpropagates from it with the same code as from a saved H. The same formulas in the same order give the same H, so the gradients are the same
 bits; the forward pass then writes no H at all, which suits layers small enough to live in
 cache (chunk-major access is slower than the row-streaming kernels for large tensors).
 
@@ -704,6 +704,22 @@ cdef void _recompute_h(charge_kind ck, reset_kind rk, const real[:, ::1] x, cons
                     state[c + j] = soft_reset(h, s, v_threshold)
 
 
+cdef inline void _recompute_chunk(reset_kind rk, const real[:, ::1] x, const real[::1] v0,
+                                  real* state, real* scratch, int mode, real v_threshold,
+                                  real v_reset, real reciprocal_tau, Py_ssize_t lo,
+                                  Py_ssize_t hi) noexcept nogil:
+    """_recompute_h of neurons [lo, hi), specialised on the charge ``mode``."""
+    if mode == CHARGE_IF:
+        _recompute_h(<IFCharge>0, rk, x, v0, state, scratch, v_threshold, v_reset,
+                     reciprocal_tau, lo, hi)
+    elif mode == CHARGE_LIF:
+        _recompute_h(<LIFCharge>0, rk, x, v0, state, scratch, v_threshold, v_reset,
+                     reciprocal_tau, lo, hi)
+    else:
+        _recompute_h(<LIFDetachInputCharge>0, rk, x, v0, state, scratch, v_threshold, v_reset,
+                     reciprocal_tau, lo, hi)
+
+
 cdef void _backward_from_input_chunk(reset_kind rk,
                                      const real[:, ::1] grad_spike, const real[::1] grad_v_last,
                                      const real[:, ::1] x, const real[::1] v0, real* scratch,
@@ -713,15 +729,7 @@ cdef void _backward_from_input_chunk(reset_kind rk,
                                      Py_ssize_t lo, Py_ssize_t hi, int stream) noexcept nogil:
     """Neurons [lo, hi): H of every step recomputed into ``scratch`` (the potential kept in
     the grad_v row, free until the BPTT starts), then BPTT from it; specialised on the reset."""
-    cdef real* state = &grad_v[0]
-    if mode == CHARGE_IF:
-        _recompute_h(<IFCharge>0, rk, x, v0, state, scratch, v_threshold, v_reset,
-                     reciprocal_tau, lo, hi)
-    elif mode == CHARGE_LIF:
-        _recompute_h(<LIFCharge>0, rk, x, v0, state, scratch, v_threshold, v_reset,
-                     reciprocal_tau, lo, hi)
-    else:
-        _recompute_h(<LIFDetachInputCharge>0, rk, x, v0, state, scratch, v_threshold, v_reset,
+    _recompute_chunk(rk, x, v0, &grad_v[0], scratch, mode, v_threshold, v_reset,
                      reciprocal_tau, lo, hi)
     _backward_from_h(rk, grad_spike, grad_v_last, <const real*>scratch, hi - lo, lo, grad_x,
                      grad_v, detach_reset, sg_index, v_threshold, v_reset, alpha,
@@ -793,14 +801,16 @@ def backward_from_input(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
 # --- learnable time constant (ParametricLIF) ----------------------------------------------------
 cdef void _backward_plif_rows(charge_kind ck, reset_kind rk,
                               const real[:, ::1] grad_spike, const real[::1] grad_v_last,
-                              const real[:, ::1] h_seq, const real[::1] v0,
+                              const real* h_base, Py_ssize_t h_stride, Py_ssize_t h_first,
+                              const real[::1] v0,
                               real[:, ::1] grad_x, real[::1] grad_v, double[::1] grad_tau,
                               int detach_reset, int sg_index, real v_threshold, real v_reset,
                               real reciprocal_tau, real alpha,
                               Py_ssize_t lo, Py_ssize_t hi, int stream) noexcept nogil:
     """BPTT from H that also sums dL/dH[t] * dH[t]/d(1/tau) over time for each neuron,
-    specialised on charge and reset, in chunks like _backward_from_h. V[t-1] is rebuilt from
-    H[t-1] exactly as the forward pass computed it (V[-1] = v0), a chunk at a time."""
+    specialised on charge and reset, in chunks like _backward_from_h (H addressed as there:
+    the saved H, or a block's H recomputed into scratch memory). V[t-1] is rebuilt from H[t-1]
+    exactly as the forward pass computed it (V[-1] = v0), a chunk at a time."""
     cdef Py_ssize_t t, j, k, c, m, last = grad_spike.shape[0] - 1
     cdef int mode = _mode(ck)
     cdef int hard = reset_kind is HardReset
@@ -810,6 +820,7 @@ cdef void _backward_plif_rows(charge_kind ck, reset_kind rk,
     cdef real h, h_prev, sg, grad_h
     cdef const real* gs_row
     cdef const real* h_row
+    cdef const real* h_prev_row
     cdef const real* gv_in
     cdef real* gx_dst
     cdef real* gv_dst
@@ -827,7 +838,7 @@ cdef void _backward_plif_rows(charge_kind ck, reset_kind rk,
             c = lo + k * CHUNK
             m = _chunk_len(c, hi)
             gs_row = &grad_spike[t, c]
-            h_row = &h_seq[t, c]
+            h_row = h_base + t * h_stride + (c - h_first)
             _prefetch_ahead(gs_row, sizeof(real), c, m, hi)
             _prefetch_ahead(h_row, sizeof(real), c, m, hi)
             gv_in = &grad_v_last[c] if t == last and not no_carry else &grad_v[c]
@@ -835,8 +846,9 @@ cdef void _backward_plif_rows(charge_kind ck, reset_kind rk,
             gv_dst = &gv_buf[0] if stream and t == 0 else &grad_v[c]
             _surrogate_row(sg_index, h_row, sg_buf, v_threshold, alpha, m)
             if t > 0:  # V[t-1] from H[t-1]
+                h_prev_row = h_row - h_stride
                 for j in range(m):
-                    h_prev = h_seq[t - 1, c + j]
+                    h_prev = h_prev_row[j]
                     if reset_kind is HardReset:
                         vp_buf[j] = hard_reset(h_prev, fire(h_prev, v_threshold), v_reset)
                     else:
@@ -860,35 +872,43 @@ cdef void _backward_plif_rows(charge_kind ck, reset_kind rk,
 
 
 cdef void _backward_plif_block(const real[:, ::1] grad_spike, const real[::1] grad_v_last,
-                               const real[:, ::1] h_seq, const real[::1] v0,
+                               const real* h_base, Py_ssize_t h_stride, Py_ssize_t h_first,
+                               const real[::1] v0,
                                real[:, ::1] grad_x, real[::1] grad_v, double[::1] grad_tau,
                                int mode, int hard, int detach_reset, int sg_index,
                                real v_threshold, real v_reset, real reciprocal_tau, real alpha,
                                Py_ssize_t lo, Py_ssize_t hi, int stream) noexcept nogil:
+    """_backward_plif_rows specialised on the charge ``mode`` and the reset."""
     if mode == CHARGE_IF and hard:
-        _backward_plif_rows(<IFCharge>0, <HardReset>0, grad_spike, grad_v_last, h_seq, v0,
-                            grad_x, grad_v, grad_tau, detach_reset, sg_index, v_threshold,
-                            v_reset, reciprocal_tau, alpha, lo, hi, stream)
+        _backward_plif_rows(<IFCharge>0, <HardReset>0, grad_spike, grad_v_last, h_base,
+                            h_stride, h_first, v0, grad_x, grad_v, grad_tau, detach_reset,
+                            sg_index, v_threshold, v_reset, reciprocal_tau, alpha, lo, hi,
+                            stream)
     elif mode == CHARGE_IF:
-        _backward_plif_rows(<IFCharge>0, <SoftReset>0, grad_spike, grad_v_last, h_seq, v0,
-                            grad_x, grad_v, grad_tau, detach_reset, sg_index, v_threshold,
-                            v_reset, reciprocal_tau, alpha, lo, hi, stream)
+        _backward_plif_rows(<IFCharge>0, <SoftReset>0, grad_spike, grad_v_last, h_base,
+                            h_stride, h_first, v0, grad_x, grad_v, grad_tau, detach_reset,
+                            sg_index, v_threshold, v_reset, reciprocal_tau, alpha, lo, hi,
+                            stream)
     elif mode == CHARGE_LIF and hard:
-        _backward_plif_rows(<LIFCharge>0, <HardReset>0, grad_spike, grad_v_last, h_seq, v0,
-                            grad_x, grad_v, grad_tau, detach_reset, sg_index, v_threshold,
-                            v_reset, reciprocal_tau, alpha, lo, hi, stream)
+        _backward_plif_rows(<LIFCharge>0, <HardReset>0, grad_spike, grad_v_last, h_base,
+                            h_stride, h_first, v0, grad_x, grad_v, grad_tau, detach_reset,
+                            sg_index, v_threshold, v_reset, reciprocal_tau, alpha, lo, hi,
+                            stream)
     elif mode == CHARGE_LIF:
-        _backward_plif_rows(<LIFCharge>0, <SoftReset>0, grad_spike, grad_v_last, h_seq, v0,
-                            grad_x, grad_v, grad_tau, detach_reset, sg_index, v_threshold,
-                            v_reset, reciprocal_tau, alpha, lo, hi, stream)
+        _backward_plif_rows(<LIFCharge>0, <SoftReset>0, grad_spike, grad_v_last, h_base,
+                            h_stride, h_first, v0, grad_x, grad_v, grad_tau, detach_reset,
+                            sg_index, v_threshold, v_reset, reciprocal_tau, alpha, lo, hi,
+                            stream)
     elif hard:
         _backward_plif_rows(<LIFDetachInputCharge>0, <HardReset>0, grad_spike, grad_v_last,
-                            h_seq, v0, grad_x, grad_v, grad_tau, detach_reset, sg_index,
-                            v_threshold, v_reset, reciprocal_tau, alpha, lo, hi, stream)
+                            h_base, h_stride, h_first, v0, grad_x, grad_v, grad_tau,
+                            detach_reset, sg_index, v_threshold, v_reset, reciprocal_tau, alpha,
+                            lo, hi, stream)
     else:
         _backward_plif_rows(<LIFDetachInputCharge>0, <SoftReset>0, grad_spike, grad_v_last,
-                            h_seq, v0, grad_x, grad_v, grad_tau, detach_reset, sg_index,
-                            v_threshold, v_reset, reciprocal_tau, alpha, lo, hi, stream)
+                            h_base, h_stride, h_first, v0, grad_x, grad_v, grad_tau,
+                            detach_reset, sg_index, v_threshold, v_reset, reciprocal_tau, alpha,
+                            lo, hi, stream)
 
 
 cdef inline double _lane_sum(const double* a, Py_ssize_t count) noexcept nogil:
@@ -914,6 +934,30 @@ cdef inline double _lane_sum(const double* a, Py_ssize_t count) noexcept nogil:
     return lanes[0]
 
 
+cdef double _neuron_total(double[::1] grad_tau, int n_threads) except? -1.0:
+    """The sum of the per-neuron values ``grad_tau``, in an order that depends on N alone:
+    segments of SUM_SEGMENT neurons summed in parallel (each in SUM_LANES lanes), then the
+    segment sums the same way. Bit-identical for any thread count."""
+    cdef Py_ssize_t n = grad_tau.shape[0], n_segments = (n + SUM_SEGMENT - 1) // SUM_SEGMENT
+    cdef Py_ssize_t b, lo, hi
+    cdef double total
+    cdef double* segment_sums
+    if n == 0:
+        return 0.0
+    segment_sums = <double*>malloc(n_segments * sizeof(double))
+    if segment_sums == NULL:
+        raise MemoryError("backward_plif: no memory for the segment sums")
+    for b in prange(n_segments, nogil=True, schedule='static', num_threads=n_threads):
+        lo = b * SUM_SEGMENT
+        hi = lo + SUM_SEGMENT
+        if hi > n:
+            hi = n
+        segment_sums[b] = _lane_sum(&grad_tau[lo], hi - lo)
+    total = _lane_sum(segment_sums, n_segments)
+    free(segment_sums)
+    return total
+
+
 def backward_plif(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
                   const real[::1] grad_v_next,     # IN  [N] dL/dV[T-1], or [0]: zero
                   const real[:, ::1] h_seq,        # IN  [T, N] saved H
@@ -927,40 +971,77 @@ def backward_plif(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
                   int n_threads):
     """BPTT from saved H for a learnable 1/tau; returns dL/d(1/tau) summed over neurons and time.
 
-    Each neuron sums its own terms over time (no shared accumulator, so no race). The neuron
-    sums are then added in an order that depends on N alone (segments of SUM_SEGMENT neurons,
-    each summed in SUM_LANES lanes, then the segment sums the same way), so the result is
-    bit-identical for any thread count."""
+    Each neuron sums its own terms over time (no shared accumulator, so no race); the neuron
+    sums are then added in an order that depends on N alone (see _neuron_total), so the result
+    is bit-identical for any thread count."""
     cdef Py_ssize_t n = grad_spike.shape[1]
     cdef Py_ssize_t blk = _block_size(n, n_threads)
     cdef Py_ssize_t n_blocks = (n + blk - 1) // blk
-    cdef Py_ssize_t n_segments = (n + SUM_SEGMENT - 1) // SUM_SEGMENT
     cdef Py_ssize_t b, lo, hi
     cdef int stream = _should_stream(grad_spike.shape[0] * n * <Py_ssize_t>sizeof(real))
+    cdef const real* h_base = &h_seq[0, 0] if h_seq.shape[0] != 0 else NULL
     for b in prange(n_blocks, nogil=True, schedule='static', num_threads=n_threads):
         lo = b * blk
         hi = lo + blk
         if hi > n:
             hi = n
-        _backward_plif_block(grad_spike, grad_v_next, h_seq, v, grad_x, grad_v, grad_tau,
-                             mode, hard, detach_reset, sg_index, <real>v_threshold,
+        _backward_plif_block(grad_spike, grad_v_next, h_base, n, 0, v, grad_x, grad_v,
+                             grad_tau, mode, hard, detach_reset, sg_index, <real>v_threshold,
                              <real>v_reset, <real>reciprocal_tau, <real>alpha, lo, hi, stream)
-    if n == 0:
-        return 0.0
-    # the sum of each segment, then of those sums: an order fixed by n alone (not by the
-    # threads), with the adds of each sum spread over independent lanes
-    cdef double* segment_sums = <double*>malloc(n_segments * sizeof(double))
-    if segment_sums == NULL:
-        raise MemoryError("backward_plif: no memory for the segment sums")
-    for b in prange(n_segments, nogil=True, schedule='static', num_threads=n_threads):
-        lo = b * SUM_SEGMENT
-        hi = lo + SUM_SEGMENT
+    return _neuron_total(grad_tau, n_threads)
+
+
+def backward_plif_from_input(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
+                             const real[::1] grad_v_next,     # IN  [N] dL/dV[T-1], or [0]: zero
+                             const real[:, ::1] x,            # IN  [T, N] the forward's input
+                             const real[::1] v,               # IN  [N] V[-1], or [0]: at rest
+                             real[:, ::1] grad_x,             # OUT [T, N] dL/dX[t]
+                             real[::1] grad_v,                # OUT [N] dL/dV[-1]
+                             double[::1] grad_tau,            # OUT [N] per-neuron sums
+                             int mode, bint hard, bint detach_reset, int sg_index,
+                             double v_threshold, double v_reset, double reciprocal_tau,
+                             double alpha, int n_threads):
+    """:func:`backward_plif` from the forward's input instead of a saved H, as
+    :func:`backward_from_input` is to :func:`backward`: each chunk of neurons recomputes its H
+    into an L1 scratch buffer and backpropagates from it with the same code. Same bits as
+    :func:`backward_plif` from the forward's H, dL/d(1/tau) included."""
+    cdef Py_ssize_t steps = grad_spike.shape[0], n = grad_spike.shape[1]
+    cdef Py_ssize_t blk = _block_size(n, n_threads)
+    cdef Py_ssize_t n_blocks = (n + blk - 1) // blk
+    cdef Py_ssize_t width = _recompute_width(steps, sizeof(real))
+    cdef Py_ssize_t b, lo, hi, c, end
+    cdef int stream = _should_stream(steps * n * <Py_ssize_t>sizeof(real))
+    cdef int failed = 0
+    cdef real* scratch
+    for b in prange(n_blocks, nogil=True, schedule='static', num_threads=n_threads):
+        lo = b * blk
+        hi = lo + blk
         if hi > n:
             hi = n
-        segment_sums[b] = _lane_sum(&grad_tau[lo], hi - lo)
-    cdef double total = _lane_sum(segment_sums, n_segments)
-    free(segment_sums)
-    return total
+        scratch = <real*>malloc(max(steps * width, 1) * sizeof(real))
+        if scratch == NULL:
+            failed += 1
+        else:
+            c = lo
+            while c < hi:
+                end = min(c + width, hi)
+                if hard:
+                    _recompute_chunk(<HardReset>0, x, v, &grad_v[0], scratch, mode,
+                                     <real>v_threshold, <real>v_reset, <real>reciprocal_tau,
+                                     c, end)
+                else:
+                    _recompute_chunk(<SoftReset>0, x, v, &grad_v[0], scratch, mode,
+                                     <real>v_threshold, <real>v_reset, <real>reciprocal_tau,
+                                     c, end)
+                _backward_plif_block(grad_spike, grad_v_next, scratch, end - c, c, v, grad_x,
+                                     grad_v, grad_tau, mode, hard, detach_reset, sg_index,
+                                     <real>v_threshold, <real>v_reset, <real>reciprocal_tau,
+                                     <real>alpha, c, end, stream)
+                c = end
+            free(scratch)
+    if failed:
+        raise MemoryError("backward_plif_from_input: no memory for the recomputed H of a block")
+    return _neuron_total(grad_tau, n_threads)
 
 
 # --- bandwidth probe ----------------------------------------------------------------------------

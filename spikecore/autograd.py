@@ -143,8 +143,8 @@ class PlannedParametricNeuronFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, v, k, plan):
         k_value = check_reciprocal_tau(float(k))
-        spike, v_next, h_seq = plan.forward(x, v, reciprocal_tau=k_value)
-        ctx.save_for_backward(h_seq, v, k)
+        spike, v_next, saved = plan.train_forward_plif(x, v, k_value)   # (H or the input, v)
+        ctx.save_for_backward(*saved, k)
         ctx.plan, ctx.k_value = plan, k_value
         ctx.set_materialize_grads(False)
         return spike, v_next
@@ -153,9 +153,9 @@ class PlannedParametricNeuronFunction(torch.autograd.Function):
     def backward(ctx, grad_spike, grad_v_next):
         if grad_spike is None and grad_v_next is None:
             return None, None, None, None
-        (h_seq, v, k), grad_spike = _saved_and_grad_spike(ctx, grad_spike, grad_v_next)
-        grad_x, grad_v, grad_k = ctx.plan.backward_plif(grad_spike, grad_v_next, h_seq, v,
-                                                        ctx.k_value)   # v None: at rest
+        (seq, v, k), grad_spike = _saved_and_grad_spike(ctx, grad_spike, grad_v_next)
+        grad_x, grad_v, grad_k = ctx.plan.train_backward_plif(
+            grad_spike, grad_v_next, (seq, v), ctx.k_value)   # v None: at rest
         return grad_x, (grad_v if ctx.plan.v_given else None), _gradient_like(grad_k, k), None
 
 

@@ -64,7 +64,8 @@ class Plan:
     ``train_backward(grad_spike, grad_v_next, saved)``: ``saved`` is what autograd keeps, one
     ``[T, N]`` tensor. It is H here; the CPU plan of a small layer (``recompute``) saves the
     input instead, with the ``[N]`` initial state when one was given, and recomputes H in the
-    backward, with the same bits.
+    backward, with the same bits. ``train_forward_plif`` and ``train_backward_plif`` do the
+    same for a learnable 1/τ (saving V[-1] either way).
     """
 
     __slots__ = ("backend", "cfg", "shape", "dtype", "device", "v_given", "steps",
@@ -117,6 +118,17 @@ class Plan:
     def train_backward(self, grad_spike, grad_v_next, saved):
         """BPTT from what :meth:`train_forward` saved: ``(grad_x, grad_v)``."""
         return self.backward(grad_spike, grad_v_next, saved[0])
+
+    def train_forward_plif(self, x, v, reciprocal_tau):
+        """:meth:`train_forward` with this call's learnable 1/τ: ``saved`` is ``(H, v)`` here
+        (the backward also needs V[-1]; ``v`` may be ``None``)."""
+        spike, v_next, h_seq = self.forward(x, v, reciprocal_tau=reciprocal_tau)
+        return spike, v_next, (h_seq, v)
+
+    def train_backward_plif(self, grad_spike, grad_v_next, saved, reciprocal_tau):
+        """:meth:`backward_plif` from what :meth:`train_forward_plif` saved: ``(grad_x, grad_v,
+        dL/d(1/τ))``."""
+        return self.backward_plif(grad_spike, grad_v_next, saved[0], saved[1], reciprocal_tau)
 
 
 def _contiguous(t):

@@ -148,8 +148,9 @@ class _CPUPlan(Plan):
     choices already made; the backend's methods serve every option of the API (``v_seq``, the
     teaching path's local gradients) and pick per call."""
 
-    __slots__ = ("_train", "_infer", "_backward", "_backward_plif", "_from_input", "_kind", "_n",
-                 "_absent_seq", "_absent_state", "_args", "recompute")
+    __slots__ = ("_train", "_infer", "_backward", "_backward_plif", "_from_input",
+                 "_plif_from_input", "_kind", "_n", "_absent_seq", "_absent_state", "_args",
+                 "recompute")
 
     def __init__(self, backend, cfg, x, v_given, steps, state_shape, h_dtype):
         super().__init__(backend, cfg, x, v_given, steps, state_shape, h_dtype)
@@ -162,6 +163,7 @@ class _CPUPlan(Plan):
         self._absent_seq, self._absent_state = backend._absent(dtype, self._n)
         self._args = cfg.kernel_args
         self._from_input = backend._entry("backward_from_input", dtype)
+        self._plif_from_input = backend._entry("backward_plif_from_input", dtype)
         #: a training call saves its input and the backward recomputes H (bit-identical), for
         #: [T, N] tensors below the streaming threshold: the forward then writes no H, which
         #: keeps a small layer's step in cache; larger ones save H (the row-streaming kernels
@@ -239,15 +241,32 @@ class _CPUPlan(Plan):
         return grad_x, grad_v
 
     def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, reciprocal_tau):
+        return self._run_plif(self._backward_plif, grad_spike, grad_v_next, h_seq, v_init,
+                              reciprocal_tau)
+
+    def train_forward_plif(self, x, v, reciprocal_tau):
+        x = x.contiguous()
+        if v is not None:
+            v = v.contiguous()
+        spike, v_next, h_seq = self._forward(x, v, not self.recompute,
+                                             self._scalars(reciprocal_tau))
+        return spike, v_next, (x if h_seq is None else h_seq, v)
+
+    def train_backward_plif(self, grad_spike, grad_v_next, saved, reciprocal_tau):
+        kernel = self._plif_from_input if self.recompute else self._backward_plif
+        return self._run_plif(kernel, grad_spike, grad_v_next, saved[0], saved[1],
+                              reciprocal_tau)
+
+    def _run_plif(self, kernel, grad_spike, grad_v_next, seq, v_init, reciprocal_tau):
+        """The learnable-1/τ backward ``kernel``, from the saved H or (backward_plif_from_input)
+        the forward's input ``seq``: ``(grad_x, grad_v, dL/d(1/τ))``."""
         grad_spike = grad_spike.contiguous()
         grad_x, grad_v = torch.empty_like(grad_spike), grad_spike.new_empty(self.state_shape)
-        bg, bgx, carry, v0, bgv = self._buffers(
-            (grad_spike, grad_x), (_contiguous(grad_v_next), _contiguous(v_init), grad_v))
+        bg, bseq, bgx, carry, v0, bgv = self._buffers(
+            (grad_spike, seq, grad_x), (_contiguous(grad_v_next), _contiguous(v_init), grad_v))
         sums = torch.empty(self._n, dtype=torch.float64)   # per-neuron sums (scratch)
-        total = self._backward_plif(bg, carry, self.backend._view(h_seq, (self.steps, self._n)),
-                                    v0, bgx, bgv, self.backend._view(sums, (self._n,)),
-                                    *self._scalars(reciprocal_tau),
-                                    CPUBackend._threads(grad_x.numel()))
+        total = kernel(bg, carry, bseq, v0, bgx, bgv, self.backend._view(sums, (self._n,)),
+                       *self._scalars(reciprocal_tau), CPUBackend._threads(grad_x.numel()))
         return grad_x, grad_v, torch.scalar_tensor(total, dtype=torch.float64)
 
 

@@ -383,7 +383,8 @@ def test_random_call_sequences_match_the_general_route(seed, monkeypatch):
     that never uses a plan: the same spikes and states at every call, and the same gradients of
     every input and parameter at the end."""
     planned_calls = []
-    for name in ("forward", "train_forward"):   # the plan's forwards (neither calls the other)
+    # the plan's forwards (none calls another)
+    for name in ("forward", "train_forward", "train_forward_plif"):
         method = getattr(cpu_backend._CPUPlan, name)
         monkeypatch.setattr(cpu_backend._CPUPlan, name,
                             lambda *a, _m=method, **k: planned_calls.append(1) or _m(*a, **k))

@@ -46,6 +46,41 @@ def test_equals_the_backward_from_saved_h(cfg, dtype):
                     (steps, n, v is None, threads)
 
 
+def _plif_from_input(g, gvn, x, v, cfg, threads):
+    absent = K.TensorBuffer(0, -1, 0, KINDS[x.dtype][0])
+    gx, gv = torch.empty_like(x), torch.empty(x.shape[1], dtype=x.dtype)
+    sums = torch.empty(x.shape[1], dtype=torch.float64)
+    total = K.backward_plif_from_input[KINDS[x.dtype][1]](
+        _view(g), absent if gvn is None else _view(gvn), _view(x),
+        absent if v is None else _view(v), _view(gx), _view(gv), sums.numpy(),
+        *cfg.kernel_args, threads)
+    return gx, gv, total, sums
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("cfg", list(all_configs())[::2], ids=cfg_id)
+def test_learnable_tau_backward_equals_the_one_from_saved_h(cfg, dtype):
+    """The learnable-1/tau backward from the input: dL/dX, dL/dV[-1], the per-neuron sums and
+    dL/d(1/tau) are the bits of backward_plif from the forward's H."""
+    cpu = backends.get("cpu")
+    for steps, n in SIZES:
+        x, v0 = make_inputs(cfg, steps, (n,), dtype, seed=steps + n + 1)
+        g = torch.randn(steps, n, dtype=dtype)
+        for v, gvn in ((v0, torch.randn(n, dtype=dtype)), (None, None)):
+            h = cpu.forward(x, v, cfg, steps, save_h=True, state_shape=(n,))[2]
+            sums = torch.empty(n, dtype=torch.float64)
+            gx, gv = torch.empty_like(x), torch.empty(n, dtype=dtype)
+            absent = K.TensorBuffer(0, -1, 0, KINDS[dtype][0])
+            total = K.backward_plif[KINDS[dtype][1]](
+                _view(g), absent if gvn is None else _view(gvn), _view(h),
+                absent if v is None else _view(v), _view(gx), _view(gv), sums.numpy(),
+                *cfg.kernel_args, 2)
+            for threads in (1, 3):
+                got = _plif_from_input(g, gvn, x, v, cfg, threads)
+                assert torch.equal(got[0], gx) and torch.equal(got[1], gv), (steps, n, threads)
+                assert torch.equal(got[3], sums) and got[2] == total, (steps, n, threads)
+
+
 # --- the route of the nodes' plans --------------------------------------------------------------
 @pytest.fixture
 def stream_all():
@@ -107,6 +142,40 @@ def test_both_routes_give_the_same_gradients(given_v):
         a, b = _planned(x, v, small, g_s, g_v), _planned(x, v, large, g_s, g_v)
         for p, q in zip(a, b):
             assert (p is None and q is None) or torch.equal(p, q)
+
+
+def _planned_plif(x, v, k, plan, g_s, g_v):
+    from spikecore.autograd import PlannedParametricNeuronFunction
+    x = x.detach().clone().requires_grad_()
+    v = None if v is None else v.detach().clone().requires_grad_()
+    k = k.detach().clone().requires_grad_()
+    spike, v_next = PlannedParametricNeuronFunction.apply(x, v, k, plan)
+    ((spike * g_s).sum() + (v_next * g_v).sum()).backward()
+    return spike, v_next, x.grad, None if v is None else v.grad, k.grad
+
+
+@pytest.mark.parametrize("given_v", [False, True], ids=["fresh", "given-v"])
+def test_learnable_tau_routes_give_the_same_gradients(given_v):
+    """A small layer with a learnable 1/tau saves its input and V[-1]; a large one H and V[-1]:
+    the same outputs and the same gradients of x, v and k, bit for bit."""
+    from spikecore import dispatch
+    for cfg in [c for c in all_configs() if c.neuron == "LIF"][::5]:
+        x, v0 = make_inputs(cfg, 5, (3, 8), torch.float64, seed=3)
+        v = v0 if given_v else None
+        k = torch.tensor(0.37, dtype=torch.float64)
+        g_s, g_v = torch.randn(5, 3, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
+        small = dispatch.plan(x, v, cfg)
+        spike, v_next, saved = small.train_forward_plif(x, v, 0.37)
+        assert small.recompute and saved[0].data_ptr() == x.data_ptr() and saved[1] is v
+        old = K.stream_min_bytes(0)
+        try:
+            large = dispatch.plan(x, v, cfg)
+        finally:
+            K.stream_min_bytes(old)
+        assert not large.recompute
+        a, b = _planned_plif(x, v, k, small, g_s, g_v), _planned_plif(x, v, k, large, g_s, g_v)
+        for p, q in zip(a, b):
+            assert (p is None and q is None) or torch.equal(p, q), cfg
 
 
 def test_changing_the_input_in_place_before_backward_is_an_error():
