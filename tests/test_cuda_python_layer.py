@@ -224,6 +224,15 @@ def test_plan_runs_the_cuda_backend(host_cuda, given_v):
                                       v_init=v0, backend="cpu")
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
     torch.testing.assert_close(got[2], expected[2], rtol=1e-6, atol=1e-6)
+    # the training route of a learnable 1/tau: H and V[-1] saved, the same results
+    spike_k, v_next_k, saved = plan.train_forward_plif(x, v, 0.4)
+    want_k = dispatch.forward(x, v, cfg.with_reciprocal_tau(0.4), backend="cpu", save_h=True)
+    assert torch.equal(spike_k, want_k.spike) and torch.equal(saved[0], want_k.h_seq)
+    assert saved[1] is v
+    got = plan.train_backward_plif(gs, None, saved, 0.4)
+    expected = dispatch.backward_plif(gs, None, cfg.with_reciprocal_tau(0.4),
+                                      h_seq=want_k.h_seq, v_init=v0, backend="cpu")
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
 
 
 class _Device:
