@@ -720,21 +720,72 @@ cdef inline void _recompute_chunk(reset_kind rk, const real[:, ::1] x, const rea
                      reciprocal_tau, lo, hi)
 
 
-cdef void _backward_from_input_chunk(reset_kind rk,
-                                     const real[:, ::1] grad_spike, const real[::1] grad_v_last,
-                                     const real[:, ::1] x, const real[::1] v0, real* scratch,
-                                     real[:, ::1] grad_x, real[::1] grad_v, int mode,
-                                     int detach_reset, int sg_index, real v_threshold,
-                                     real v_reset, real reciprocal_tau, real alpha,
-                                     Py_ssize_t lo, Py_ssize_t hi, int stream) noexcept nogil:
+cdef void _from_input_chunk(reset_kind rk,
+                            const real[:, ::1] grad_spike, const real[::1] grad_v_last,
+                            const real[:, ::1] x, const real[::1] v0, real* scratch,
+                            real[:, ::1] grad_x, real[::1] grad_v, double* grad_tau,
+                            bint learn_tau, int mode, int detach_reset, int sg_index,
+                            real v_threshold, real v_reset, real reciprocal_tau, real alpha,
+                            Py_ssize_t lo, Py_ssize_t hi, int stream) noexcept nogil:
     """Neurons [lo, hi): H of every step recomputed into ``scratch`` (the potential kept in
-    the grad_v row, free until the BPTT starts), then BPTT from it; specialised on the reset."""
+    the grad_v row, free until the BPTT starts), then BPTT from it, with the sums for a
+    learnable 1/tau when ``learn_tau``; specialised on the reset."""
     _recompute_chunk(rk, x, v0, &grad_v[0], scratch, mode, v_threshold, v_reset,
                      reciprocal_tau, lo, hi)
-    _backward_from_h(rk, grad_spike, grad_v_last, <const real*>scratch, hi - lo, lo, grad_x,
-                     grad_v, detach_reset, sg_index, v_threshold, v_reset, alpha,
-                     charge_grad_x(mode, reciprocal_tau), charge_grad_v(mode, reciprocal_tau),
-                     lo, hi, stream)
+    if learn_tau:
+        _backward_plif_block(grad_spike, grad_v_last, scratch, hi - lo, lo, v0, grad_x, grad_v,
+                             grad_tau, mode, reset_kind is HardReset, detach_reset, sg_index,
+                             v_threshold, v_reset, reciprocal_tau, alpha, lo, hi, stream)
+    else:
+        _backward_from_h(rk, grad_spike, grad_v_last, <const real*>scratch, hi - lo, lo,
+                         grad_x, grad_v, detach_reset, sg_index, v_threshold, v_reset, alpha,
+                         charge_grad_x(mode, reciprocal_tau), charge_grad_v(mode, reciprocal_tau),
+                         lo, hi, stream)
+
+
+cdef int _from_input_blocks(const real[:, ::1] grad_spike, const real[::1] grad_v_next,
+                            const real[:, ::1] x, const real[::1] v, real[:, ::1] grad_x,
+                            real[::1] grad_v, double* grad_tau, bint learn_tau, int mode,
+                            bint hard, bint detach_reset, int sg_index, real v_threshold,
+                            real v_reset, real reciprocal_tau, real alpha,
+                            int n_threads) except -1:
+    """The blocks of a backward from the input, each with its own scratch for the recomputed
+    H of one chunk of neurons (at most CHUNK, fewer for long sequences) at a time."""
+    cdef Py_ssize_t steps = grad_spike.shape[0], n = grad_spike.shape[1]
+    cdef Py_ssize_t blk = _block_size(n, n_threads)
+    cdef Py_ssize_t n_blocks = (n + blk - 1) // blk
+    cdef Py_ssize_t width = _recompute_width(steps, sizeof(real))
+    cdef Py_ssize_t b, lo, hi, c, end
+    cdef int stream = _should_stream(steps * n * <Py_ssize_t>sizeof(real))
+    cdef int failed = 0
+    cdef real* scratch
+    for b in prange(n_blocks, nogil=True, schedule='static', num_threads=n_threads):
+        lo = b * blk
+        hi = lo + blk
+        if hi > n:
+            hi = n
+        scratch = <real*>malloc(max(steps * width, 1) * sizeof(real))
+        if scratch == NULL:
+            failed += 1
+        else:
+            c = lo
+            while c < hi:
+                end = min(c + width, hi)
+                if hard:
+                    _from_input_chunk(<HardReset>0, grad_spike, grad_v_next, x, v, scratch,
+                                      grad_x, grad_v, grad_tau, learn_tau, mode, detach_reset,
+                                      sg_index, v_threshold, v_reset, reciprocal_tau, alpha, c,
+                                      end, stream)
+                else:
+                    _from_input_chunk(<SoftReset>0, grad_spike, grad_v_next, x, v, scratch,
+                                      grad_x, grad_v, grad_tau, learn_tau, mode, detach_reset,
+                                      sg_index, v_threshold, v_reset, reciprocal_tau, alpha, c,
+                                      end, stream)
+                c = end
+            free(scratch)
+    if failed:
+        raise MemoryError("no memory for the recomputed H of a block of neurons")
+    return 0
 
 
 cdef inline Py_ssize_t _recompute_width(Py_ssize_t steps, size_t item) noexcept nogil:
@@ -761,41 +812,9 @@ def backward_from_input(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
     exactly as :func:`backward` does from a saved H. The gradients are bit-identical to that
     route; the forward pass need not write H. Faster inside a training step for tensors that
     fit in cache; slower than :func:`backward` on large ones, whose rows it cannot stream."""
-    cdef Py_ssize_t steps = grad_spike.shape[0], n = grad_spike.shape[1]
-    cdef Py_ssize_t blk = _block_size(n, n_threads)
-    cdef Py_ssize_t n_blocks = (n + blk - 1) // blk
-    cdef Py_ssize_t width = _recompute_width(steps, sizeof(real))
-    cdef Py_ssize_t b, lo, hi, c
-    cdef int stream = _should_stream(steps * n * <Py_ssize_t>sizeof(real))
-    cdef int failed = 0
-    cdef real* scratch
-    for b in prange(n_blocks, nogil=True, schedule='static', num_threads=n_threads):
-        lo = b * blk
-        hi = lo + blk
-        if hi > n:
-            hi = n
-        scratch = <real*>malloc(max(steps * width, 1) * sizeof(real))
-        if scratch == NULL:
-            failed += 1
-        else:
-            c = lo
-            while c < hi:
-                if hard:
-                    _backward_from_input_chunk(<HardReset>0, grad_spike, grad_v_next, x, v,
-                                               scratch, grad_x, grad_v, mode, detach_reset,
-                                               sg_index, <real>v_threshold, <real>v_reset,
-                                               <real>reciprocal_tau, <real>alpha, c,
-                                               min(c + width, hi), stream)
-                else:
-                    _backward_from_input_chunk(<SoftReset>0, grad_spike, grad_v_next, x, v,
-                                               scratch, grad_x, grad_v, mode, detach_reset,
-                                               sg_index, <real>v_threshold, <real>v_reset,
-                                               <real>reciprocal_tau, <real>alpha, c,
-                                               min(c + width, hi), stream)
-                c = c + width
-            free(scratch)
-    if failed:
-        raise MemoryError("backward_from_input: no memory for the recomputed H of a block")
+    _from_input_blocks(grad_spike, grad_v_next, x, v, grad_x, grad_v, NULL, False, mode, hard,
+                       detach_reset, sg_index, <real>v_threshold, <real>v_reset,
+                       <real>reciprocal_tau, <real>alpha, n_threads)
 
 
 # --- learnable time constant (ParametricLIF) ----------------------------------------------------
@@ -803,7 +822,7 @@ cdef void _backward_plif_rows(charge_kind ck, reset_kind rk,
                               const real[:, ::1] grad_spike, const real[::1] grad_v_last,
                               const real* h_base, Py_ssize_t h_stride, Py_ssize_t h_first,
                               const real[::1] v0,
-                              real[:, ::1] grad_x, real[::1] grad_v, double[::1] grad_tau,
+                              real[:, ::1] grad_x, real[::1] grad_v, double* grad_tau,
                               int detach_reset, int sg_index, real v_threshold, real v_reset,
                               real reciprocal_tau, real alpha,
                               Py_ssize_t lo, Py_ssize_t hi, int stream) noexcept nogil:
@@ -874,7 +893,7 @@ cdef void _backward_plif_rows(charge_kind ck, reset_kind rk,
 cdef void _backward_plif_block(const real[:, ::1] grad_spike, const real[::1] grad_v_last,
                                const real* h_base, Py_ssize_t h_stride, Py_ssize_t h_first,
                                const real[::1] v0,
-                               real[:, ::1] grad_x, real[::1] grad_v, double[::1] grad_tau,
+                               real[:, ::1] grad_x, real[::1] grad_v, double* grad_tau,
                                int mode, int hard, int detach_reset, int sg_index,
                                real v_threshold, real v_reset, real reciprocal_tau, real alpha,
                                Py_ssize_t lo, Py_ssize_t hi, int stream) noexcept nogil:
@@ -934,6 +953,11 @@ cdef inline double _lane_sum(const double* a, Py_ssize_t count) noexcept nogil:
     return lanes[0]
 
 
+cdef inline double* _sums(double[::1] grad_tau) noexcept nogil:
+    """The per-neuron sums' memory (NULL for no neurons)."""
+    return &grad_tau[0] if grad_tau.shape[0] != 0 else NULL
+
+
 cdef double _neuron_total(double[::1] grad_tau, int n_threads) except? -1.0:
     """The sum of the per-neuron values ``grad_tau``, in an order that depends on N alone:
     segments of SUM_SEGMENT neurons summed in parallel (each in SUM_LANES lanes), then the
@@ -980,13 +1004,14 @@ def backward_plif(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
     cdef Py_ssize_t b, lo, hi
     cdef int stream = _should_stream(grad_spike.shape[0] * n * <Py_ssize_t>sizeof(real))
     cdef const real* h_base = &h_seq[0, 0] if h_seq.shape[0] != 0 else NULL
+    cdef double* sums = _sums(grad_tau)
     for b in prange(n_blocks, nogil=True, schedule='static', num_threads=n_threads):
         lo = b * blk
         hi = lo + blk
         if hi > n:
             hi = n
         _backward_plif_block(grad_spike, grad_v_next, h_base, n, 0, v, grad_x, grad_v,
-                             grad_tau, mode, hard, detach_reset, sg_index, <real>v_threshold,
+                             sums, mode, hard, detach_reset, sg_index, <real>v_threshold,
                              <real>v_reset, <real>reciprocal_tau, <real>alpha, lo, hi, stream)
     return _neuron_total(grad_tau, n_threads)
 
@@ -1005,42 +1030,9 @@ def backward_plif_from_input(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS
     :func:`backward_from_input` is to :func:`backward`: each chunk of neurons recomputes its H
     into an L1 scratch buffer and backpropagates from it with the same code. Same bits as
     :func:`backward_plif` from the forward's H, dL/d(1/tau) included."""
-    cdef Py_ssize_t steps = grad_spike.shape[0], n = grad_spike.shape[1]
-    cdef Py_ssize_t blk = _block_size(n, n_threads)
-    cdef Py_ssize_t n_blocks = (n + blk - 1) // blk
-    cdef Py_ssize_t width = _recompute_width(steps, sizeof(real))
-    cdef Py_ssize_t b, lo, hi, c, end
-    cdef int stream = _should_stream(steps * n * <Py_ssize_t>sizeof(real))
-    cdef int failed = 0
-    cdef real* scratch
-    for b in prange(n_blocks, nogil=True, schedule='static', num_threads=n_threads):
-        lo = b * blk
-        hi = lo + blk
-        if hi > n:
-            hi = n
-        scratch = <real*>malloc(max(steps * width, 1) * sizeof(real))
-        if scratch == NULL:
-            failed += 1
-        else:
-            c = lo
-            while c < hi:
-                end = min(c + width, hi)
-                if hard:
-                    _recompute_chunk(<HardReset>0, x, v, &grad_v[0], scratch, mode,
-                                     <real>v_threshold, <real>v_reset, <real>reciprocal_tau,
-                                     c, end)
-                else:
-                    _recompute_chunk(<SoftReset>0, x, v, &grad_v[0], scratch, mode,
-                                     <real>v_threshold, <real>v_reset, <real>reciprocal_tau,
-                                     c, end)
-                _backward_plif_block(grad_spike, grad_v_next, scratch, end - c, c, v, grad_x,
-                                     grad_v, grad_tau, mode, hard, detach_reset, sg_index,
-                                     <real>v_threshold, <real>v_reset, <real>reciprocal_tau,
-                                     <real>alpha, c, end, stream)
-                c = end
-            free(scratch)
-    if failed:
-        raise MemoryError("backward_plif_from_input: no memory for the recomputed H of a block")
+    _from_input_blocks(grad_spike, grad_v_next, x, v, grad_x, grad_v, _sums(grad_tau), True,
+                       mode, hard, detach_reset, sg_index, <real>v_threshold, <real>v_reset,
+                       <real>reciprocal_tau, <real>alpha, n_threads)
     return _neuron_total(grad_tau, n_threads)
 
 
