@@ -7,7 +7,9 @@ direct encoding, on the digits data of :mod:`spikecore.data`, Adam, cross-entrop
 mean output over T: the defaults of ``spikecore train``, including its fused Adam
 (``--optimizer default`` runs PyTorch's default Adam instead, for every candidate alike). Every
 candidate starts from the SAME initial weights and sees the SAME batches; only the neuron layers
-differ. Before timing, the
+differ, and what each candidate's user calls before a batch to drop the previous state
+(``reset_net`` for spikecore's and SpikingJelly's nodes; nothing for the plain loop and the
+snnTorch loop, which start every call at rest). Before timing, the
 outputs and weight gradients of the first batch are compared with spikecore's.
 
 Epochs are interleaved (epoch e of every candidate, then epoch e+1, ...); the table gives the
@@ -204,8 +206,13 @@ def is_node(m):
 
 
 def reset_all(net):
+    """The state of every kind of node in ``net`` reset (outside the timed steps)."""
     reset_net(net)
-    for m in net.modules():  # peers' nodes (SpikingJelly's have reset())
+    reset_spikingjelly(net)
+
+
+def reset_spikingjelly(net):
+    for m in net.modules():  # SpikingJelly's nodes have reset()
         if (not isinstance(m, BaseNode) and type(m).__module__.startswith("spikingjelly")
                 and callable(getattr(m, "reset", None))):
             m.reset()
@@ -213,16 +220,22 @@ def reset_all(net):
 
 # --- training ---------------------------------------------------------------------------------
 class Run:
-    def __init__(self, name, net, lr, optimizer, note=""):
+    """One candidate: its network, its optimizer and ``reset``, what its user calls before each
+    batch to drop the state of the previous one (``reset_net`` for spikecore's nodes and
+    SpikingJelly's; nothing for layers that start every call at rest)."""
+
+    def __init__(self, name, net, lr, optimizer, note="", reset=None):
         self.name, self.net, self.note = name, net, note
         self.opt = (make_optimizer(net.parameters(), lr) if optimizer == "fused"
                     else torch.optim.Adam(net.parameters(), lr=lr))
+        self.reset = reset
         self.times, self.losses, self.skip = [], [], None
 
 
 def step(run, x, y, T):
     net = run.net
-    reset_all(net)
+    if run.reset is not None:
+        run.reset(net)
     out = net(_data.direct_encode(x, T))
     loss = F.cross_entropy(out.mean(0) * 5.0, y)
     run.opt.zero_grad(set_to_none=True)
@@ -297,7 +310,7 @@ def main(argv=None):
     C.header(f"training epoch, mlp hidden={a.hidden}, {a.neuron.upper()} nodes, T={a.timesteps}, "
              f"digits, batch {a.batch_size}, Adam ({a.optimizer}) lr {a.lr}", a.threads)
     ds, batches, base = workload(a.seed, a.batch_size, a.hidden, a.max_batches, a.neuron)
-    runs = [Run("spikecore nodes", copy.deepcopy(base), a.lr, a.optimizer),
+    runs = [Run("spikecore nodes", copy.deepcopy(base), a.lr, a.optimizer, reset=reset_net),
             Run("plain PyTorch loop", swap_nodes(base, PlainLIF), a.lr, a.optimizer)]
     skipped = []
     if a.bare and plif:
@@ -315,7 +328,8 @@ def main(argv=None):
         else:
             sj_node = "ParametricLIFNode" if plif else "LIFNode"
             runs.append(Run(f"SpikingJelly {C.peer_version('spikingjelly')} {sj_node}",
-                            swap_nodes(base, make), a.lr, a.optimizer))
+                            swap_nodes(base, make), a.lr, a.optimizer,
+                            reset=reset_spikingjelly))
         make, why = (None, "no learnable-tau neuron") if plif else snn_factory()
         if make is None:
             skipped.append(("snnTorch", why))

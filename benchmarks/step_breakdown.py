@@ -41,6 +41,7 @@ from bench_train import BareLIF, PlainLIF, Run, step, swap_nodes, workload  # no
 from spikecore import backends, cpu_backend  # noqa: E402
 from spikecore.autograd import PlannedNeuronFunction  # noqa: E402
 from spikecore.nodes import BaseNode  # noqa: E402
+from spikecore.utils import reset_net  # noqa: E402
 
 
 class _AllocateOnly(torch.autograd.Function):
@@ -96,7 +97,8 @@ def main(argv=None):
     for r in range(1 + a.rounds):
         for name, net in nets.items():
             net.load_state_dict(initial)
-            run = Run(name, net, 1e-2, "fused")   # a fresh Adam every round
+            run = Run(name, net, 1e-2, "fused",   # a fresh Adam every round
+                      reset=reset_net if name == "spikecore nodes" else None)
             t0 = time.perf_counter()
             for j in batches:
                 step(run, ds.train_x[j], ds.train_y[j], a.timesteps)
@@ -164,7 +166,8 @@ def profile(base, ds, batches, timesteps, rounds):
             _timed(cpu_backend._CPUPlan, "train_backward", levels, keys[5])]
     cpu._entry = timed_entry
     try:
-        run = Run("spikecore nodes", copy.deepcopy(base), 1e-2, "fused")   # plans made here
+        run = Run("spikecore nodes", copy.deepcopy(base), 1e-2, "fused",   # plans made here
+                  reset=reset_net)
         for r in range(1 + rounds):
             if r == 1:   # after a warm-up round
                 levels.update(dict.fromkeys(levels, 0))
