@@ -19,9 +19,9 @@ take that as it is; other backends fill a tensor.
 
 Backends: ``cpu`` (Cython/OpenMP, registered by :mod:`spikecore.cpu_backend`), ``cuda``
 (nvcc-built module, registered by :mod:`spikecore.cuda_backend`) and ``reference`` (plain
-PyTorch, any device). A call uses the
-backend of its tensors' device unless one is named; a backend that is not built is never
-swapped for another: asking for it raises an error that says how to build it.
+PyTorch, any device). A call uses the backend of its tensors' device unless one is named; a
+backend that is not built is never swapped for another: asking for it raises an error that
+says how to build it.
 """
 import functools
 from typing import Dict, Optional

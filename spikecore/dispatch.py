@@ -177,9 +177,8 @@ def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_
     v = (_rest_upcast(x_seq.dtype, dtype, cfg.v_rest, step_shape, x_seq.device) if v is None
          else _prepared(v, dtype))
     spike, v_next, h_seq, v_seq, gs2h, gv2h = impl.forward(
-        _prepared(x_seq, dtype), v, cfg,
-        steps, save_h=save_h, save_v=save_v, with_grad=with_grad,
-        h_dtype=h_dtype, state_shape=step_shape)
+        _prepared(x_seq, dtype), v, cfg, steps, save_h=save_h, save_v=save_v,
+        with_grad=with_grad, h_dtype=h_dtype, state_shape=step_shape)
     spike, v_next, v_seq, gs2h, gv2h = _to_caller(x_seq.dtype, dtype, spike, v_next, v_seq,
                                                   gs2h, gv2h)   # h_seq keeps its own dtype
     return ForwardResult(spike, v_next, h_seq, v_seq, gs2h, gv2h)
