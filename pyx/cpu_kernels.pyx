@@ -932,9 +932,9 @@ cdef void _backward_plif_block(const real[:, ::1] grad_spike, const real[::1] gr
 
 cdef inline double _lane_sum(const double* a, Py_ssize_t count) noexcept nogil:
     """a[0] + ... + a[count - 1] in an order fixed by ``count`` alone: term i goes into running
-    sum i % SUM_LANES, and the lanes are then added pairwise. A plain loop would
-    chain every add on the one before (its latency, not its throughput, would set the pace);
-    the lanes are independent, so they fill whole vectors of doubles."""
+    sum i % SUM_LANES, and the lanes are then added pairwise. A plain loop would chain every
+    add on the one before (its latency, not its throughput, would set the pace); the lanes are
+    independent, so they fill whole vectors of doubles."""
     cdef double lanes[SUM_LANES]
     cdef Py_ssize_t k, width, i = 0
     for k in range(SUM_LANES):
@@ -970,7 +970,7 @@ cdef double _neuron_total(double[::1] grad_tau, int n_threads) except? -1.0:
         return 0.0
     segment_sums = <double*>malloc(n_segments * sizeof(double))
     if segment_sums == NULL:
-        raise MemoryError("backward_plif: no memory for the segment sums")
+        raise MemoryError("no memory for the segment sums of dL/d(1/tau)")
     for b in prange(n_segments, nogil=True, schedule='static', num_threads=n_threads):
         lo = b * SUM_SEGMENT
         hi = lo + SUM_SEGMENT
