@@ -125,17 +125,27 @@ def test_half_saved_h_keeps_the_spike_decision(dtype, eps):
     assert va.grad.item() == 1.0      # dV/dH = 1 - S = 1, dH/dV = 1
 
 
-@pytest.mark.parametrize("node_cls", [spikecore.MultiStepLIFNode, spikecore.MultiStepIFNode])
-def test_nodes_on_cuda(node_cls):
-    kw = dict(tau=2.0) if node_cls is spikecore.MultiStepLIFNode else {}
+@pytest.mark.parametrize("node_cls, kw", [
+    (spikecore.MultiStepLIFNode, dict(tau=2.0)), (spikecore.MultiStepIFNode, {}),
+    (spikecore.MultiStepParametricLIFNode, dict(init_tau=3.0))], ids=["lif", "if", "plif"])
+def test_nodes_on_cuda(node_cls, kw):
+    """Nodes on CUDA (their plans: the base Plan, which saves H) against the same nodes on
+    the CPU (whose small layers save their input): the same spikes, close gradients of the
+    input and of a learnable time constant."""
     cpu_node, gpu_node = node_cls(**kw), node_cls(**kw).cuda()
     x = torch.rand(8, 4, 16) * 2
-    xc, xg = x.clone().requires_grad_(), x.cuda().requires_grad_()
-    sc, sg = cpu_node(xc), gpu_node(xg)
-    assert sg.is_cuda and torch.equal(sg.cpu(), sc)
-    sc.sum().backward()
-    sg.sum().backward()
-    torch.testing.assert_close(xg.grad.cpu(), xc.grad, rtol=1e-5, atol=1e-6)
+    for _ in range(2):   # the first call makes the plan, the second reuses it
+        cpu_node.reset()
+        gpu_node.reset()
+        xc, xg = x.clone().requires_grad_(), x.cuda().requires_grad_()
+        sc, sg = cpu_node(xc), gpu_node(xg)
+        assert sg.is_cuda and torch.equal(sg.cpu(), sc)
+        w = torch.linspace(-1, 1, sc.numel()).view(sc.shape)
+        (sc * w).sum().backward()
+        (sg * w.cuda()).sum().backward()
+        torch.testing.assert_close(xg.grad.cpu(), xc.grad, rtol=1e-5, atol=1e-6)
+    for pc, pg in zip(cpu_node.parameters(), gpu_node.parameters()):
+        torch.testing.assert_close(pg.grad.cpu(), pc.grad, rtol=1e-5, atol=1e-5)
     with torch.no_grad():
         gpu_node.reset()
         assert torch.equal(gpu_node(x.cuda()).cpu(), sc)
