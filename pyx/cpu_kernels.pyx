@@ -14,8 +14,8 @@ a contiguous row segment of every buffer, and the recurrent state of a block (th
 the forward pass, the carried dL/dV in the backward pass) lives in the output buffer ``v_next``
 / ``grad_v`` itself, which doubles as the per-neuron state array. The forward pass walks time in
 tiles of ``TILE`` steps, each chunk of neurons running a whole tile with its potential in L1,
-which keeps several input rows in flight. No element depends on how the
-blocks are assigned to threads, so results are bit-identical for any thread count.
+which keeps several input rows in flight. No element depends on how the blocks are assigned to
+threads, so results are bit-identical for any thread count.
 
 Speed comes from inner loops the compiler can vectorise: no branch may depend on anything but
 the data. The hot paths (training forward, inference forward, BPTT from saved H) are therefore
@@ -37,9 +37,10 @@ boundaries. The bytes written never depend on the route, so results do not eithe
 BPTT can also start from the forward's input instead of a saved H (``backward_from_input``,
 and ``backward_plif_from_input`` for a learnable 1/tau): each chunk of neurons first runs the
 forward recursion again over all steps, keeping its H in a small scratch buffer that stays in
-L1, then backpropagates from it with the same code as from a saved H. The same formulas in the same order give the same H, so the gradients are the same
-bits; the forward pass then writes no H at all, which suits layers small enough to live in
-cache (chunk-major access is slower than the row-streaming kernels for large tensors).
+L1, then backpropagates from it with the same code as from a saved H. The same formulas in
+the same order give the same H, so the gradients are the same bits; the forward pass then
+writes no H at all, which suits layers small enough to live in cache (chunk-major access is
+slower than the row-streaming kernels for large tensors).
 
 The scalar formulas (charge, fire, reset, surrogate derivatives with their exponential, dV/dH)
 come from ``include/spikecore_math.h``, the header the CUDA kernels include too.

@@ -82,7 +82,7 @@ def _rest_upcast(caller, computed, v_rest, shape, device):
     dtype cannot hold ``v_rest`` exactly. Then the state a fresh node of that dtype holds,
     ``torch.full(shape, v_rest, dtype=caller)``, in the compute dtype: so a 16-bit call starts
     from the same potential with the state given or not, on every backend and route."""
-    if caller == computed or v_rest == 0.0 or backends.holds_exactly(caller, v_rest):
+    if caller == computed or backends.holds_exactly(caller, v_rest):
         return None
     return torch.full(shape, v_rest, dtype=caller, device=device).to(computed)
 
