@@ -12,11 +12,17 @@ differ, and what each candidate's user calls before a batch to drop the previous
 snnTorch loop, which start every call at rest). Before timing, the
 outputs and weight gradients of the first batch are compared with spikecore's.
 
+Direct encoding repeats each image over T as a view, so the model's first Linear layer runs once
+per sample and its output is shared by the T steps (:class:`spikecore.models.SeqToANN`), for
+every candidate alike. ``--per-step-input`` feeds a copy instead, so that the first Linear layer
+runs at every step, as it did before that shortcut.
+
 Epochs are interleaved (epoch e of every candidate, then epoch e+1, ...); the table gives the
 median epoch time and spikecore's end-to-end speed-up over each candidate.
 
     python benchmarks/bench_train.py [--epochs 5] [--threads 2] [--hidden 128] [-T 8]
                                      [--optimizer {fused,default}] [--neuron {lif,plif}] [--bare]
+                                     [--per-step-input]
 
 ``--neuron plif`` builds the model with ParametricLIF nodes (learnable 1/tau = sigmoid(w), init
 tau 2) and compares them with the plain loop learning the same w, and with SpikingJelly's
@@ -66,6 +72,8 @@ def parse(argv=None):
                    help="LIF nodes, or ParametricLIF nodes with a learnable time constant")
     p.add_argument("--bare", action="store_true",
                    help="also time the kernels behind a bare autograd.Function (diagnostic)")
+    p.add_argument("--per-step-input", action="store_true",
+                   help="feed the encoded input as a copy: the first Linear runs at every step")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -232,11 +240,20 @@ class Run:
         self.times, self.losses, self.skip = [], [], None
 
 
+PER_STEP_INPUT = False   # set by main() from --per-step-input
+
+
+def encode(x, T):
+    """Direct encoding over ``T`` steps: a view of ``x`` unless ``--per-step-input``."""
+    x_seq = _data.direct_encode(x, T)
+    return x_seq.contiguous() if PER_STEP_INPUT else x_seq
+
+
 def step(run, x, y, T):
     net = run.net
     if run.reset is not None:
         run.reset(net)
-    out = net(_data.direct_encode(x, T))
+    out = net(encode(x, T))
     loss = F.cross_entropy(out.mean(0) * 5.0, y)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -264,7 +281,7 @@ def first_batch(runs, ds, batch, T, snn_twin):
         spikes = []
         hooks = [m.register_forward_hook(lambda m, i, o: spikes.append(o.detach().flatten()))
                  for m in net.modules() if is_node(m)]
-        out = net(_data.direct_encode(x, T))
+        out = net(encode(x, T))
         F.cross_entropy(out.mean(0) * 5.0, y).backward()
         for h in hooks:
             h.remove()
@@ -304,11 +321,14 @@ def workload(seed, batch_size, hidden, max_batches=None, neuron="lif"):
 
 
 def main(argv=None):
+    global PER_STEP_INPUT
     a = parse(argv)
+    PER_STEP_INPUT = a.per_step_input
     C.set_threads(a.threads)
     plif = a.neuron == "plif"
     C.header(f"training epoch, mlp hidden={a.hidden}, {a.neuron.upper()} nodes, T={a.timesteps}, "
-             f"digits, batch {a.batch_size}, Adam ({a.optimizer}) lr {a.lr}", a.threads)
+             f"digits, batch {a.batch_size}, Adam ({a.optimizer}) lr {a.lr}"
+             + (", input copied per step" if a.per_step_input else ""), a.threads)
     ds, batches, base = workload(a.seed, a.batch_size, a.hidden, a.max_batches, a.neuron)
     runs = [Run("spikecore nodes", copy.deepcopy(base), a.lr, a.optimizer, reset=reset_net),
             Run("plain PyTorch loop", swap_nodes(base, PlainLIF), a.lr, a.optimizer)]

@@ -5,7 +5,8 @@ process.
 Candidates (only the neuron layers differ):
 
 * identity: no neuron layer; what is left is the Linear layers, the loss, Adam and the autograd
-  engine, the part every candidate of ``bench_train.py`` shares;
+  engine, the part every candidate of ``bench_train.py`` shares (its output is made contiguous,
+  as a neuron layer's is, so that the second Linear layer runs at every step);
 * Function without kernel: a ``torch.autograd.Function`` that allocates what the real one
   allocates (spikes, H and the state forward, the input gradient backward; the spikes and the
   gradient zero-filled) and runs no kernel: PyTorch's own cost of a Python-level Function;
@@ -22,7 +23,10 @@ With ``--profile`` a second pass trains spikecore's nodes alone with timers arou
 their layers (node call, autograd Function, plan, kernel; forward and backward) and prints
 where their time goes inside a step.
 
+``--per-step-input`` feeds the input as a copy, as ``bench_train.py --per-step-input`` does.
+
     python benchmarks/step_breakdown.py [--rounds 12] [--batches 40] [--threads 1] [--profile]
+                                        [--per-step-input]
 """
 import argparse
 import copy
@@ -36,12 +40,21 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
+import bench_train  # noqa: E402
 from bench_train import BareLIF, PlainLIF, Run, step, swap_nodes, workload  # noqa: E402
 
 from spikecore import backends, cpu_backend  # noqa: E402
 from spikecore.autograd import PlannedNeuronFunction  # noqa: E402
 from spikecore.nodes import BaseNode  # noqa: E402
 from spikecore.utils import reset_net  # noqa: E402
+
+
+class Contiguous(nn.Module):
+    """The identity stand-in: no neuron layer, its input made contiguous as a layer's output is
+    (a no-op unless the input is the shared view of a static input)."""
+
+    def forward(self, x_seq):
+        return x_seq.contiguous()
 
 
 class _AllocateOnly(torch.autograd.Function):
@@ -75,6 +88,8 @@ def parse(argv=None):
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--timesteps", "-T", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--per-step-input", action="store_true",
+                   help="feed the encoded input as a copy: the first Linear runs at every step")
     p.add_argument("--profile", action="store_true",
                    help="also time the levels inside spikecore's layers during the steps")
     return p.parse_args(argv)
@@ -82,11 +97,12 @@ def parse(argv=None):
 
 def main(argv=None):
     a = parse(argv)
+    bench_train.PER_STEP_INPUT = a.per_step_input
     C.set_threads(a.threads)
     C.header(f"training step breakdown, mlp hidden={a.hidden}, T={a.timesteps}, digits, batch "
              f"{a.batch_size}, fused Adam", a.threads)
     ds, batches, base = workload(0, a.batch_size, a.hidden, a.batches)
-    nets = {"identity": swap_nodes(base, lambda node: nn.Identity()),
+    nets = {"identity": swap_nodes(base, lambda node: Contiguous()),
             "Function without kernel": swap_nodes(base, AllocateOnly),
             "bare kernel Function": swap_nodes(base, BareLIF),
             "spikecore nodes": copy.deepcopy(base),

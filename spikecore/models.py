@@ -27,15 +27,39 @@ NEURONS: Dict[str, Callable[[str], nn.Module]] = {
 
 
 class SeqToANN(nn.Module):
-    """Apply stateless layers to a sequence ``[T, B, ...]`` by folding ``T`` into the batch."""
+    """Apply stateless layers to a sequence ``[T, B, ...]`` by folding ``T`` into the batch.
 
-    def __init__(self, *layers: nn.Module):
+    An input that is the same at every step, such as the view that direct encoding makes
+    (:func:`spikecore.data.direct_encode`, time stride 0), goes through the layers once, as
+    ``[B, ...]``, and the result is expanded over ``T`` again (a view, no copy): the layers
+    do ``1/T`` of the work and autograd sums the gradient over the steps. This assumes that the
+    layers map each sample on its own and deterministically. Dropout and batch normalisation in
+    training mode do not (one dropout mask would serve every step; the batch statistics would
+    count each sample once instead of ``T`` times), so with either of them in training mode the
+    layers see all ``T * B`` rows as usual. ``reuse_static=False`` turns the shortcut off.
+    """
+
+    def __init__(self, *layers: nn.Module, reuse_static: bool = True):
         super().__init__()
         self.layers = layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+        self.reuse_static = reuse_static
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reuse_static and x.dim() > 1 and x.shape[0] > 1 and x.stride(0) == 0 \
+                and not (self.training and _couples_samples(self.layers)):
+            y = self.layers(x[0])
+            return y.unsqueeze(0).expand(x.shape[0], *y.shape)
         y = self.layers(x.flatten(0, 1))
         return y.unflatten(0, x.shape[:2])
+
+
+_COUPLING = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+
+
+def _couples_samples(layers: nn.Module) -> bool:
+    """Whether ``layers`` hold a module whose training-mode output is random (dropout) or
+    depends on the other samples of the batch (batch normalisation)."""
+    return any(isinstance(m, _COUPLING) for m in layers.modules())
 
 
 def _node(neuron: str, surrogate: str) -> nn.Module:

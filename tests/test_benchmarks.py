@@ -65,12 +65,14 @@ def test_bench_neuron_options(bench, capsys, extra):
     _check_neuron_output(capsys.readouterr().out, "--prealloc" in extra)
 
 
-def test_bench_train(bench, capsys):
+@pytest.mark.parametrize("extra", [[], ["--per-step-input"]])
+def test_bench_train(bench, capsys, extra):
     assert bench("bench_train").main(["--epochs", "1", "--warmup", "0", "--max-batches", "2",
                                       "--hidden", "16", "--threads", "1", "--no-peers",
-                                      "--bare"]) == 0
+                                      "--bare"] + extra) == 0
     out = capsys.readouterr().out
     assert "epoch ms" in out and "speed-up" in out
+    assert ("input copied per step" in out) == bool(extra)
     for name in ("plain PyTorch loop", "diagnostic: kernels in a bare Function"):
         # same spikes and bit-equal weight gradients before training, same weights after
         assert f"{name}: spikes of every layer equal vs spikecore; max |weight grad diff| " \
@@ -90,9 +92,10 @@ def test_bench_train_plif(bench, capsys):
     assert float(line.split("(rel ")[1].rstrip(")")) < 1e-5
 
 
-def test_step_breakdown(bench, capsys):
+@pytest.mark.parametrize("extra", [[], ["--per-step-input"]])
+def test_step_breakdown(bench, capsys, extra):
     assert bench("step_breakdown").main(["--rounds", "1", "--batches", "2", "--hidden",
-                                         "16"]) == 0
+                                         "16"] + extra) == 0
     out = capsys.readouterr().out
     for name in ("identity", "Function without kernel", "bare kernel Function",
                  "spikecore nodes", "plain PyTorch loop"):

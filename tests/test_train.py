@@ -261,6 +261,75 @@ def test_models_shapes():
         models.build_model("conv", (1, 10, 10), 10)
 
 
+def _rows_seen(seq_to_ann, x):
+    """(output, leading sizes of every input the wrapped layers' first module received)."""
+    seen = []
+    first = next(m for m in seq_to_ann.layers.modules()
+                 if not isinstance(m, torch.nn.Sequential))
+    hook = first.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    try:
+        return seq_to_ann(x), seen
+    finally:
+        hook.remove()
+
+
+def test_seq_to_ann_runs_a_static_input_once():
+    torch.manual_seed(0)
+    T, B = 5, 3
+    img = torch.randn(B, 6)
+    static = data.direct_encode(img, T)             # time stride 0: the same at every step
+    assert static.stride(0) == 0
+    fast = models.SeqToANN(torch.nn.Linear(6, 4), torch.nn.Tanh())
+    slow = models.SeqToANN(*fast.layers, reuse_static=False)
+    y, seen = _rows_seen(fast, static)
+    y_ref, seen_ref = _rows_seen(slow, static)
+    assert seen == [B] and seen_ref == [T * B]     # once per sample, against once per step
+    assert y.shape == (T, B, 4) and torch.allclose(y, y_ref, rtol=0, atol=1e-6)
+    # hand-derived reference: every step holds the layers' output on the image
+    assert torch.equal(y, torch.tanh(fast.layers[0](img)).expand(T, B, 4))
+    # the gradient of the shared output sums over the steps
+    g = torch.randn(T, B, 4)
+    grads = [torch.autograd.grad(out, list(fast.parameters()), g)
+             for out in (fast(static), slow(static))]
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    # an input that differs between steps, or a copy of the static one, runs every row
+    assert _rows_seen(fast, static.contiguous())[1] == [T * B]
+    assert _rows_seen(fast, torch.randn(T, B, 6))[1] == [T * B]
+
+
+@pytest.mark.parametrize("layer", [torch.nn.Dropout(0.5), torch.nn.BatchNorm1d(6)])
+def test_seq_to_ann_keeps_every_step_for_dropout_and_batchnorm_in_training(layer):
+    torch.manual_seed(0)
+    T, B = 4, 8
+    net = models.SeqToANN(layer, torch.nn.Linear(6, 2))
+    static = data.direct_encode(torch.randn(B, 6), T)
+    assert _rows_seen(net, static)[1] == [T * B]        # one dropout mask / batch statistics
+    net.eval()                                          # per sample and deterministic again
+    y, seen = _rows_seen(net, static)
+    assert seen == [B]
+    assert torch.allclose(y, net.layers(static.contiguous().flatten(0, 1)).unflatten(0, (T, B)),
+                          rtol=0, atol=1e-6)
+
+
+def test_mlp_with_direct_encoding_matches_a_per_step_input():
+    torch.manual_seed(0)
+    net = models.build_model("mlp", (1, 8, 8), 10, hidden=32)
+    img = 3 * torch.rand(16, 1, 8, 8)
+    outs, grads = [], []
+    for x in (data.direct_encode(img, 8), data.direct_encode(img, 8).contiguous()):
+        reset_net(net)
+        net.zero_grad()
+        hidden = net[:3](x)                  # the spikes of the hidden layer, then the output
+        out = net[3:](hidden)
+        (out.sum() + hidden.mean()).backward()
+        outs.append(torch.cat([hidden.flatten(), out.flatten()]))
+        grads.append([p.grad.clone() for p in net.parameters()])
+    assert torch.equal(outs[0], outs[1]) and outs[0].sum() > 0   # same spikes, some fired
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_membrane_traces_reproduce_the_spikes():
     torch.manual_seed(0)
     net = models.build_model("mlp", (1, 8, 8), 10, hidden=32)
