@@ -45,7 +45,8 @@ class BuildExt(build_ext):
                   "serially (one thread).", flush=True)
         portable = os.environ.get("SPIKECORE_PORTABLE", "") in ("1", "true", "yes")
         isa = [] if portable else ["-march=native", "-mprefer-vector-width=512"]
-        print(f"spikecore: CPU kernels built for {'the baseline ISA (portable)' if portable else 'this machine (-march=native)'}", flush=True)
+        target = "the baseline ISA (portable)" if portable else "this machine (-march=native)"
+        print(f"spikecore: CPU kernels built for {target}", flush=True)
         for ext in self.extensions:
             if ext.name == "spikecore._cpu_kernels":
                 ext.extra_compile_args = ext.extra_compile_args + isa

@@ -8,8 +8,9 @@ input and its spikes are compared with spikecore's (gradients too, for ``--pass 
 
 The memory floor is the time to move the bytes a fused kernel must move, at the copy bandwidth
 measured in the same run (best of numpy ``np.copyto``, torch ``copy_`` and a copy through
-spikecore's streaming stores, with the same threads, counting read + write): per neuron-step 6 values forward+backward (X read, S and H written; dL/dS
-and H read, dL/dX written: 24 bytes in float32) or 2 forward-only (X read, S written: 8 bytes).
+spikecore's streaming stores, with the same threads, counting read + write): per neuron-step
+6 values forward+backward (X read, S and H written; dL/dS and H read, dL/dX written: 24 bytes
+in float32) or 2 forward-only (X read, S written: 8 bytes).
 
     python benchmarks/bench_neuron.py --steps 64 --neurons 262144 --threads 1 --prealloc
     python benchmarks/bench_neuron.py --pass inference --mode single --neurons 1048576

@@ -87,7 +87,8 @@ def main():
         first = first or out
         same = all(torch.equal(a, b) for a, b in zip(first, out))
         base = base or t
-        print(f"{threads:7d}{t * 1e3:10.2f}{bw / 1e9:11.1f}{t / floor:9.2f}{base / t:10.2f}  {same}")
+        print(f"{threads:7d}{t * 1e3:10.2f}{bw / 1e9:11.1f}{t / floor:9.2f}{base / t:10.2f}"
+              f"  {same}")
 
 
 if __name__ == "__main__":

@@ -72,7 +72,9 @@ __device__ __forceinline__ float surrogate_grad(int index, float x, float alpha)
 /* --- storage <-> float ------------------------------------------------------------------- */
 template <typename S> __device__ __forceinline__ float load(const S *p);
 template <> __device__ __forceinline__ float load(const float *p) { return __ldg(p); }
-template <> __device__ __forceinline__ float load(const __half *p) { return __half2float(__ldg(p)); }
+template <> __device__ __forceinline__ float load(const __half *p) {
+    return __half2float(__ldg(p));
+}
 template <> __device__ __forceinline__ float load(const __nv_bfloat16 *p) {
     return __bfloat162float(__ldg(p));
 }
@@ -379,7 +381,8 @@ int backward_typed(const void *gs, const void *gv_next, const void *h_seq, const
         const bool inline_sg =
             wide && h_seq && p.surrogate >= 0 && p.surrogate < spikecore::SG_COUNT;
         Kernel kernel = inline_sg ? per_surrogate[p.surrogate]
-                                  : (wide ? backward_kernel<S, vec, -1> : backward_kernel<S, 1, -1>);
+                                  : wide ? backward_kernel<S, vec, -1>
+                                         : backward_kernel<S, 1, -1>;
         kernel<<<grid_for(wide ? n / vec : n), BLOCK, 0, (cudaStream_t)stream>>>(
             (const S *)gs, (const S *)gv_next, (const S *)h_seq, (const S *)gs2h,
             (const S *)gv2h, (S *)gx, (S *)gv, steps, n, p);

@@ -339,7 +339,8 @@ def fit(model: Union[None, str, nn.Module] = None,
     Args:
         model: ``'mlp'`` (default when ``None``), ``'conv'``, or an ``nn.Module`` mapping a
             time-major input ``[T, B, C, H, W]`` to ``[T, B, classes]`` (or ``[B, classes]``).
-        dataset: ``'digits'``, ``'mnist'``, ``'fashion-mnist'`` or a :class:`spikecore.data.Dataset`.
+        dataset: ``'digits'``, ``'mnist'``, ``'fashion-mnist'`` or a
+            :class:`spikecore.data.Dataset`.
         epochs: total epochs, counting those already in a resumed checkpoint.
         batch_size: samples per step on each process (the global batch is × world size).
         lr: Adam step size of the first epoch; it decays along a cosine to ~0 at the last.

@@ -8,7 +8,8 @@ from spikecore.autograd import NeuronFunction, PlannedNeuronFunction
 from helpers import make_cfg
 
 NODE_PAIRS = [
-    (lambda **k: spikecore.LIFNode(tau=3.0, **k), lambda **k: spikecore.MultiStepLIFNode(tau=3.0, **k)),
+    (lambda **k: spikecore.LIFNode(tau=3.0, **k),
+     lambda **k: spikecore.MultiStepLIFNode(tau=3.0, **k)),
     (lambda **k: spikecore.LIFNode(tau=3.0, detach_input=True, **k),
      lambda **k: spikecore.MultiStepLIFNode(tau=3.0, detach_input=True, **k)),
     (spikecore.IFNode, spikecore.MultiStepIFNode),

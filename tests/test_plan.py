@@ -1,6 +1,7 @@
 """Plans: a node checks its first call and makes a Plan, through which that call and the later
-ones like it run without the checks. The planned route must give the bits of the general route (NeuronFunction through
-dispatch), take only the calls it was checked for, and leave every error message as it was."""
+ones like it run without the checks. The planned route must give the bits of the general route
+(NeuronFunction through dispatch), take only the calls it was checked for, and leave every error
+message as it was."""
 import copy
 import pickle
 import random

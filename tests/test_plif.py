@@ -140,7 +140,8 @@ def test_init_and_repr():
     assert torch.sigmoid(node.w).item() == pytest.approx(0.2)
     assert "init_tau=5.0" in repr(node) and "tau=5" in repr(node)
     assert [n for n, _ in node.named_parameters()] == ["w"]
-    for bad, exc in ((1.0, ValueError), (0.5, ValueError), (math.inf, ValueError), ("2", TypeError)):
+    for bad, exc in ((1.0, ValueError), (0.5, ValueError), (math.inf, ValueError),
+                     ("2", TypeError)):
         with pytest.raises(exc, match="init_tau"):
             ParametricLIFNode(init_tau=bad)
 
