@@ -43,7 +43,9 @@ writes no H at all, which suits layers small enough to live in cache (chunk-majo
 slower than the row-streaming kernels for large tensors).
 
 The scalar formulas (charge, fire, reset, surrogate derivatives with their exponential, dV/dH)
-come from ``include/spikecore_math.h``, the header the CUDA kernels include too.
+come from ``include/spikecore_math.h``, the header the CUDA kernels include too. A float32
+forward that keeps H in bfloat16 rounds each row with ``include/spikecore_bf16_row.h``
+(sixteen values per instruction with AVX512-BF16, the same bits as the scalar rule).
 
 Buffers are typed memoryviews; arguments marked ``# IN`` are read, ``# OUT`` are written. Any
 object with the buffer protocol will do (numpy arrays in the tests); the Python layer passes
@@ -96,6 +98,13 @@ cdef extern from "spikecore_math.h" namespace "spikecore" nogil:
                      float v_threshold, float v_reset)
     double reset_grad(int hard, int detach_reset, double h, double s, double sg,
                       double v_threshold, double v_reset)
+
+cdef extern from "spikecore_bf16_row.h" namespace "spikecore" nogil:
+    void bf16_keep_spike_row(const float* h, const float* s, unsigned short* dst, Py_ssize_t n,
+                             float v_threshold)
+
+cdef extern from "spikecore_bf16_row.h" nogil:
+    const int SC_BF16_ROW_VECTOR  # a macro: 1 where the build rounds rows with AVX512-BF16
 
 cdef extern from "spikecore_stream.h" namespace "spikecore" nogil:
     void sc_store_chunk(void* dst, const void* src, size_t n, int stream)
@@ -271,6 +280,12 @@ def stream_min_bytes(new=None):
     return old
 
 
+def bf16_rows_vectorised():
+    """Whether this build rounds rows of H to bfloat16 with AVX512-BF16 (``vcvtneps2bf16``)
+    rather than with the per-element integer rule; the bits are the same either way."""
+    return bool(SC_BF16_ROW_VECTOR)
+
+
 cdef inline int _should_stream(Py_ssize_t nbytes) noexcept nogil:
     # without streaming stores in this build, writing in place beats copying from a buffer
     return SC_STREAM_AVAILABLE and nbytes >= _stream_min_bytes
@@ -376,6 +391,7 @@ cdef void _forward_fast(charge_kind ck, reset_kind rk,
     cdef hstore h_buf[TILE][CHUNK]
     cdef real v_tile[CHUNK]
     cdef real v_buf[CHUNK]
+    cdef float h_row[CHUNK]   # float32 H of one row, rounded to bfloat16 bits after the row
     cdef bint at_rest = _start_state(&v_out[0], v0, v_rest, steps == 0, lo, hi)
     t0 = 0
     while t0 < steps:
@@ -407,7 +423,9 @@ cdef void _forward_fast(charge_kind ck, reset_kind rk,
                     s = fire(h, v_threshold)
                     s_dst[j] = s
                     if save_h:
-                        if hstore is BF16Bits:
+                        if hstore is BF16Bits and real is float:
+                            h_row[j] = h
+                        elif hstore is BF16Bits:
                             h_dst[j] = bf16_keep_spike(<float>h, <float>s, <float>v_threshold)
                         else:
                             h_dst[j] = <hstore>h
@@ -415,6 +433,9 @@ cdef void _forward_fast(charge_kind ck, reset_kind rk,
                         v_dst[j] = hard_reset(h, s, v_reset)
                     else:
                         v_dst[j] = soft_reset(h, s, v_threshold)
+                if hstore is BF16Bits and real is float:
+                    if save_h:
+                        bf16_keep_spike_row(h_row, s_dst, h_dst, m, v_threshold)
             if stream:
                 for u in range(n_u):
                     sc_store_chunk(&spike[t0 + u, c], &s_buf[u][0], m * sizeof(real), 1)

@@ -62,6 +62,41 @@ def test_cpu_bf16_h_matches_the_reference_bit_for_bit():
     assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_cpu_bf16_h_rounds_every_kind_of_value_as_the_reference(stream):
+    """Subnormals, zeros, NaN, infinities, the largest floats and values a few ulps either side
+    of the threshold, scattered among ordinary values: IF neurons from v = 0 make H = x exactly,
+    so the stored bits must be keep_spike_bf16(x). Builds with AVX512-BF16 round groups of 16
+    with one instruction and hand groups holding such values to the scalar rule
+    (_cpu_kernels.bf16_rows_vectorised() says which build this is); the bits are the same."""
+    kernels = pytest.importorskip("spikecore._cpu_kernels")
+    tiny = torch.finfo(torch.float32).tiny
+    special = [tiny / 3, -tiny / 3, 1e-45, -1e-45, tiny * (1 - 2 ** -23), tiny, -tiny, 0.0, -0.0,
+               float("nan"), float("inf"), -float("inf"), 3.4028235e38, -3.4028235e38,
+               2 ** -133]
+    special += [1.0 + k * 2 ** -23 for k in range(-12, 13)]     # around the threshold
+    gen = torch.Generator().manual_seed(5)
+    n = 16 * 64 + 5                                             # full groups and a ragged tail
+    x = (torch.rand(1, n, generator=gen) * 3 - 1).float()
+    slots = torch.randperm(n // 2, generator=gen)[:len(special)]   # first half only: the
+    x[0, slots] = torch.tensor(special)                            # second half stays plain
+    cfg = make_cfg("IF", False, 0.0)
+    v = torch.zeros(n)
+    old = kernels.stream_min_bytes(0 if stream else 1 << 40)
+    try:
+        got = dispatch.forward(x, v, cfg, save_h=True, h_dtype=torch.bfloat16, backend="cpu")
+    finally:
+        kernels.stream_min_bytes(old)
+    ref = dispatch.forward(x, v, cfg, save_h=True, backend="reference")
+    want = reference.keep_spike_bf16(ref.h_seq, ref.spike, cfg)
+    nan = torch.isnan(ref.h_seq)
+    assert int(nan.sum()) == 1 and bool(torch.isnan(got.h_seq[nan]).all())
+    assert torch.equal(got.h_seq[~nan].view(torch.int16), want[~nan].view(torch.int16))
+    # the rule holds: S recomputed from the stored H is the forward's S
+    assert torch.equal(reference.fire(got.h_seq.float(), cfg)[~nan], got.spike[~nan])
+    assert torch.equal(got.spike, ref.spike)
+
+
 def test_h_dtype_rejected_where_unsupported():
     cfg = make_cfg("LIF", False, 0.0)
     x = torch.rand(3, 10, dtype=torch.float64)
