@@ -18,7 +18,9 @@ every candidate alike. ``--per-step-input`` feeds a copy instead, so that the fi
 runs at every step, as it did before that shortcut.
 
 Epochs are interleaved (epoch e of every candidate, then epoch e+1, ...); the table gives the
-median epoch time and spikecore's end-to-end speed-up over each candidate.
+median epoch time and spikecore's end-to-end speed-up over each candidate: the ratio of the
+medians, and the median of the per-epoch ratios ("paired": each epoch against spikecore's epoch
+of the same round, which cancels most of a drift in the host's speed).
 
     python benchmarks/bench_train.py [--epochs 5] [--threads 2] [--hidden 128] [-T 8]
                                      [--optimizer {fused,default}] [--neuron {lif,plif}] [--bare]
@@ -391,12 +393,14 @@ def main(argv=None):
         med = sorted(r.times)[len(r.times) // 2] if r.times else float("nan")
         r.median = med
     for r in runs:
+        paired = sorted(t / t_ref for t, t_ref in zip(r.times, ref.times))
         rows.append([r.name, C.fmt_ms(r.median), f"{min(r.times) * 1e3:.1f}",
                      f"{n_samples / r.median:.0f}", f"{r.median / ref.median:.2f}",
-                     f"{r.losses[-1]:.4f}"])
+                     f"{paired[len(paired) // 2]:.2f}", f"{r.losses[-1]:.4f}"])
     print(f"\nmedian of {a.epochs} interleaved epochs (after {a.warmup} warm-up); "
-          f"speed-up = candidate epoch time / spikecore's")
-    print(C.table(rows, ["candidate", "epoch ms", "min ms", "samples/s", "speed-up",
+          f"speed-up = candidate epoch time / spikecore's (of the medians; paired: median of "
+          f"the per-epoch ratios)")
+    print(C.table(rows, ["candidate", "epoch ms", "min ms", "samples/s", "speed-up", "paired",
                          "last loss"]))
     return 0
 

@@ -71,8 +71,10 @@ def test_bench_train(bench, capsys, extra):
                                       "--hidden", "16", "--threads", "1", "--no-peers",
                                       "--bare"] + extra) == 0
     out = capsys.readouterr().out
-    assert "epoch ms" in out and "speed-up" in out
+    assert "epoch ms" in out and "speed-up" in out and "paired" in out
     assert ("input copied per step" in out) == bool(extra)
+    own = next(ln for ln in out.splitlines() if ln.startswith("spikecore nodes  "))
+    assert own.split()[-3:-1] == ["1.00", "1.00"]   # against itself, both ways of the ratio
     for name in ("plain PyTorch loop", "diagnostic: kernels in a bare Function"):
         # same spikes and bit-equal weight gradients before training, same weights after
         assert f"{name}: spikes of every layer equal vs spikecore; max |weight grad diff| " \
