@@ -3,9 +3,8 @@
  * Design. The forward kernel can keep H for the backward in bfloat16 (half the memory). Each
  * value is rounded to nearest even and, where rounding would carry it across the threshold,
  * nudged back by one unit (bf16_keep_spike in spikecore_math.h, the one definition of the
- * result). Written per element with integer selects, that rule costs about as much as the
- * rest of the forward, so on a large layer the forward with bfloat16 H was slower than with
- * float32 H, although it writes less.
+ * result). Written per element with integer selects, that rule made the forward with
+ * bfloat16 H slower than with float32 H, although it writes less.
  *
  * Where the build targets AVX512-BF16, bf16_keep_spike_row rounds sixteen values with one
  * vcvtneps2bf16 and checks the threshold on the rounded values, and hands a group of sixteen
