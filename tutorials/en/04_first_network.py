@@ -101,6 +101,12 @@ show(fig, "poisson")
 #
 # The prediction is read from the output spikes: the firing rate of each of the ten output
 # neurons, averaged over time, scaled by 5 and fed to the cross-entropy loss.
+#
+# With direct encoding every step sees the same image, so the first `nn.Linear` computes the
+# same `[batch, hidden]` result `T` times. Wrapped as `spikecore.models.SeqToANN(nn.Linear(64,
+# hidden))` it notices an input that is the same at every step (the view `direct_encode`
+# returns) and runs once per sample; the models of `spikecore train` are built that way. Here
+# the plain layer keeps the network easy to read.
 
 # %%
 hidden = 64 if FAST else 128

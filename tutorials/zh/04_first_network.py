@@ -98,6 +98,11 @@ show(fig, "poisson")
 # 常见的选择，能让训练稍微稳定一些。
 #
 # 预测从输出脉冲中读出：十个输出神经元各自的发放率（对时间取平均），乘以 5 后送入交叉熵损失。
+#
+# 直接编码让每个时间步看到同一幅图像，所以第一个 `nn.Linear` 会把同一个 `[batch, hidden]` 结果计算
+# `T` 次。把它写成 `spikecore.models.SeqToANN(nn.Linear(64, hidden))`，它就能认出每个时间步都相同的
+# 输入（`direct_encode` 返回的视图），每个样本只计算一次；`spikecore train` 的模型就是这样构建的。
+# 这里用普通的层，让网络更易读。
 
 # %%
 hidden = 64 if FAST else 128
