@@ -46,7 +46,7 @@ class SeqToANN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.reuse_static and x.dim() > 1 and x.shape[0] > 1 and x.stride(0) == 0 \
-                and not (self.training and _couples_samples(self.layers)):
+                and not _couples_samples(self.layers):
             y = self.layers(x[0])
             return y.unsqueeze(0).expand(x.shape[0], *y.shape)
         y = self.layers(x.flatten(0, 1))
@@ -57,9 +57,9 @@ _COUPLING = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 
 
 def _couples_samples(layers: nn.Module) -> bool:
-    """Whether ``layers`` hold a module whose training-mode output is random (dropout) or
+    """Whether ``layers`` hold a module in training mode whose output is random (dropout) or
     depends on the other samples of the batch (batch normalisation)."""
-    return any(isinstance(m, _COUPLING) for m in layers.modules())
+    return any(m.training and isinstance(m, _COUPLING) for m in layers.modules())
 
 
 def _node(neuron: str, surrogate: str) -> nn.Module:

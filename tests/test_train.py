@@ -310,6 +310,9 @@ def test_seq_to_ann_keeps_every_step_for_dropout_and_batchnorm_in_training(layer
     assert seen == [B]
     assert torch.allclose(y, net.layers(static.contiguous().flatten(0, 1)).unflatten(0, (T, B)),
                           rtol=0, atol=1e-6)
+    net.train()
+    layer.eval()                                        # what counts is the layer's own mode
+    assert _rows_seen(net, static)[1] == [B]
 
 
 def test_mlp_with_direct_encoding_matches_a_per_step_input():
