@@ -35,8 +35,10 @@ class SeqToANN(nn.Module):
     do ``1/T`` of the work and autograd sums the gradient over the steps. This assumes that the
     layers map each sample on its own and deterministically. Dropout and batch normalisation in
     training mode do not (one dropout mask would serve every step; the batch statistics would
-    count each sample once instead of ``T`` times), so with either of them in training mode the
-    layers see all ``T * B`` rows as usual. ``reuse_static=False`` turns the shortcut off.
+    count each sample once instead of ``T`` times), so the shortcut stops before the first of
+    them: the layers before it run once per sample, that layer and the ones after it see all
+    ``T * B`` rows as usual (a convolution followed by batch normalisation: the convolution
+    runs once). ``reuse_static=False`` turns the shortcut off.
     """
 
     def __init__(self, *layers: nn.Module, reuse_static: bool = True):
@@ -45,12 +47,34 @@ class SeqToANN(nn.Module):
         self.reuse_static = reuse_static
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.reuse_static and x.dim() > 1 and x.shape[0] > 1 and x.stride(0) == 0 \
-                and not _couples_samples(self.layers):
-            y = self.layers(x[0])
-            return y.unsqueeze(0).expand(x.shape[0], *y.shape)
-        y = self.layers(x.flatten(0, 1))
-        return y.unflatten(0, x.shape[:2])
+        if self.reuse_static and x.dim() > 1 and x.shape[0] > 1 and x.stride(0) == 0:
+            once, rest = self._split()
+            if once:
+                y = x[0]
+                for layer in once:
+                    y = layer(y)
+                return _fold(rest, y.unsqueeze(0).expand(x.shape[0], *y.shape))
+        return _fold([self.layers], x)
+
+    def _split(self):
+        """``(once, rest)``: the leading layers that may run once per sample, then the others
+        (from the first dropout or batch normalisation in training mode on)."""
+        layers = list(self.layers) if isinstance(self.layers, nn.Sequential) else [self.layers]
+        for i, layer in enumerate(layers):
+            if _couples_samples(layer):
+                return layers[:i], layers[i:]
+        return layers, []
+
+
+def _fold(layers, x: torch.Tensor) -> torch.Tensor:
+    """The modules ``layers`` applied in turn to ``x`` ``[T, B, ...]`` with ``T`` folded into
+    the batch (none: ``x`` itself)."""
+    if not layers:
+        return x
+    y = x.flatten(0, 1)
+    for layer in layers:
+        y = layer(y)
+    return y.unflatten(0, x.shape[:2])
 
 
 _COUPLING = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)

@@ -315,6 +315,35 @@ def test_seq_to_ann_keeps_every_step_for_dropout_and_batchnorm_in_training(layer
     assert _rows_seen(net, static)[1] == [B]
 
 
+def test_seq_to_ann_runs_the_layers_before_batchnorm_once():
+    """Convolution (here Linear) then batch normalisation in training: the first runs once per
+    sample, the normalisation still sees every step, so its statistics are those of T * B rows."""
+    import copy
+    torch.manual_seed(0)
+    T, B = 4, 8
+    fast = models.SeqToANN(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5), torch.nn.Tanh())
+    slow = copy.deepcopy(fast)
+    slow.reuse_static = False
+    static = data.direct_encode(torch.randn(B, 6), T)
+    rows = {}
+    for name, net in (("fast", fast), ("slow", slow)):
+        seen = []
+        hooks = [m.register_forward_pre_hook(lambda m, a, seen=seen: seen.append(a[0].shape[0]))
+                 for m in net.layers]
+        y = net(static)
+        for h in hooks:
+            h.remove()
+        g = torch.autograd.grad(y, list(net.parameters()), torch.ones_like(y) + y.detach())
+        rows[name] = (seen, y, g)
+    assert rows["fast"][0] == [B, T * B, T * B] and rows["slow"][0] == [T * B] * 3
+    assert torch.allclose(rows["fast"][1], rows["slow"][1], rtol=0, atol=1e-5)
+    for a, b in zip(rows["fast"][2], rows["slow"][2]):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    bn_fast, bn_slow = fast.layers[1], slow.layers[1]
+    assert torch.allclose(bn_fast.running_mean, bn_slow.running_mean, rtol=0, atol=1e-6)
+    assert torch.allclose(bn_fast.running_var, bn_slow.running_var, rtol=1e-5, atol=0)
+
+
 def test_mlp_with_direct_encoding_matches_a_per_step_input():
     torch.manual_seed(0)
     net = models.build_model("mlp", (1, 8, 8), 10, hidden=32)
