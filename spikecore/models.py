@@ -38,7 +38,9 @@ class SeqToANN(nn.Module):
     count each sample once instead of ``T`` times), so the shortcut stops before the first of
     them: the layers before it run once per sample, that layer and the ones after it see all
     ``T * B`` rows as usual (a convolution followed by batch normalisation: the convolution
-    runs once). ``reuse_static=False`` turns the shortcut off.
+    runs once). Along the shortcut the layers of a ``Sequential`` are called one by one, so
+    hooks registered on that container itself do not run. ``reuse_static=False`` turns the
+    shortcut off.
     """
 
     def __init__(self, *layers: nn.Module, reuse_static: bool = True):
