@@ -38,9 +38,9 @@ class SeqToANN(nn.Module):
     count each sample once instead of ``T`` times), so the shortcut stops before the first of
     them: the layers before it run once per sample, that layer and the ones after it see all
     ``T * B`` rows as usual (a convolution followed by batch normalisation: the convolution
-    runs once). Along the shortcut the layers of a ``Sequential`` are called one by one, so
-    hooks registered on that container itself do not run. ``reuse_static=False`` turns the
-    shortcut off.
+    runs once). When the shortcut stops inside a ``Sequential``, its layers are called one by
+    one, so hooks registered on that container itself do not run. ``reuse_static=False`` turns
+    the shortcut off.
     """
 
     def __init__(self, *layers: nn.Module, reuse_static: bool = True):
@@ -53,8 +53,11 @@ class SeqToANN(nn.Module):
             once, rest = self._split()
             if once:
                 y = x[0]
-                for layer in once:
-                    y = layer(y)
+                if rest:
+                    for layer in once:
+                        y = layer(y)
+                else:   # all of them: through the container, as without the shortcut
+                    y = self.layers(y)
                 return _fold(rest, y.unsqueeze(0).expand(x.shape[0], *y.shape))
         return _fold([self.layers], x)
 
