@@ -293,6 +293,12 @@ def test_seq_to_ann_runs_a_static_input_once():
              for out in (fast(static), slow(static))]
     for a, b in zip(*grads):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    # the block ran whole, through its container: hooks on the container see the call
+    calls = []
+    hook = fast.layers.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    fast(static)
+    hook.remove()
+    assert calls == [(B, 6)]
     # an input that differs between steps, or a copy of the static one, runs every row
     assert _rows_seen(fast, static.contiguous())[1] == [T * B]
     assert _rows_seen(fast, torch.randn(T, B, 6))[1] == [T * B]
