@@ -234,28 +234,28 @@ class Run:
     batch to drop the state of the previous one (``reset_net`` for spikecore's nodes and
     SpikingJelly's; nothing for layers that start every call at rest)."""
 
-    def __init__(self, name, net, lr, optimizer, note="", reset=None):
+    def __init__(self, name, net, lr, optimizer, note="", reset=None, encode=None):
         self.name, self.net, self.note = name, net, note
         self.opt = (make_optimizer(net.parameters(), lr) if optimizer == "fused"
                     else torch.optim.Adam(net.parameters(), lr=lr))
         self.reset = reset
+        self.encode = encode or encoder(per_step_input=False)
         self.times, self.losses, self.skip = [], [], None
 
 
-PER_STEP_INPUT = False   # set by main() from --per-step-input
-
-
-def encode(x, T):
-    """Direct encoding over ``T`` steps: a view of ``x`` unless ``--per-step-input``."""
-    x_seq = _data.direct_encode(x, T)
-    return x_seq.contiguous() if PER_STEP_INPUT else x_seq
+def encoder(per_step_input):
+    """Direct encoding ``(x, T) -> [T, *x.shape]``: a view of ``x`` (the same at every step),
+    or a copy with ``per_step_input`` (``--per-step-input``)."""
+    if per_step_input:
+        return lambda x, T: _data.direct_encode(x, T).contiguous()
+    return _data.direct_encode
 
 
 def step(run, x, y, T):
     net = run.net
     if run.reset is not None:
         run.reset(net)
-    out = net(encode(x, T))
+    out = net(run.encode(x, T))
     loss = F.cross_entropy(out.mean(0) * 5.0, y)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -275,6 +275,7 @@ def epoch(run, ds, batches, T):
 def first_batch(runs, ds, batch, T, snn_twin):
     """Outputs and weight gradients of the first batch (before any step) vs spikecore's."""
     x, y = ds.train_x[batch], ds.train_y[batch]
+    encode = runs[0].encode   # the same for every candidate
 
     def outputs(net):
         """(spikes of every neuron layer, concatenated; weight gradients)."""
@@ -323,9 +324,7 @@ def workload(seed, batch_size, hidden, max_batches=None, neuron="lif"):
 
 
 def main(argv=None):
-    global PER_STEP_INPUT
     a = parse(argv)
-    PER_STEP_INPUT = a.per_step_input
     C.set_threads(a.threads)
     plif = a.neuron == "plif"
     C.header(f"training epoch, mlp hidden={a.hidden}, {a.neuron.upper()} nodes, T={a.timesteps}, "
@@ -361,6 +360,9 @@ def main(argv=None):
             snn_twin = swap_nodes(base, lambda n: MultiStepLIFNode(
                 tau=n.tau, detach_input=True, v_threshold=n.v_threshold, v_reset=n.v_reset,
                 surrogate_function=n.surrogate_function, alpha=n.alpha, detach_reset=True))
+    encode = encoder(a.per_step_input)
+    for r in runs:
+        r.encode = encode
     print(f"{len(batches)} batches per epoch; checks on the first batch (same weights):")
     for line in first_batch(runs, ds, batches[0], a.timesteps, snn_twin):
         print(line)

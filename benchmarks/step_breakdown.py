@@ -40,8 +40,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
-import bench_train  # noqa: E402
-from bench_train import BareLIF, PlainLIF, Run, step, swap_nodes, workload  # noqa: E402
+from bench_train import BareLIF, PlainLIF, Run, encoder, step, swap_nodes, workload  # noqa: E402
 
 from spikecore import backends, cpu_backend  # noqa: E402
 from spikecore.autograd import PlannedNeuronFunction  # noqa: E402
@@ -97,7 +96,6 @@ def parse(argv=None):
 
 def main(argv=None):
     a = parse(argv)
-    bench_train.PER_STEP_INPUT = a.per_step_input
     C.set_threads(a.threads)
     C.header(f"training step breakdown, mlp hidden={a.hidden}, T={a.timesteps}, digits, batch "
              f"{a.batch_size}, fused Adam", a.threads)
@@ -109,12 +107,13 @@ def main(argv=None):
             "plain PyTorch loop": swap_nodes(base, PlainLIF)}
     initial = copy.deepcopy(base.state_dict())   # the swapped layers hold no parameters
     per_step = {name: [] for name in nets}
+    encode = encoder(a.per_step_input)
 
     for r in range(1 + a.rounds):
         for name, net in nets.items():
             net.load_state_dict(initial)
             run = Run(name, net, 1e-2, "fused",   # a fresh Adam every round
-                      reset=reset_net if name == "spikecore nodes" else None)
+                      reset=reset_net if name == "spikecore nodes" else None, encode=encode)
             t0 = time.perf_counter()
             for j in batches:
                 step(run, ds.train_x[j], ds.train_y[j], a.timesteps)
@@ -131,7 +130,7 @@ def main(argv=None):
     print(f"3x over the plain loop allows {budget * 1e6:.0f} us per step, "
           f"{(budget - med['identity']) * 1e6 / layers:.0f} us per neuron layer over identity")
     if a.profile:
-        profile(base, ds, batches, a.timesteps, a.rounds)
+        profile(base, ds, batches, a.timesteps, a.rounds, encode)
     return 0
 
 
@@ -158,7 +157,7 @@ def _timed(owner, name, totals, key):
     return lambda: setattr(owner, name, own) if own is not None else delattr(owner, name)
 
 
-def profile(base, ds, batches, timesteps, rounds):
+def profile(base, ds, batches, timesteps, rounds, encode):
     """Time the levels of spikecore's neuron layers inside training steps (per step, summed
     over the layers; each level includes the ones below it). The wrappers cost a little time
     of their own, so this runs apart from the table above."""
@@ -183,7 +182,7 @@ def profile(base, ds, batches, timesteps, rounds):
     cpu._entry = timed_entry
     try:
         run = Run("spikecore nodes", copy.deepcopy(base), 1e-2, "fused",   # plans made here
-                  reset=reset_net)
+                  reset=reset_net, encode=encode)
         for r in range(1 + rounds):
             if r == 1:   # after a warm-up round
                 levels.update(dict.fromkeys(levels, 0))
