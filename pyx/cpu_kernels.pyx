@@ -433,9 +433,8 @@ cdef void _forward_fast(charge_kind ck, reset_kind rk,
                         v_dst[j] = hard_reset(h, s, v_reset)
                     else:
                         v_dst[j] = soft_reset(h, s, v_threshold)
-                if hstore is BF16Bits and real is float:
-                    if save_h:
-                        bf16_keep_spike_row(h_row, s_dst, h_dst, m, v_threshold)
+                if hstore is BF16Bits and real is float and save_h:
+                    bf16_keep_spike_row(h_row, s_dst, h_dst, m, v_threshold)
             if stream:
                 for u in range(n_u):
                     sc_store_chunk(&spike[t0 + u, c], &s_buf[u][0], m * sizeof(real), 1)
