@@ -4,8 +4,9 @@ same model with the plain PyTorch autograd loop (and SpikingJelly / snnTorch nod
 The network is :func:`spikecore.models.mlp` (Flatten -> Linear(64, hidden) -> LIF ->
 Linear(hidden, 10) -> LIF, LIF tau=2, hard reset to 0, detach_reset=True, ATan), T=8 steps of
 direct encoding, on the digits data of :mod:`spikecore.data`, Adam, cross-entropy on 5 x the
-mean output over T: the defaults of ``spikecore train``, including its fused Adam
-(``--optimizer default`` runs PyTorch's default Adam instead, for every candidate alike). Every
+mean output over T: the defaults of ``spikecore train``, including its optimiser
+(:class:`spikecore.optim.Adam`; ``--optimizer torch-fused`` runs ``torch.optim.Adam(fused=True)``
+and ``--optimizer default`` PyTorch's default Adam instead, for every candidate alike). Every
 candidate starts from the SAME initial weights and sees the SAME batches; only the neuron layers
 differ, and what each candidate's user calls before a batch to drop the previous state
 (``reset_net`` for spikecore's and SpikingJelly's nodes; nothing for the plain loop and the
@@ -23,7 +24,7 @@ medians, and the median of the per-epoch ratios ("paired": each epoch against sp
 of the same round, which cancels most of a drift in the host's speed).
 
     python benchmarks/bench_train.py [--epochs 5] [--threads 2] [--hidden 128] [-T 8]
-                                     [--optimizer {fused,default}] [--neuron {lif,plif}] [--bare]
+                                     [--optimizer {spikecore,torch-fused,default}] [--neuron {lif,plif}] [--bare]
                                      [--per-step-input]
 
 ``--neuron plif`` builds the model with ParametricLIF nodes (learnable 1/tau = sigmoid(w), init
@@ -68,8 +69,9 @@ def parse(argv=None):
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--max-batches", type=int, default=None, help="batches per epoch (tests)")
     p.add_argument("--no-peers", action="store_true", help="skip SpikingJelly and snnTorch")
-    p.add_argument("--optimizer", choices=("fused", "default"), default="fused",
-                   help="Adam as spikecore train makes it (fused), or PyTorch's default Adam")
+    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="spikecore",
+                   help="Adam as spikecore train makes it, PyTorch's fused Adam, or PyTorch's "
+                        "default Adam")
     p.add_argument("--neuron", choices=("lif", "plif"), default="lif",
                    help="LIF nodes, or ParametricLIF nodes with a learnable time constant")
     p.add_argument("--bare", action="store_true",
@@ -236,11 +238,17 @@ class Run:
 
     def __init__(self, name, net, lr, optimizer, note="", reset=None, encode=None):
         self.name, self.net, self.note = name, net, note
-        self.opt = (make_optimizer(net.parameters(), lr) if optimizer == "fused"
-                    else torch.optim.Adam(net.parameters(), lr=lr))
+        self.opt = OPTIMIZERS[optimizer](net.parameters(), lr)
         self.reset = reset
         self.encode = encode or encoder(per_step_input=False)
         self.times, self.losses, self.skip = [], [], None
+
+
+OPTIMIZERS = {   # --optimizer: (parameters, lr) -> Adam
+    "spikecore": make_optimizer,   # spikecore.optim.Adam
+    "torch-fused": lambda params, lr: torch.optim.Adam(params, lr=lr, fused=True),
+    "default": lambda params, lr: torch.optim.Adam(params, lr=lr),
+}
 
 
 def encoder(per_step_input):

@@ -112,7 +112,7 @@ def main(argv=None):
     for r in range(1 + a.rounds):
         for name, net in nets.items():
             net.load_state_dict(initial)
-            run = Run(name, net, 1e-2, "fused",   # a fresh Adam every round
+            run = Run(name, net, 1e-2, "spikecore",   # a fresh Adam every round
                       reset=reset_net if name == "spikecore nodes" else None, encode=encode)
             t0 = time.perf_counter()
             for j in batches:
@@ -181,7 +181,7 @@ def profile(base, ds, batches, timesteps, rounds, encode):
             _timed(cpu_backend._CPUPlan, "train_backward", levels, keys[5])]
     cpu._entry = timed_entry
     try:
-        run = Run("spikecore nodes", copy.deepcopy(base), 1e-2, "fused",   # plans made here
+        run = Run("spikecore nodes", copy.deepcopy(base), 1e-2, "spikecore",   # plans made here
                   reset=reset_net, encode=encode)
         for r in range(1 + rounds):
             if r == 1:   # after a warm-up round

@@ -37,6 +37,7 @@ from . import backends
 from . import data as _data
 from . import models as _models
 from . import surrogate as _surrogate
+from .optim import Adam
 from .utils import reset_net
 
 __all__ = ["fit", "FitResult", "TrainError", "CHECKPOINT", "DEFAULTS", "make_optimizer"]
@@ -226,12 +227,14 @@ def _say(quiet: bool, msg: str):
 
 
 def make_optimizer(params, lr: float) -> torch.optim.Optimizer:
-    """The optimiser of ``spikecore train``: Adam with PyTorch's fused kernel.
+    """The optimiser of ``spikecore train``: :class:`spikecore.optim.Adam`, PyTorch's fused Adam
+    with a short step.
 
     On the CPU, PyTorch's default Adam runs about ten tensor operations per parameter and step;
-    the fused one makes a single pass. For the small networks of the training command that
-    saves about a tenth of every training step (``benchmarks/bench_train.py --optimizer``)."""
-    return torch.optim.Adam(params, lr=lr, fused=True)
+    the fused one makes a single pass, and the short step skips the Python around that pass.
+    For the small networks of the training command each saves about a tenth of every training
+    step (``benchmarks/bench_train.py --optimizer``)."""
+    return Adam(params, lr=lr)
 
 
 def _cosine_lr(lr: float, epoch: int, epochs: int) -> float:

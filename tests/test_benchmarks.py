@@ -65,14 +65,15 @@ def test_bench_neuron_options(bench, capsys, extra):
     _check_neuron_output(capsys.readouterr().out, "--prealloc" in extra)
 
 
-@pytest.mark.parametrize("extra", [[], ["--per-step-input"]])
+@pytest.mark.parametrize("extra", [[], ["--per-step-input"], ["--optimizer", "torch-fused"]])
 def test_bench_train(bench, capsys, extra):
     assert bench("bench_train").main(["--epochs", "1", "--warmup", "0", "--max-batches", "2",
                                       "--hidden", "16", "--threads", "1", "--no-peers",
                                       "--bare"] + extra) == 0
     out = capsys.readouterr().out
     assert "epoch ms" in out and "speed-up" in out and "paired" in out
-    assert ("input copied per step" in out) == bool(extra)
+    assert ("input copied per step" in out) == ("--per-step-input" in extra)
+    assert f"Adam ({extra[1] if '--optimizer' in extra else 'spikecore'})" in out
     own = next(ln for ln in out.splitlines() if ln.startswith("spikecore nodes  "))
     assert own.split()[-3:-1] == ["1.00", "1.00"]   # against itself, both ways of the ratio
     for name in ("plain PyTorch loop", "diagnostic: kernels in a bare Function"):
