@@ -9,7 +9,7 @@ Quick start::
 See :mod:`spikecore.neuron` for the full kernel API and :mod:`spikecore.surrogate` for the
 surrogate gradients.
 """
-from . import backends, cpu_backend, checkpoint, ops, reference, surrogate  # noqa: F401
+from . import backends, cpu_backend, checkpoint, ops, optim, reference, surrogate  # noqa: F401
 from .cuda_backend import cuda_available, cuda_unavailable_reason  # noqa: F401
 from .config import NeuronConfig  # noqa: F401
 from .nodes import BaseNode, IFNode, LIFNode, MultiStepIFNode, MultiStepLIFNode  # noqa: F401
@@ -22,7 +22,7 @@ __all__ = ["BaseNode", "IFNode", "LIFNode", "MultiStepIFNode", "MultiStepLIFNode
            "ParametricLIFNode", "MultiStepParametricLIFNode",
            "NeuronConfig", "openmp_enabled", "cpu_available", "cuda_available",
            "cuda_unavailable_reason", "backends", "reference",
-           "surrogate", "neuron", "ops", "checkpoint", "reset_net", "detach_net"]
+           "surrogate", "neuron", "ops", "optim", "checkpoint", "reset_net", "detach_net"]
 
 
 def cpu_available() -> bool:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+import spikecore
 from spikecore import optim
 from spikecore.train import make_optimizer
 
@@ -183,3 +184,4 @@ def test_refuses_other_implementations(kwargs):
 def test_training_command_uses_it():
     opt = make_optimizer(_net().parameters(), 1e-2)
     assert isinstance(opt, optim.Adam) and opt.defaults["fused"]
+    assert spikecore.optim.Adam is optim.Adam   # reachable after a plain ``import spikecore``
