@@ -10,9 +10,9 @@ gradient and its state already exists, and the group's tensors share one device 
 floating-point dtype, :meth:`Adam.step` calls the same kernel, ``torch._fused_adam_``, with the
 same arguments that ``torch.optim.Adam`` would pass, so the result is bit for bit the same.
 Anything else (the first step, which creates the state; a parameter without a gradient; amsgrad;
-a gradient scaler's ``grad_scale``; hooks; a kernel this PyTorch does not have) takes the
-inherited step. The state and ``state_dict`` are those of ``torch.optim.Adam``, so checkpoints
-move freely between the two.
+``capturable``; a gradient scaler's ``grad_scale``; hooks; ``torch.compile``; a kernel this
+PyTorch does not have) takes the inherited step. The state and ``state_dict`` are those of
+``torch.optim.Adam``, so checkpoints move freely between the two.
 """
 import torch
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
@@ -62,7 +62,8 @@ class Adam(torch.optim.Adam):
     def _fused_args(self, group):
         """The positional and keyword arguments of ``torch._fused_adam_`` for ``group``, or
         ``None`` where the inherited step must run."""
-        if group["amsgrad"] or group["differentiable"] or group["decoupled_weight_decay"]:
+        if (group["amsgrad"] or group["differentiable"] or group["capturable"]
+                or group["decoupled_weight_decay"]):
             return None
         params = group["params"]
         grads, exp_avgs, exp_avg_sqs, steps = [], [], [], []

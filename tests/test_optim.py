@@ -133,6 +133,18 @@ class _ToDouble(nn.Module):
         return x.double()
 
 
+def test_with_a_learning_rate_scheduler(recwarn, short_path_only):
+    (a, oa), (b, ob) = _pair()
+    for net, opt in ((a, oa), (b, ob)):
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
+        for i in range(8):
+            _train(net, opt, steps=1, lr_decay=1.0, seed=i)
+            sched.step()
+    _assert_same(a, b)
+    assert oa.param_groups[0]["lr"] == 1e-2 * 0.5 ** 2
+    assert not [w for w in recwarn if "lr_scheduler" in str(w.message)]
+
+
 def test_step_hooks_run():
     (a, oa), _ = _pair()
     seen = []
