@@ -24,8 +24,8 @@ medians, and the median of the per-epoch ratios ("paired": each epoch against sp
 of the same round, which cancels most of a drift in the host's speed).
 
     python benchmarks/bench_train.py [--epochs 5] [--threads 2] [--hidden 128] [-T 8]
-                                     [--optimizer {spikecore,torch-fused,default}] [--neuron {lif,plif}] [--bare]
-                                     [--per-step-input]
+                                     [--optimizer {spikecore,torch-fused,default}]
+                                     [--neuron {lif,plif}] [--bare] [--per-step-input]
 
 ``--neuron plif`` builds the model with ParametricLIF nodes (learnable 1/tau = sigmoid(w), init
 tau 2) and compares them with the plain loop learning the same w, and with SpikingJelly's
