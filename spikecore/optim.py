@@ -19,8 +19,27 @@ from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimize
 
 __all__ = ["Adam"]
 
-_FUSED = getattr(torch, "_fused_adam_", None)
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _probe_fused_kernel():
+    """``torch._fused_adam_`` if this PyTorch has it and takes the arguments used here (tried
+    once, on one-element CPU tensors), else ``None``: every step then takes the inherited
+    route."""
+    kernel = getattr(torch, "_fused_adam_", None)
+    if kernel is None:
+        return None
+    param, grad, exp_avg, exp_avg_sq = (torch.zeros(1) for _ in range(4))
+    try:
+        kernel([param], [grad], [exp_avg], [exp_avg_sq], [], [torch.ones(())], amsgrad=False,
+               lr=1e-3, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, maximize=False,
+               grad_scale=None, found_inf=None)
+    except (RuntimeError, TypeError, NotImplementedError):
+        return None
+    return kernel
+
+
+_FUSED = _probe_fused_kernel()
 
 
 class Adam(torch.optim.Adam):

@@ -193,6 +193,19 @@ def test_refuses_other_implementations(kwargs):
         optim.Adam(_net().parameters(), lr=1e-2, **kwargs)
 
 
+def test_probe_finds_the_fused_kernel():
+    # PyTorch >= 2.4 has a CPU fused Adam; without it every step would take the inherited route
+    assert optim._FUSED is torch._fused_adam_
+
+
+def test_without_the_fused_kernel(monkeypatch):
+    monkeypatch.setattr(optim, "_FUSED", None)
+    (a, oa), (b, ob) = _pair()
+    _train(a, oa)
+    _train(b, ob)
+    _assert_same(a, b)
+
+
 def test_training_command_uses_it():
     opt = make_optimizer(_net().parameters(), 1e-2)
     assert isinstance(opt, optim.Adam) and opt.defaults["fused"]
