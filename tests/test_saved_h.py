@@ -97,6 +97,34 @@ def test_cpu_bf16_h_rounds_every_kind_of_value_as_the_reference(stream):
     assert torch.equal(got.spike, ref.spike)
 
 
+@pytest.mark.parametrize("v_threshold", [1.0, 0.75, -0.5, 3.0e-38])
+@pytest.mark.parametrize("stream", [False, True])
+def test_cpu_bf16_h_nudges_whole_groups_as_the_reference(v_threshold, stream):
+    """Rows made only of values a few float32 ulps either side of the threshold (no subnormal,
+    no NaN), so that groups of 16 with several lanes to nudge, up and down, positive and
+    negative, stay on the vectorised route of AVX512-BF16 builds: the stored bits must be
+    keep_spike_bf16(x) and every spike must survive the rounding."""
+    kernels = pytest.importorskip("spikecore._cpu_kernels")
+    gen = torch.Generator().manual_seed(7)
+    n = 16 * 40 + 3
+    ulp = abs(v_threshold) * 2 ** -23
+    steps = torch.randint(-40, 41, (2, n), generator=gen).float()
+    x = (v_threshold + steps * ulp).float()
+    cfg = make_cfg("IF", False, 0.0, v_threshold=v_threshold)
+    v = torch.zeros(n)
+    old = kernels.stream_min_bytes(0 if stream else 1 << 40)
+    try:
+        got = dispatch.forward(x, v, cfg, save_h=True, h_dtype=torch.bfloat16, backend="cpu")
+    finally:
+        kernels.stream_min_bytes(old)
+    ref = dispatch.forward(x, v, cfg, save_h=True, backend="reference")
+    want = reference.keep_spike_bf16(ref.h_seq, ref.spike, cfg)
+    nudged = want != ref.h_seq.to(torch.bfloat16)
+    assert int(nudged.sum()) > 100                      # the test exercises what it claims
+    assert torch.equal(got.h_seq.view(torch.int16), want.view(torch.int16))
+    assert torch.equal(reference.fire(got.h_seq.float(), cfg), got.spike)
+
+
 def test_h_dtype_rejected_where_unsupported():
     cfg = make_cfg("LIF", False, 0.0)
     x = torch.rand(3, 10, dtype=torch.float64)
