@@ -10,14 +10,18 @@ gradient and its state already exists, and the group's tensors share one device 
 floating-point dtype, :meth:`Adam.step` calls the same kernel, ``torch._fused_adam_``, with the
 same arguments that ``torch.optim.Adam`` would pass, so the result is bit for bit the same.
 Anything else (the first step, which creates the state; a parameter without a gradient; amsgrad;
-``capturable``; a gradient scaler's ``grad_scale``; hooks; ``torch.compile``; a kernel this
-PyTorch does not have) takes the inherited step. The state and ``state_dict`` are those of
+``capturable``; a gradient scaler's ``grad_scale``; hooks; ``torch.compile``; a PyTorch
+without this kernel or without the hook registries looked at here) takes the inherited step. The state and ``state_dict`` are those of
 ``torch.optim.Adam``, so checkpoints move freely between the two.
 """
 import torch
-from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
+from torch.optim import optimizer as _optimizer
 
 __all__ = ["Adam"]
+
+# hooks registered for every optimiser (register_optimizer_step_pre_hook / _post_hook)
+_global_optimizer_pre_hooks = getattr(_optimizer, "_global_optimizer_pre_hooks", None)
+_global_optimizer_post_hooks = getattr(_optimizer, "_global_optimizer_post_hooks", None)
 
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -60,7 +64,8 @@ class Adam(torch.optim.Adam):
 
     def step(self, closure=None):
         """One Adam step; returns the closure's loss (``None`` without a closure)."""
-        if (closure is not None or _FUSED is None or torch.compiler.is_compiling()
+        if (closure is not None or _FUSED is None or _global_optimizer_pre_hooks is None
+                or _global_optimizer_post_hooks is None or torch.compiler.is_compiling()
                 or self._optimizer_step_pre_hooks
                 or self._optimizer_step_post_hooks or _global_optimizer_pre_hooks
                 or _global_optimizer_post_hooks or getattr(self, "grad_scale", None) is not None
