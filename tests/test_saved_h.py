@@ -62,6 +62,19 @@ def test_cpu_bf16_h_matches_the_reference_bit_for_bit():
     assert torch.equal(a, b)
 
 
+def _bf16_h_vs_reference(kernels, x, cfg, stream):
+    """``(cpu, reference, want)``: the CPU forward from rest keeping H in bfloat16 (its outputs
+    streamed or not), the reference forward, and the reference's H rounded by the rule."""
+    v = torch.zeros(x.shape[1:])
+    old = kernels.stream_min_bytes(0 if stream else 1 << 40)
+    try:
+        got = dispatch.forward(x, v, cfg, save_h=True, h_dtype=torch.bfloat16, backend="cpu")
+    finally:
+        kernels.stream_min_bytes(old)
+    ref = dispatch.forward(x, v, cfg, save_h=True, backend="reference")
+    return got, ref, reference.keep_spike_bf16(ref.h_seq, ref.spike, cfg)
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_cpu_bf16_h_rounds_every_kind_of_value_as_the_reference(stream):
     """Subnormals, zeros, NaN, infinities, the largest floats and values a few ulps either side
@@ -81,14 +94,7 @@ def test_cpu_bf16_h_rounds_every_kind_of_value_as_the_reference(stream):
     slots = torch.randperm(n // 2, generator=gen)[:len(special)]   # first half only: the
     x[0, slots] = torch.tensor(special)                            # second half stays plain
     cfg = make_cfg("IF", False, 0.0)
-    v = torch.zeros(n)
-    old = kernels.stream_min_bytes(0 if stream else 1 << 40)
-    try:
-        got = dispatch.forward(x, v, cfg, save_h=True, h_dtype=torch.bfloat16, backend="cpu")
-    finally:
-        kernels.stream_min_bytes(old)
-    ref = dispatch.forward(x, v, cfg, save_h=True, backend="reference")
-    want = reference.keep_spike_bf16(ref.h_seq, ref.spike, cfg)
+    got, ref, want = _bf16_h_vs_reference(kernels, x, cfg, stream)
     nan = torch.isnan(ref.h_seq)
     assert int(nan.sum()) == 1 and bool(torch.isnan(got.h_seq[nan]).all())
     assert torch.equal(got.h_seq[~nan].view(torch.int16), want[~nan].view(torch.int16))
@@ -111,14 +117,7 @@ def test_cpu_bf16_h_nudges_whole_groups_as_the_reference(v_threshold, stream):
     steps = torch.randint(-40, 41, (2, n), generator=gen).float()
     x = (v_threshold + steps * ulp).float()
     cfg = make_cfg("IF", False, 0.0, v_threshold=v_threshold)
-    v = torch.zeros(n)
-    old = kernels.stream_min_bytes(0 if stream else 1 << 40)
-    try:
-        got = dispatch.forward(x, v, cfg, save_h=True, h_dtype=torch.bfloat16, backend="cpu")
-    finally:
-        kernels.stream_min_bytes(old)
-    ref = dispatch.forward(x, v, cfg, save_h=True, backend="reference")
-    want = reference.keep_spike_bf16(ref.h_seq, ref.spike, cfg)
+    got, ref, want = _bf16_h_vs_reference(kernels, x, cfg, stream)
     nudged = want != ref.h_seq.to(torch.bfloat16)
     assert int(nudged.sum()) > 100                      # the test exercises what it claims
     assert torch.equal(got.h_seq.view(torch.int16), want.view(torch.int16))
