@@ -6,12 +6,13 @@ kernel: a profiler scope, hook lists, per-step state checks, grouping the tensor
 and dtype. :class:`Adam` is that optimiser with a shorter route for the common case.
 
 When a step has no closure and no step hooks are registered, every parameter of a group has a
-gradient and its state already exists, and the group's tensors share one device and one
+gradient and its state already exists, and the group's tensors are CPU tensors of one
 floating-point dtype, :meth:`Adam.step` calls the same kernel, ``torch._fused_adam_``, with the
 same arguments that ``torch.optim.Adam`` would pass, so the result is bit for bit the same.
 Anything else (the first step, which creates the state; a parameter without a gradient; amsgrad;
-``capturable``; a gradient scaler's ``grad_scale``; hooks; ``torch.compile``; a PyTorch
-without this kernel or without the hook registries looked at here) takes the inherited step. The state and ``state_dict`` are those of
+``capturable``; a gradient scaler's ``grad_scale``; hooks; ``torch.compile``; parameters on a
+GPU, where this route has not been measured; a PyTorch without this kernel or without the hook
+registries looked at here) takes the inherited step. The state and ``state_dict`` are those of
 ``torch.optim.Adam``, so checkpoints move freely between the two.
 """
 import torch
@@ -100,7 +101,7 @@ class Adam(torch.optim.Adam):
                 return None
             if dtype is None:
                 device, dtype = p.device, p.dtype
-                if dtype not in _FLOATS:
+                if dtype not in _FLOATS or device.type != "cpu":
                     return None
             if (g.layout is not torch.strided or p.dtype != dtype or g.dtype != dtype
                     or p.device != device or g.device != device):

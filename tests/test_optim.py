@@ -145,6 +145,22 @@ def test_with_a_learning_rate_scheduler(recwarn, short_path_only):
     assert not [w for w in recwarn if "lr_scheduler" in str(w.message)]
 
 
+def test_parameters_off_the_cpu_take_the_inherited_step(monkeypatch):
+    """The short route serves CPU parameters only (``meta`` tensors stand in for a GPU here:
+    the group is refused before any kernel runs)."""
+    opt = optim.Adam([torch.zeros(3, device="meta", requires_grad=True)], lr=1e-2)
+    p = opt.param_groups[0]["params"][0]
+    p.grad = torch.zeros(3, device="meta")
+    opt.state[p] = {"step": torch.zeros((), device="meta"), "exp_avg": torch.zeros_like(p),
+                    "exp_avg_sq": torch.zeros_like(p)}
+    assert opt._fused_args(opt.param_groups[0]) is None
+    cpu = optim.Adam([torch.zeros(3, requires_grad=True)], lr=1e-2)
+    q = cpu.param_groups[0]["params"][0]
+    q.grad = torch.ones(3)
+    cpu.step()   # the state exists from here on
+    assert cpu._fused_args(cpu.param_groups[0]) is not None
+
+
 def test_step_hooks_run():
     (a, oa), _ = _pair()
     seen = []
