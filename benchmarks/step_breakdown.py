@@ -98,7 +98,7 @@ def main(argv=None):
     a = parse(argv)
     C.set_threads(a.threads)
     C.header(f"training step breakdown, mlp hidden={a.hidden}, T={a.timesteps}, digits, batch "
-             f"{a.batch_size}, fused Adam", a.threads)
+             f"{a.batch_size}, Adam of spikecore train (spikecore.optim.Adam)", a.threads)
     ds, batches, base = workload(0, a.batch_size, a.hidden, a.batches)
     nets = {"identity": swap_nodes(base, lambda node: Contiguous()),
             "Function without kernel": swap_nodes(base, AllocateOnly),
