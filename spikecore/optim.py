@@ -74,6 +74,8 @@ class Adam(torch.optim.Adam):
             return _inherited_step(self, closure)
         calls = []
         for group in self.param_groups:
+            if not group["params"]:   # nothing to update (the inherited step skips it too)
+                continue
             args = self._fused_args(group)
             if args is None:
                 return _inherited_step(self, closure)
@@ -91,18 +93,16 @@ class Adam(torch.optim.Adam):
                 or group["decoupled_weight_decay"]):
             return None
         params = group["params"]
+        device, dtype = params[0].device, params[0].dtype
+        if dtype not in _FLOATS or device.type != "cpu":
+            return None
         grads, exp_avgs, exp_avg_sqs, steps = [], [], [], []
-        device = dtype = None
         state = self.state
         for p in params:
             g = p.grad
             s = state.get(p)
             if g is None or not s:
                 return None
-            if dtype is None:
-                device, dtype = p.device, p.dtype
-                if dtype not in _FLOATS or device.type != "cpu":
-                    return None
             if (g.layout is not torch.strided or p.dtype != dtype or g.dtype != dtype
                     or p.device != device or g.device != device):
                 return None

@@ -99,6 +99,15 @@ def test_groups_with_their_own_settings(short_path_only):
     _assert_same(a, b)
 
 
+def test_an_empty_group_is_skipped(short_path_only):
+    def groups(net):
+        return [{"params": net.parameters()}, {"params": []}]
+    (a, oa), (b, ob) = _pair(groups=groups)
+    _train(a, oa)
+    _train(b, ob)
+    _assert_same(a, b)
+
+
 def test_tensor_learning_rate():
     (a, oa), (b, ob) = _pair(lr=torch.tensor(1e-2))
     _train(a, oa, lr_decay=1.0)
