@@ -4,13 +4,14 @@ Each test runs on two targets: a GPU (skipped, with the reason, where the CUDA b
 usable) and the host emulation of the same kernel file (tests/cuda_emulation.py), which runs
 everywhere a C++ compiler is present. Tests that need a GPU itself (streams, devices) run on
 the GPU only."""
-from typing import NamedTuple, Optional
+import inspect
+from typing import Any, NamedTuple, Optional
 
 import pytest
 import torch
 
 import spikecore
-from spikecore import dispatch, neuron, reference
+from spikecore import backends, dispatch, neuron, reference
 from spikecore.autograd import NeuronFunction
 from helpers import all_configs, cfg_id, cfg_seed, grad_tol, make_cfg, make_inputs
 
@@ -26,6 +27,7 @@ class Target(NamedTuple):
     """Where a test runs the CUDA kernels: the tensors' device and the backend to name."""
     device: str
     backend: Optional[str]
+    emulation: Any = None   # the emulated kernel module (tests/cuda_emulation.py), or None
 
     def put(self, t):
         """A copy of ``t`` on the target's device (a copy on the host too, so that the test's
@@ -39,8 +41,12 @@ def target(request):
         if not spikecore.cuda_available():
             pytest.skip(f"CUDA backend unavailable: {spikecore.cuda_unavailable_reason()}")
         return Target("cuda", None)
-    request.getfixturevalue("cuda_host")
-    return Target("cpu", "cuda-host-emulation")
+    return Target("cpu", "cuda-host-emulation", request.getfixturevalue("cuda_host"))
+
+
+def _launched(target):
+    """Kernel launches so far on the emulation (None on a GPU, which does not count them)."""
+    return None if target.emulation is None else target.emulation.last_launch()[0]
 
 
 def _autograd_grads(cfg, x, v, gs, gv, backend, multi_step):
@@ -215,3 +221,71 @@ def test_absent_state_on_cuda_equals_the_explicit_tensor(target, cfg, dtype):
     b = dispatch.backward_plif(gs, zeros, cfg, h_seq=want.h_seq, v_init=rest,
                                backend=target.backend)
     assert all(torch.equal(p, q) for p, q in zip(a, b))
+
+
+NAMED_FUNCTIONS = sorted(name for name in neuron.__all__
+                         if name.startswith(("LIF_", "IF_")))
+#: the value of each scalar argument of the named kernel functions
+SCALARS = dict(v_threshold=1.0, v_reset=-0.2, reciprocal_tau=0.4, detach_input=True, alpha=3.0,
+               detach_reset=False, grad_surrogate_function_index=5)
+
+
+@pytest.mark.parametrize("name", NAMED_FUNCTIONS)
+def test_every_named_kernel_function(target, name):
+    """Each function of the spikingjelly.cext.neuron API on the CUDA backend, against the
+    same call on the CPU backend: spikes and potentials bit for bit, local gradients and BPTT
+    results within float32 rounding."""
+    fn = getattr(neuron, name)
+    multi = "fptt" in name or "bptt" in name
+    shape = (5, 4, 10) if multi else (4, 10)
+    g = torch.Generator().manual_seed(len(name))
+    tensors = dict(x=torch.rand(shape, generator=g) * 1.5, v=torch.rand(shape[-2:], generator=g),
+                   grad_spike=torch.randn(shape, generator=g),
+                   grad_v_next=torch.randn(shape[-2:], generator=g),
+                   grad_s_to_h=torch.rand(shape, generator=g),
+                   grad_v_to_h=torch.rand(shape, generator=g) * 2 - 0.5)
+    tensors.update(x_seq=tensors["x"], grad_spike_seq=tensors["grad_spike"])
+    args = [tensors[p] if p in tensors else SCALARS[p]
+            for p in inspect.signature(fn).parameters if p != "backend"]
+    want = fn(*args, backend="cpu")
+    before = _launched(target)
+    got = fn(*(target.put(a) if torch.is_tensor(a) else a for a in args),
+             backend=target.backend)
+    assert before is None or _launched(target) == before + 1
+    assert len(got) == len(want)
+    exact = 2 if "forward" in name or "fptt" in name else 0   # spike, v_next
+    for k, (a, b) in enumerate(zip(got, want)):
+        assert a.device.type == target.device and a.shape == b.shape
+        if k < exact:
+            assert torch.equal(a.cpu(), b), (name, k)
+        else:
+            torch.testing.assert_close(a.cpu(), b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["LIFStep", "LIFMultiStep", "IFStep", "IFMultiStep"])
+def test_spec_autograd_functions(target, name, monkeypatch):
+    """The API's autograd Functions, which choose the backend by device: on the host target the
+    emulated CUDA backend is made the default for CPU tensors for the call."""
+    fn = getattr(neuron, name)
+    shape = (5, 4, 10) if "Multi" in name else (4, 10)
+    g = torch.Generator().manual_seed(7)
+    x, v = torch.rand(shape, generator=g) * 1.5, torch.rand(shape[-2:], generator=g)
+    w = torch.randn(shape, generator=g)
+    scalars = (1.0, -0.2, 3.0, False, 5) + ((0.4, True) if name.startswith("LIF") else ())
+
+    def run(x, v, w):
+        xa, va = x.requires_grad_(), v.requires_grad_()
+        s, vn = fn.apply(xa, va, *scalars)
+        ((s * w).sum() + vn.sum()).backward()
+        return s, vn, xa.grad, va.grad
+
+    want = run(x.clone(), v.clone(), w)
+    if target.emulation is not None:
+        monkeypatch.setitem(backends._BY_DEVICE, "cpu", target.backend)
+        monkeypatch.setattr(backends, "_READY", {})
+    before = _launched(target)
+    got = run(target.put(x), target.put(v), target.put(w))
+    assert before is None or _launched(target) == before + 2   # forward and BPTT
+    assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
+    torch.testing.assert_close(got[2].cpu(), want[2], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got[3].cpu(), want[3], rtol=1e-5, atol=1e-6)
