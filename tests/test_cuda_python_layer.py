@@ -4,7 +4,8 @@
 the neuron count ``N``. Here that module is replaced by a stand-in that reads and writes the same
 addresses in host memory with the CPU kernels, so a wrong pointer, a wrong ``T``/``N`` or a
 wrong output shape shows up as a wrong result, even where no GPU is present. (The CUDA kernels
-themselves are checked by tests/test_cuda.py on a GPU.)
+themselves are checked by tests/test_cuda.py, on a GPU and on their host emulation, which runs
+the same backend code with the real kernels: tests/cuda_emulation.py.)
 """
 import ctypes
 

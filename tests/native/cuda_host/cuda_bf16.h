@@ -9,9 +9,7 @@
 #include "cuda_runtime.h"
 #include "spikecore_math.h"
 
-struct __nv_bfloat16 {
-    unsigned short bits;
-};
+struct __nv_bfloat16 { unsigned short bits; };   /* the value's bit pattern */
 
 inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.bits; }
 inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short b) { return __nv_bfloat16{b}; }

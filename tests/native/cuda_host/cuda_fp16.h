@@ -7,9 +7,7 @@
 
 #include "cuda_runtime.h"
 
-struct __half {
-    unsigned short bits;
-};
+struct __half { unsigned short bits; };   /* the value's bit pattern */
 
 inline unsigned short __half_as_ushort(__half h) { return h.bits; }
 inline __half __ushort_as_half(unsigned short b) { return __half{b}; }
