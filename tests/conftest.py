@@ -9,11 +9,13 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def _cuda_host_build(tmp_path_factory):
     """cuda/neuron_kernels.cu compiled for the host (tests/cuda_emulation.py), once a session."""
+    import importlib.util
     import cuda_emulation
-    if cuda_emulation.compiler() is None:
-        pytest.skip("the host emulation of the CUDA kernels needs a C++ compiler (g++)")
+    if cuda_emulation.compiler() is None or importlib.util.find_spec("Cython") is None:
+        pytest.skip("the host emulation of the CUDA kernels needs a C++ compiler (g++) and "
+                    "Cython (pip install -e '.[test]')")
     return cuda_emulation.EmulatedKernels(
-        cuda_emulation.build(str(tmp_path_factory.mktemp("cuda_host"))))
+        *cuda_emulation.build(str(tmp_path_factory.mktemp("cuda_host"))))
 
 
 @pytest.fixture

@@ -3,21 +3,27 @@
 The kernels need nothing of the GPU but its thread indices (see the design comment of
 tests/native/cuda_host/cuda_runtime.h), so g++ builds the unchanged kernel file against stand-in
 CUDA headers, after one rewrite: each ``kernel<<<grid, block, 0, stream>>>(args)`` launch becomes
-a call that runs every thread in turn. :class:`EmulatedKernels` loads that library with ctypes
-and offers the functions of the Cython wrapper ``spikecore._cuda_kernels`` (cuda/cuda_kernels.pyx)
-with the same arguments, so :class:`EmulatedCUDABackend`, the real :class:`CUDABackend` with this
-module and CPU tensors, runs the CUDA backend end to end: autograd, nodes and plans included.
+a call that runs every thread in turn. The Cython wrapper the package ships
+(cuda/cuda_kernels.pyx) is compiled against that library as it is, so :class:`EmulatedKernels`
+offers exactly the functions of ``spikecore._cuda_kernels``, plus ctypes controls of the
+emulated runtime. :class:`EmulatedCUDABackend`, the real :class:`CUDABackend` with this module
+and CPU tensors, then runs the CUDA backend end to end: autograd, nodes and plans included.
 """
 import ctypes
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
+import sys
+import sysconfig
 
 from spikecore.cuda_backend import CUDABackend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KERNELS = os.path.join(ROOT, "cuda", "neuron_kernels.cu")
+CUDA_DIR = os.path.join(ROOT, "cuda")
+KERNELS = os.path.join(CUDA_DIR, "neuron_kernels.cu")
+MODULE = "_cuda_kernels_host"   # the wrapper built against the host library
 SHIM = os.path.join(ROOT, "tests", "native", "cuda_host")
 #: a launch: the kernel (a name, maybe with template arguments), the launch shape, the arguments
 _LAUNCH = re.compile(r"([\w:]+(?:<[^<>;]*>)?)<<<(.*?)>>>\(", re.S)
@@ -26,16 +32,20 @@ _LAUNCH = re.compile(r"([\w:]+(?:<[^<>;]*>)?)<<<(.*?)>>>\(", re.S)
 DEVICES, CALLER_DEVICE, TENSOR_DEVICE = 2, 0, 1
 STREAM = 0x5C0DE   # a stream handle, passed through untouched
 
-ERR_LEN = 512
-
 
 def compiler():
     """The host C++ compiler, or None."""
     return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
 
 
+def _compile(args):
+    subprocess.run([compiler(), "-fPIC", "-shared"] + args, check=True, capture_output=True,
+                   text=True)
+
+
 def build(out_dir):
-    """Compile the kernel file for the host into ``out_dir``; the path of the shared library."""
+    """Compile the kernel file for the host into ``out_dir``, and the Cython wrapper against it;
+    ``(library, module)``: the paths of the kernels' shared library and of the wrapper."""
     with open(KERNELS) as f:
         source = f.read()
     rewritten, launches = _LAUNCH.subn(r"sc_host_launch(\1, \2)(", source)
@@ -48,28 +58,21 @@ def build(out_dir):
         f.write(f'#line 1 "{KERNELS}"\n' + rewritten)
     # as the real build: no contraction and no fast-math, so float32 results are bit for bit
     # those of the GPU (and of the CPU kernels)
-    subprocess.run([compiler(), "-std=c++17", "-O1", "-fPIC", "-shared", "-ffp-contract=off",
-                    "-I", SHIM, "-I", os.path.join(ROOT, "cuda"),
-                    "-I", os.path.join(ROOT, "include"), src, "-o", lib],
+    _compile(["-std=c++17", "-O1", "-ffp-contract=off", "-I", SHIM, "-I", CUDA_DIR,
+              "-I", os.path.join(ROOT, "include"), src, "-o", lib])
+    pyx = os.path.join(out_dir, MODULE + ".pyx")
+    shutil.copy(os.path.join(CUDA_DIR, "cuda_kernels.pyx"), pyx)
+    subprocess.run([sys.executable, "-m", "cython", "-3", "--cplus", pyx, "-I", CUDA_DIR],
                    check=True, capture_output=True, text=True)
-    return lib
-
-
-class _Params(ctypes.Structure):
-    """``sc_params`` of cuda/spikecore_cuda.h."""
-    _fields_ = [("charge_mode", ctypes.c_int), ("hard_reset", ctypes.c_int),
-                ("detach_reset", ctypes.c_int), ("surrogate", ctypes.c_int),
-                ("v_threshold", ctypes.c_float), ("v_reset", ctypes.c_float),
-                ("reciprocal_tau", ctypes.c_float), ("alpha", ctypes.c_float)]
+    module = os.path.join(out_dir, MODULE + sysconfig.get_config_var("EXT_SUFFIX"))
+    _compile(["-O1", "-I", sysconfig.get_paths()["include"], "-I", CUDA_DIR,
+              pyx[:-4] + ".cpp", "-L", out_dir, "-lneuron_kernels_host",
+              f"-Wl,-rpath,{out_dir}", "-o", module])
+    return lib, module
 
 
 _P, _LL, _INT = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int
-_TAIL = [_LL, _LL, _Params, _INT, _P, ctypes.c_char_p, _INT]   # steps, n, params, device, ...
-_SIGNATURES = {
-    "sc_cuda_forward": [_INT] + [_P] * 8 + _TAIL,
-    "sc_cuda_backward": [_INT] + [_P] * 7 + _TAIL,
-    "sc_cuda_backward_plif": [_INT] + [_P] * 7 + _TAIL,
-    "sc_cuda_device_count": [ctypes.POINTER(_INT), ctypes.c_char_p, _INT],
+_SIGNATURES = {   # the controls of the emulated runtime (cuda_runtime.h here)
     "sc_host_reset": [_INT, _INT],
     "sc_host_fail_next_launch": [_INT],
     "sc_host_fail_device_calls": [_INT],
@@ -80,24 +83,32 @@ _SIGNATURES = {
 
 
 class EmulatedKernels:
-    """``spikecore._cuda_kernels`` over the host build: the same functions and arguments
-    (pointers as ints), a non-zero return code raised as RuntimeError with CUDA's message."""
+    """``spikecore._cuda_kernels`` built for the host (``forward``, ``backward``,
+    ``backward_plif``, ``device_count``: the shipped wrapper itself), and the controls of the
+    emulated runtime, which share its library."""
 
-    def __init__(self, lib_path):
+    def __init__(self, lib_path, module_path):
+        spec = importlib.util.spec_from_file_location(MODULE, module_path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        self.forward, self.backward = module.forward, module.backward
+        self.backward_plif, self.device_count = module.backward_plif, module.device_count
         self.lib = ctypes.CDLL(lib_path)
         for name, args in _SIGNATURES.items():
             getattr(self.lib, name).argtypes = args
         self.lib.sc_host_last_launch.restype = _LL
         self.reset()
 
-    # --- the emulated runtime ---
     def reset(self, devices=DEVICES, current=CALLER_DEVICE):
+        """A fresh runtime: ``devices`` devices, ``current`` current, no error, no launch."""
         self.lib.sc_host_reset(devices, current)
 
     def fail_next_launch(self, code):
+        """The next launch does not run and reports the CUDA error ``code``."""
         self.lib.sc_host_fail_next_launch(code)
 
     def fail_device_calls(self, code):
+        """Every device query (count, get, set) fails with ``code`` until :meth:`reset`."""
         self.lib.sc_host_fail_device_calls(code)
 
     def current_device(self):
@@ -110,33 +121,6 @@ class EmulatedKernels:
         count = self.lib.sc_host_last_launch(ctypes.byref(device), ctypes.byref(stream),
                                              ctypes.byref(grid), ctypes.byref(block))
         return count, device.value, stream.value or 0, grid.value, block.value
-
-    # --- the functions of spikecore._cuda_kernels ---
-    def device_count(self):
-        count, err = _INT(0), ctypes.create_string_buffer(ERR_LEN)
-        rc = self.lib.sc_cuda_device_count(ctypes.byref(count), err, ERR_LEN)
-        return count.value, (err.value.decode() if rc else "")
-
-    def _call(self, name, dtype, pointers, steps, neurons, mode, hard, detach_reset, sg_index,
-              v_threshold, v_reset, reciprocal_tau, alpha, device, stream):
-        params = _Params(mode, hard, detach_reset, sg_index, v_threshold, v_reset,
-                         reciprocal_tau, alpha)
-        err = ctypes.create_string_buffer(ERR_LEN)
-        rc = getattr(self.lib, name)(dtype, *pointers, steps, neurons, params, device, stream,
-                                     err, ERR_LEN)
-        if rc:
-            raise RuntimeError("CUDA error in spikecore: " + err.value.decode())
-
-    def forward(self, dtype, x, v, spike, v_next, h_seq, v_seq, gs2h, gv2h, *rest):
-        self._call("sc_cuda_forward", dtype, (x, v, spike, v_next, h_seq, v_seq, gs2h, gv2h),
-                   *rest)
-
-    def backward(self, dtype, gs, gv_next, h_seq, gs2h, gv2h, gx, gv, *rest):
-        self._call("sc_cuda_backward", dtype, (gs, gv_next, h_seq, gs2h, gv2h, gx, gv), *rest)
-
-    def backward_plif(self, dtype, gs, gv_next, h_seq, v, gx, gv, grad_tau, *rest):
-        self._call("sc_cuda_backward_plif", dtype, (gs, gv_next, h_seq, v, gx, gv, grad_tau),
-                   *rest)
 
 
 class EmulatedCUDABackend(CUDABackend):
