@@ -38,9 +38,15 @@ def compiler():
     return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
 
 
+def _run(command):
+    """Run a build step; its error output becomes the exception's message if it fails."""
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)}\nfailed with:\n{done.stderr}{done.stdout}")
+
+
 def _compile(args):
-    subprocess.run([compiler(), "-fPIC", "-shared"] + args, check=True, capture_output=True,
-                   text=True)
+    _run([compiler(), "-fPIC", "-shared"] + args)
 
 
 def build(out_dir):
@@ -62,8 +68,7 @@ def build(out_dir):
               "-I", os.path.join(ROOT, "include"), src, "-o", lib])
     pyx = os.path.join(out_dir, MODULE + ".pyx")
     shutil.copy(os.path.join(CUDA_DIR, "cuda_kernels.pyx"), pyx)
-    subprocess.run([sys.executable, "-m", "cython", "-3", "--cplus", pyx, "-I", CUDA_DIR],
-                   check=True, capture_output=True, text=True)
+    _run([sys.executable, "-m", "cython", "-3", "--cplus", pyx, "-I", CUDA_DIR])
     module = os.path.join(out_dir, MODULE + sysconfig.get_config_var("EXT_SUFFIX"))
     _compile(["-O1", "-I", sysconfig.get_paths()["include"], "-I", CUDA_DIR,
               pyx[:-4] + ".cpp", "-L", out_dir, "-lneuron_kernels_host",
