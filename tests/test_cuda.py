@@ -2,8 +2,8 @@
 
 Each test runs on two targets: a GPU (skipped, with the reason, where the CUDA backend is not
 usable) and the host emulation of the same kernel file (tests/cuda_emulation.py), which runs
-everywhere a C++ compiler is present. Tests that need a GPU itself (streams, devices) run on
-the GPU only."""
+wherever a C++ compiler and Cython are present. Tests that need a GPU itself (streams,
+devices) run on the GPU only."""
 import inspect
 from typing import Any, NamedTuple, Optional
 
