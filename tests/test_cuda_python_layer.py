@@ -1,11 +1,11 @@
 """The Python side of the CUDA backend, run on any machine.
 
 ``spikecore.cuda_backend`` hands the nvcc-built module raw pointers, the step count ``T`` and
-the neuron count ``N``. Here that module is replaced by a stand-in that reads and writes the same
-addresses in host memory with the CPU kernels, so a wrong pointer, a wrong ``T``/``N`` or a
-wrong output shape shows up as a wrong result, even where no GPU is present. (The CUDA kernels
-themselves are checked by tests/test_cuda.py, on a GPU and on their host emulation, which runs
-the same backend code with the real kernels: tests/cuda_emulation.py.)
+the neuron count ``N``. Here that module is the host emulation of the real kernels
+(tests/cuda_emulation.py), wrapped to record what each call was given, so a wrong pointer, a
+wrong ``T``/``N`` or a wrong output shape shows up as a wrong result, and a fresh state as the
+null pointer it must be, even where no GPU is present. (tests/test_cuda.py checks the kernels'
+arithmetic on every configuration, on a GPU and on the emulation.)
 """
 import ctypes
 
@@ -13,70 +13,38 @@ import numpy as np
 import pytest
 import torch
 
-from spikecore import _cpu_kernels, dispatch
+from cuda_emulation import EmulatedCUDABackend
+from spikecore import dispatch
 from spikecore.cuda_backend import CUDABackend
 from helpers import all_configs, cfg_id, make_cfg
 
-FLOAT32 = 0   # the CUDA module's dtype code for float32
 
+class Recording:
+    """The emulated ``spikecore._cuda_kernels``, recording each call's ``(T, N)`` and its state
+    pointers: ``(v or V[-1], grad_v_next)``, ``None`` where the call has no such input."""
 
-def _array(ptr, rows, cols):
-    """The float32 buffer at ``ptr`` as [rows, cols] (``[0, cols]`` for a null pointer)."""
-    if ptr == 0:
-        return np.empty((0, cols), dtype=np.float32)
-    buf = (ctypes.c_float * (rows * cols)).from_address(ptr)
-    return np.ctypeslib.as_array(buf).reshape(rows, cols)
+    def __init__(self, kernels):
+        self.kernels, self.shapes, self.state_pointers = kernels, [], []
 
-
-def _state(ptr, n):
-    """The float32 [n] state at ``ptr``; a null pointer (an absent state, which the CUDA kernels
-    read as at rest or zero) becomes the CPU kernels' empty buffer, which means the same."""
-    return np.empty(0, dtype=np.float32) if ptr == 0 else _array(ptr, 1, n)[0]
-
-
-class HostKernels:
-    """Stands in for ``spikecore._cuda_kernels``: same arguments, CPU kernels on host memory."""
-
-    def __init__(self):
-        self.shapes = []
-        self.state_pointers = []   # (v or V[-1], grad_v_next) of each call; None: not an input
-
-    def forward(self, dtype, x, v, spike, v_next, h, v_seq, gs2h, gv2h, steps, n, *rest):
-        assert dtype == FLOAT32
-        self.shapes.append((steps, n))
+    def forward(self, dtype, x, v, *rest):   # rest: spike, v_next, h, v_seq, gs2h, gv2h, T, N..
+        self.shapes.append(rest[6:8])
         self.state_pointers.append((v, None))
-        kernel_args, (device, stream) = rest[:-2], rest[-2:]
-        assert (device, stream) == (0, 0)
-        seq = [_array(p, steps, n) for p in (x, spike, h, v_seq, gs2h, gv2h)]
-        _cpu_kernels.forward(seq[0], _state(v, n), seq[1], _state(v_next, n), *seq[2:],
-                             *kernel_args, 1)
+        self.kernels.forward(dtype, x, v, *rest)
 
-    def backward(self, dtype, gs, gv_next, h, gs2h, gv2h, gx, gv, steps, n, *rest):
-        assert dtype == FLOAT32
-        self.shapes.append((steps, n))
+    def backward(self, dtype, gs, gv_next, *rest):   # rest: h, gs2h, gv2h, gx, gv, T, N, ...
+        self.shapes.append(rest[5:7])
         self.state_pointers.append((None, gv_next))
-        _cpu_kernels.backward(_array(gs, steps, n), _state(gv_next, n),
-                              *(_array(p, steps, n) for p in (h, gs2h, gv2h)),
-                              _array(gx, steps, n), _state(gv, n), *rest[:-2], 1)
+        self.kernels.backward(dtype, gs, gv_next, *rest)
 
-    def backward_plif(self, dtype, gs, gv_next, h, v, gx, gv, per_neuron, steps, n, *rest):
-        assert dtype == FLOAT32
-        self.shapes.append((steps, n))
+    def backward_plif(self, dtype, gs, gv_next, h, v, *rest):   # rest: gx, gv, tau, T, N, ...
+        self.shapes.append(rest[3:5])
         self.state_pointers.append((v, gv_next))
-        sums = np.empty(n, dtype=np.float64)
-        _cpu_kernels.backward_plif(_array(gs, steps, n), _state(gv_next, n),
-                                   _array(h, steps, n), _state(v, n),
-                                   _array(gx, steps, n), _state(gv, n), sums,
-                                   *rest[:-2], 1)
-        _array(per_neuron, 1, n)[0][:] = sums   # the CUDA kernel leaves float32 sums per neuron
+        self.kernels.backward_plif(dtype, gs, gv_next, h, v, *rest)
 
 
 @pytest.fixture
-def host_cuda(monkeypatch):
-    backend = CUDABackend.__new__(CUDABackend)   # no GPU needed: skip the module/device probe
-    backend._kernels = HostKernels()
-    monkeypatch.setattr(CUDABackend, "_launch_args", staticmethod(lambda t: (0, 0)))
-    return backend
+def host_cuda(cuda_host):
+    return EmulatedCUDABackend(Recording(cuda_host))
 
 
 @pytest.mark.parametrize("multi_step, shape", [(True, (5, 3, 7)), (True, (4, 9)),
