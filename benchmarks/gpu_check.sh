@@ -16,9 +16,11 @@ fi
 echo "build took $(( $(date +%s) - t0 )) s"
 $PY -c "import spikecore; print('cuda_available:', spikecore.cuda_available(), spikecore.cuda_unavailable_reason())"
 echo "== CUDA tests"
-$PY -m pytest -q -p no:cacheprovider --maxfail=10 --tb=line tests/test_cuda.py 2>&1 | tail -n 25
+# on the GPU and on the host emulation of the same kernels (the summary line counts both)
+$PY -m pytest -p no:cacheprovider --maxfail=10 --tb=line tests/test_cuda.py \
+    tests/test_cuda_emulation.py tests/test_cuda_python_layer.py 2>&1 | tail -n 25
 echo "== CPU core tests"
-$PY -m pytest -q -p no:cacheprovider tests/test_backend_vs_reference.py tests/test_threads.py 2>&1 | tail -n 3
+$PY -m pytest -p no:cacheprovider tests/test_backend_vs_reference.py tests/test_threads.py 2>&1 | tail -n 3
 echo "== CPU thread scaling"
 $PY benchmarks/cpu_threads.py
 echo "== GPU benchmark"
