@@ -13,7 +13,7 @@ from helpers import make_cfg, make_inputs
 
 EMULATED = EmulatedCUDABackend.name
 CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-LAUNCH_FAILURE, INVALID_DEVICE, INSUFFICIENT_DRIVER = 719, 101, 35
+LAUNCH_FAILURE, INSUFFICIENT_DRIVER = 719, 35   # cudaErrorLaunchFailure, ...InsufficientDriver
 
 
 def _misaligned(t):
@@ -73,12 +73,11 @@ def test_each_path_and_step_count_equals_the_cpu_backend(cuda_host, steps, layou
     torch.testing.assert_close(got[3][2], want[3][2], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("dtype, groups", [(torch.float16, 512), (torch.bfloat16, 512)],
-                         ids=["f16", "bf16"])
-def test_16_bit_groups_hold_eight_neurons(cuda_host, dtype, groups):
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_16_bit_groups_hold_eight_neurons(cuda_host, dtype):
     x = torch.rand(3, 4096).to(dtype)
     dispatch.forward(x, None, make_cfg(), backend=EMULATED)
-    assert cuda_host.last_launch()[3] == groups // 256
+    assert cuda_host.last_launch()[3] == 2   # 512 groups of 8 neurons, 256 threads a block
 
 
 def test_launches_run_on_the_tensors_device_and_stream(cuda_host):
