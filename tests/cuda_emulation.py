@@ -24,7 +24,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUDA_DIR = os.path.join(ROOT, "cuda")
 KERNELS = os.path.join(CUDA_DIR, "neuron_kernels.cu")
 MODULE = "_cuda_kernels_host"   # the wrapper built against the host library
-SHIM = os.path.join(ROOT, "tests", "native", "cuda_host")
+NATIVE = os.path.join(ROOT, "tests", "native")
+SHIM = os.path.join(NATIVE, "cuda_host")
+HOST_SOURCE = "neuron_kernels_host.cpp"   # the kernel file, its launches rewritten
 #: a launch: the kernel (a name, maybe with template arguments), the launch shape, the arguments
 _LAUNCH = re.compile(r"([\w:]+(?:<[^<>;]*>)?)<<<(.*?)>>>\(", re.S)
 
@@ -49,23 +51,58 @@ def _compile(args):
     _run([compiler(), "-fPIC", "-shared"] + args)
 
 
-def build(out_dir):
-    """Compile the kernel file for the host into ``out_dir``, and the Cython wrapper against it;
-    ``(library, module)``: the paths of the kernels' shared library and of the wrapper."""
+def rewrite(out_dir):
+    """Write the kernel file with its launches rewritten for the host into ``out_dir``; the
+    path of the result, a C++ file."""
     with open(KERNELS) as f:
         source = f.read()
     rewritten, launches = _LAUNCH.subn(r"sc_host_launch(\1, \2)(", source)
     if launches == 0 or launches != source.count("<<<"):
         raise RuntimeError(f"{KERNELS}: found {source.count('<<<')} launches, rewrote "
                            f"{launches}")
-    src = os.path.join(out_dir, "neuron_kernels_host.cpp")
-    lib = os.path.join(out_dir, "libneuron_kernels_host.so")
+    src = os.path.join(out_dir, HOST_SOURCE)
     with open(src, "w") as f:
         f.write(f'#line 1 "{KERNELS}"\n' + rewritten)
-    # as the real build: no contraction and no fast-math, so float32 results are bit for bit
-    # those of the GPU (and of the CPU kernels)
-    _compile(["-std=c++17", "-O1", "-ffp-contract=off", "-I", SHIM, "-I", CUDA_DIR,
-              "-I", os.path.join(ROOT, "include"), src, "-o", lib])
+    return src
+
+
+#: flags of every host build of the kernels: no contraction and no fast-math, as the real build,
+#: so that float32 results are bit for bit those of the GPU (and of the CPU kernels)
+HOST_FLAGS = ["-std=c++17", "-O1", "-ffp-contract=off", "-I", SHIM, "-I", CUDA_DIR,
+              "-I", os.path.join(ROOT, "include")]
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+
+
+def sanitizers_work(out_dir):
+    """True when the compiler builds and runs a program with AddressSanitizer and UBSan."""
+    src, exe = os.path.join(out_dir, "probe.cpp"), os.path.join(out_dir, "probe")
+    with open(src, "w") as f:
+        f.write("int main() { return 0; }\n")
+    try:
+        _run([compiler()] + SANITIZE + [src, "-o", exe])
+        _run([exe])
+    except RuntimeError:
+        return False
+    return True
+
+
+def build_bounds_checker(out_dir):
+    """tests/native/check_cuda_bounds.cpp around the rewritten kernels, built with
+    AddressSanitizer and UBSan into ``out_dir``; the path of the program."""
+    rewrite(out_dir)
+    exe = os.path.join(out_dir, "check_cuda_bounds")
+    _run([compiler()] + HOST_FLAGS + SANITIZE + ["-I", out_dir, f'-DKERNELS="{HOST_SOURCE}"',
+                                                 os.path.join(NATIVE, "check_cuda_bounds.cpp"),
+                                                 "-o", exe])
+    return exe
+
+
+def build(out_dir):
+    """Compile the kernel file for the host into ``out_dir``, and the Cython wrapper against it;
+    ``(library, module)``: the paths of the kernels' shared library and of the wrapper."""
+    src = rewrite(out_dir)
+    lib = os.path.join(out_dir, "libneuron_kernels_host.so")
+    _compile(HOST_FLAGS + [src, "-o", lib])
     pyx = os.path.join(out_dir, MODULE + ".pyx")
     shutil.copy(os.path.join(CUDA_DIR, "cuda_kernels.pyx"), pyx)
     _run([sys.executable, "-m", "cython", "-3", "--cplus", pyx, "-I", CUDA_DIR])

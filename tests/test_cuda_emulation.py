@@ -3,9 +3,13 @@
 and a 16-byte group per thread, step counts that do not fill the unrolled loop, CUDA errors
 raised with CUDA's message, and writes that stay inside their buffers. The arithmetic itself is
 checked on every configuration by tests/test_cuda.py, on the GPU and on this emulation."""
+import os
+import subprocess
+
 import pytest
 import torch
 
+import cuda_emulation
 from cuda_emulation import CALLER_DEVICE, STREAM, TENSOR_DEVICE, EmulatedCUDABackend
 from spikecore import backends, dispatch
 from spikecore.cuda_backend import CUDABackend
@@ -197,3 +201,18 @@ def test_writes_stay_inside_their_buffers(cuda_host, dtype, n):
         canaries = torch.cat([whole[:GUARD], whole[-GUARD:]])
         assert torch.equal(canaries, torch.full_like(canaries, -7.5)), name
         assert not view.isnan().any(), name
+
+
+def test_no_kernel_reads_or_writes_outside_its_buffers(tmp_path):
+    """tests/native/check_cuda_bounds.cpp under AddressSanitizer and UBSan: every kernel, dtype
+    and path with buffers of exactly their size, aligned and not. A read or write past a buffer
+    or a 16-byte access through a misaligned pointer (faults on a GPU) stops the program."""
+    if cuda_emulation.compiler() is None or not cuda_emulation.sanitizers_work(str(tmp_path)):
+        pytest.skip("needs a C++ compiler with AddressSanitizer and UBSan (g++ with libasan)")
+    exe = cuda_emulation.build_bounds_checker(str(tmp_path))
+    run = subprocess.run([exe], capture_output=True, text=True,
+                         env=dict(os.environ, ASAN_OPTIONS="detect_leaks=0"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    # 3 dtypes x 7 neuron counts x 5 step counts x 2 alignments x 2 states, then every
+    # surrogate for each dtype; five kernel calls each
+    assert run.stdout.strip() == f"checked {(3 * 7 * 5 * 2 * 2 + 3 * 7) * 5} kernel calls"
