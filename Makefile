@@ -2,6 +2,7 @@
 #   make notebooks   turn the py:percent tutorials into Jupyter notebooks (needs jupytext):
 #                    tutorials/{en,zh}/NN_name.py -> tutorials/_build/{en,zh}/NN_name.ipynb
 #   make docs        build the bilingual documentation (sphinx-build -W) into docs/_build/html
+#   make sanitize    the CPU kernels' tests on an AddressSanitizer build (tests/native/asan_cpu.sh)
 #   make clean       remove the generated notebooks
 # The notebooks are made without outputs; run them in Jupyter. They are not committed
 # (tutorials/.gitignore).
@@ -12,10 +13,10 @@ JUPYTEXT ?= $(PYTHON) -m jupytext
 TUTORIALS := $(wildcard tutorials/en/*.py tutorials/zh/*.py)
 NOTEBOOKS := $(patsubst tutorials/%.py,tutorials/_build/%.ipynb,$(TUTORIALS))
 
-.PHONY: help notebooks docs clean
+.PHONY: help notebooks docs sanitize clean
 
 help:
-	@sed -n '2,5p' Makefile
+	@sed -n '2,6p' Makefile
 
 notebooks: $(NOTEBOOKS)
 
@@ -25,6 +26,9 @@ tutorials/_build/%.ipynb: tutorials/%.py
 
 docs:
 	$(MAKE) -C docs html
+
+sanitize:
+	PYTHON=$(PYTHON) bash tests/native/asan_cpu.sh
 
 clean:
 	rm -rf tutorials/_build

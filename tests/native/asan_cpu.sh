@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The CPU kernels under AddressSanitizer: a copy of the working tree is built with
+# -fsanitize=address and the kernel tests run against it, so an out-of-bounds read or write in
+# pyx/ stops the run with ASan's report. (The CUDA kernels' counterpart runs in the normal test
+# suite: tests/native/check_cuda_bounds.cpp.) About four minutes on two cores.
+#   bash tests/native/asan_cpu.sh                 (or: make sanitize)
+#   bash tests/native/asan_cpu.sh tests/test_plif.py -k soft      (other pytest arguments)
+# PYTHON picks the interpreter (default python3: run it inside the project's venv).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+PY=${PYTHON:-python3}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# the tracked and the new (not ignored) files, as they are in the working tree
+(cd "$root" && git ls-files -z --cached --others --exclude-standard \
+    | tar --null --ignore-failed-read -T - -cf -) | tar -xf - -C "$work"
+cd "$work"
+CPPFLAGS="-fsanitize=address -fno-omit-frame-pointer" LDFLAGS="-fsanitize=address" \
+    SPIKECORE_NO_CUDA=1 "$PY" setup.py -q build_ext --inplace
+# ASan first, and libstdc++ before torch loads it, or ASan cannot intercept C++ throws
+export LD_PRELOAD="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libstdc++.so.6)"
+export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1
+if [ $# -eq 0 ]; then
+    set -- tests/test_backend_vs_reference.py tests/test_inputs.py tests/test_streaming.py \
+        tests/test_saved_h.py tests/test_recompute.py tests/test_threads.py tests/test_plif.py \
+        tests/test_absent_state.py tests/test_properties.py tests/test_plan.py tests/test_nodes.py
+fi
+# -s: pytest must not capture stderr, where ASan writes its report before it stops the process
+PYTHONPATH="$work" "$PY" -m pytest -s -p no:cacheprovider -p no:warnings "$@"
