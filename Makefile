@@ -2,7 +2,7 @@
 #   make notebooks   turn the py:percent tutorials into Jupyter notebooks (needs jupytext):
 #                    tutorials/{en,zh}/NN_name.py -> tutorials/_build/{en,zh}/NN_name.ipynb
 #   make docs        build the bilingual documentation (sphinx-build -W) into docs/_build/html
-#   make sanitize    the CPU kernels' tests on an AddressSanitizer build (tests/native/asan_cpu.sh)
+#   make sanitize    the CPU kernels' tests on an ASan + UBSan build (tests/native/sanitize_cpu.sh)
 #   make clean       remove the generated notebooks
 # The notebooks are made without outputs; run them in Jupyter. They are not committed
 # (tutorials/.gitignore).
@@ -28,7 +28,7 @@ docs:
 	$(MAKE) -C docs html
 
 sanitize:
-	PYTHON=$(PYTHON) bash tests/native/asan_cpu.sh
+	PYTHON=$(PYTHON) bash tests/native/sanitize_cpu.sh
 
 clean:
 	rm -rf tutorials/_build
