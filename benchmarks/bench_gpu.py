@@ -45,6 +45,46 @@ def time_cuda(fn, repeat, warmup=3):
     return times
 
 
+CFG = NeuronConfig.build("LIF", 1.0, 0.0, 0.5, False, 2.0, 0, False)   # tau = 2, hard, ATan
+
+
+def make_case(steps, dtype, n=N, device="cuda", backend=None, compiled=None):
+    """The candidates of one case, as ``{name: function}`` running one forward+backward each,
+    and ``check()``, which asserts that spikecore's spikes equal the reference's. ``backend``
+    names the CUDA backend to use (``None``: by device); tests pass the host emulation."""
+    x = (torch.rand(steps, n, device=device) * 1.5).to(dtype).requires_grad_()
+    g = torch.randn(steps, n, device=device).to(dtype)
+    v0 = torch.zeros(n, device=device, dtype=dtype)
+    node = spikecore.MultiStepLIFNode(tau=2.0, backend=backend).to(device)
+    kernels = backends.get(backend or "cuda")
+    x2d, g2d = x.detach().view(steps, n), g.view(steps, n)
+
+    def run_spikecore():
+        x.grad = None
+        node.reset()
+        node(x).backward(g)
+
+    def run_kernels():  # the two kernels alone, no autograd and no Python node
+        h = kernels.forward(x2d, v0, CFG, steps, save_h=True)[2]
+        kernels.backward(g2d, v0, CFG, steps, h_seq=h)
+
+    def run_loop(fn=reference.fptt_autograd):
+        x.grad = None
+        s, _ = fn(x, v0, CFG)
+        s.backward(g)
+
+    def check():
+        node.reset()
+        s_ref = reference.fptt(x.detach().float(), v0.float(), CFG)[0]
+        assert torch.equal(node(x.detach()).float(), s_ref), "spikecore spikes differ"
+
+    candidates = {"spikecore": run_spikecore, "kernels only": run_kernels,
+                  "pytorch loop": run_loop}
+    if compiled is not None:
+        candidates["torch.compile"] = lambda: run_loop(compiled)
+    return candidates, check, x.element_size()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,52 +99,26 @@ def main():
     bandwidth = copy_bandwidth()
     print(f"device: {torch.cuda.get_device_name()}, copy bandwidth {bandwidth / 1e12:.2f} TB/s",
           flush=True)
-    cfg = NeuronConfig.build("LIF", 1.0, 0.0, 0.5, False, 2.0, 0, False)
     compiled = torch.compile(reference.fptt_autograd, dynamic=False)
     compile_spent = 0.0
     rows = []
     for steps, dtype in CASES:
-        x = (torch.rand(steps, N, device="cuda") * 1.5).to(dtype).requires_grad_()
-        g = torch.randn(steps, N, device="cuda").to(dtype)
-        v0 = torch.zeros(N, device="cuda", dtype=dtype)
-        node = spikecore.MultiStepLIFNode(tau=2.0)
-        floor = 6 * steps * N * x.element_size() / bandwidth
-
-        kernels = backends.get("cuda")
-        x2d, g2d = x.detach().view(steps, N), g.view(steps, N)
-
-        def run_spikecore():
-            x.grad = None
-            node.reset()
-            node(x).backward(g)
-
-        def run_kernels():  # the two kernels alone, no autograd and no Python node
-            h = kernels.forward(x2d, v0, cfg, steps, save_h=True)[2]
-            kernels.backward(g2d, v0, cfg, steps, h_seq=h)
-
-        def run_loop(fn=reference.fptt_autograd):
-            x.grad = None
-            s, _ = fn(x, v0, cfg)
-            s.backward(g)
-
-        candidates = [("spikecore", run_spikecore), ("kernels only", run_kernels),
-                      ("pytorch loop", run_loop)]
-        if not args.no_compile and compile_spent < args.compile_budget:
+        use_compile = not args.no_compile and compile_spent < args.compile_budget
+        candidates, check, item = make_case(steps, dtype,
+                                            compiled=compiled if use_compile else None)
+        floor = 6 * steps * N * item / bandwidth
+        if use_compile:
             t0 = time.perf_counter()
             try:
-                run_loop(compiled)
+                candidates["torch.compile"]()
                 torch.cuda.synchronize()
-                candidates.append(("torch.compile", lambda: run_loop(compiled)))
             except Exception as exc:  # report, keep benchmarking the others
                 print(f"torch.compile failed for T={steps} {dtype}: {exc}", flush=True)
+                del candidates["torch.compile"]
             compile_spent += time.perf_counter() - t0
-        # the spikes must agree before any timing counts
-        node.reset()
-        s_ref, _ = reference.fptt(x.detach().float(), v0.float(), cfg)[:2]
-        assert torch.equal(node(x.detach()).float(), s_ref), "spikecore spikes differ"
-        medians = {}
-        for name, fn in candidates:
-            medians[name] = statistics.median(time_cuda(fn, args.repeat))
+        check()   # the spikes must agree before any timing counts
+        medians = {name: statistics.median(time_cuda(fn, args.repeat))
+                   for name, fn in candidates.items()}
         base = medians["spikecore"]
         for name, t in medians.items():
             rows.append((f"T={steps} {str(dtype).split('.')[1]}", name, t * 1e3, t / floor,

@@ -140,3 +140,22 @@ def test_run_with_allocator():
                                                "THP_MEM_ALLOC_ENABLE": ""})
     assert "default allocator" in err and "jemalloc" not in out
     assert "THP_MEM_ALLOC_ENABLE=1" not in out.splitlines()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_bench_gpu_candidates_on_the_cuda_emulation(bench, cuda_host, dtype):
+    """benchmarks/bench_gpu.py's candidates and its spike check, built and run once on the host
+    emulation of the CUDA kernels (tests/cuda_emulation.py), so a GPU session does not meet a
+    broken script; the timing itself needs CUDA events."""
+    import torch
+    bench_gpu = bench("bench_gpu")
+    dtype = getattr(torch, dtype)
+    before = cuda_host.last_launch()[0]
+    candidates, check, item = bench_gpu.make_case(4, dtype, n=4096, device="cpu",
+                                                  backend="cuda-host-emulation")
+    assert list(candidates) == ["spikecore", "kernels only", "pytorch loop"]
+    assert item == torch.tensor([], dtype=dtype).element_size()
+    for run in candidates.values():
+        run()
+    check()
+    assert cuda_host.last_launch()[0] == before + 5   # node: 2, kernels only: 2, check: 1
