@@ -8,12 +8,14 @@ import subprocess
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import cuda_emulation
 from cuda_emulation import CALLER_DEVICE, STREAM, TENSOR_DEVICE, EmulatedCUDABackend
-from spikecore import backends, dispatch
+from spikecore import backends, dispatch, reference
+from spikecore.config import NeuronConfig
 from spikecore.cuda_backend import CUDABackend
-from helpers import make_cfg, make_inputs
+from helpers import grad_tol, make_cfg, make_inputs
 
 EMULATED = EmulatedCUDABackend.name
 CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -216,3 +218,49 @@ def test_no_kernel_reads_or_writes_outside_its_buffers(tmp_path):
     # 3 dtypes x 7 neuron counts x 5 step counts x 2 alignments x 2 states, then every
     # surrogate for each dtype; five kernel calls each
     assert run.stdout.strip() == f"checked {(3 * 7 * 5 * 2 * 2 + 3 * 7) * 5} kernel calls"
+
+
+@st.composite
+def _cases(draw):
+    neuron = draw(st.sampled_from(["IF", "LIF"]))
+    cfg = NeuronConfig.build(
+        neuron, v_threshold=draw(st.floats(-1.0, 2.0)),
+        v_reset=draw(st.one_of(st.none(), st.floats(-1.0, 0.5))),
+        reciprocal_tau=draw(st.floats(0.01, 1.0)) if neuron == "LIF" else None,
+        detach_input=draw(st.booleans()) if neuron == "LIF" else False,
+        alpha=draw(st.floats(0.1, 8.0)), surrogate=draw(st.integers(0, 6)),
+        detach_reset=draw(st.booleans()))
+    return (cfg, draw(st.integers(0, 9)), draw(st.integers(0, 70)),
+            draw(st.sampled_from(list(CODES))), draw(st.booleans()), draw(st.booleans()),
+            draw(st.integers(0, 2**31 - 1)))
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=_cases())
+def test_random_cases_equal_the_cpu_backend(cuda_host, case):
+    """Random configurations, step and neuron counts (groups or not), dtypes, given or absent
+    states, aligned or not: spikes and potentials bit for bit those of the CPU backend, the
+    saved H firing as the spikes did, and BPTT from it equal to the CPU's (float32) or to the
+    reference's from the same H (16-bit)."""
+    cfg, steps, n, dtype, given_state, misaligned, seed = case
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(steps, n, generator=g) * 1.5).to(dtype)
+    v = torch.randn(n, generator=g).to(dtype) if given_state else None
+    gs, gv = torch.randn(steps, n, generator=g).to(dtype), torch.randn(n, generator=g).to(dtype)
+    if misaligned:
+        x, gs, gv = map(_misaligned, (x, gs, gv))
+    got = dispatch.forward(x, v, cfg, backend=EMULATED, save_h=True)
+    want = dispatch.forward(x, v, cfg, backend="cpu", save_h=True)
+    assert torch.equal(got.spike, want.spike) and torch.equal(got.v_next, want.v_next)
+    h = got.h_seq.float()
+    assert torch.equal(reference.fire(h, cfg), want.spike.float())
+    gx, gvv = dispatch.backward(gs, gv, cfg, h_seq=got.h_seq, backend=EMULATED)
+    if dtype == torch.float32:
+        assert torch.equal(h, want.h_seq)
+        gx_w, gv_w = dispatch.backward(gs, gv, cfg, h_seq=want.h_seq, backend="cpu")
+        assert torch.equal(gx, gx_w) and torch.equal(gvv, gv_w)
+    else:
+        gx_r, gv_r = reference.bptt_from_h(gs.float(), gv.float(), h, cfg)
+        torch.testing.assert_close(gx, gx_r.to(dtype), **grad_tol(dtype))
+        torch.testing.assert_close(gvv, gv_r.to(dtype), **grad_tol(dtype))
