@@ -1,8 +1,9 @@
 """What the CUDA backend does around its arithmetic, checked on the host emulation of its kernels
 (tests/cuda_emulation.py): the device and stream of each launch, the choice between one neuron
 and a 16-byte group per thread, step counts that do not fill the unrolled loop, CUDA errors
-raised with CUDA's message, and writes that stay inside their buffers. The arithmetic itself is
-checked on every configuration by tests/test_cuda.py, on the GPU and on this emulation."""
+raised with CUDA's message, reads and writes that stay inside their buffers (also under
+AddressSanitizer), and random cases against the CPU backend. The arithmetic of every
+configuration is checked by tests/test_cuda.py, on the GPU and on this emulation."""
 import os
 import subprocess
 
