@@ -5,12 +5,13 @@
  * ------
  * The CUDA kernels of spikecore use no shared memory, no barriers and no warp intrinsics: each
  * thread walks its own neurons over time through a grid-stride loop. Running every (block,
- * thread) of a launch one after another on the host therefore computes exactly what the GPU
- * computes, in the same float32 operations. This header and its two siblings (cuda_fp16.h,
- * cuda_bf16.h) stand in for the toolkit's headers so that g++ compiles the unchanged kernel
- * file; tests/cuda_emulation.py rewrites its three `kernel<<<grid, block, 0, stream>>>(args)`
- * launches as `sc_host_launch(kernel, grid, block, 0, stream)(args)` and loads the result with
- * ctypes. The tests then run the CUDA backend's own code on machines without a GPU.
+ * thread) of a launch one after another on the host therefore computes what the GPU computes,
+ * in the same float32 operations. This header and its two siblings (cuda_fp16.h, cuda_bf16.h)
+ * stand in for the toolkit's headers so that g++ compiles the unchanged kernel file;
+ * tests/cuda_emulation.py rewrites its three `kernel<<<grid, block, 0, stream>>>(args)` launches
+ * as `sc_host_launch(kernel, grid, block, 0, stream)(args)`, builds the shipped Cython wrapper
+ * against the result and controls the emulated runtime through ctypes. The tests then run the
+ * CUDA backend's own code on machines without a GPU.
  *
  * The runtime part emulates a set of devices: the current device, the last error, and a record
  * of every launch (device, stream, grid, block), which the tests read through the `sc_host_*`
