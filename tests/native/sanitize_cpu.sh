@@ -2,8 +2,8 @@
 # The CPU kernels under AddressSanitizer and UBSan: a copy of the working tree is built with
 # -fsanitize=address,undefined and the kernel tests run against it, so an out-of-bounds read or
 # write, a misaligned access or other undefined behaviour in pyx/ stops the run with a report.
-# (The CUDA kernels' counterpart runs in the normal test suite: tests/native/check_cuda_bounds.cpp.)
-# About three minutes on two cores.
+# The test suite runs it (tests/test_sanitize_cpu.py), as it runs the CUDA kernels' counterpart,
+# tests/native/check_cuda_bounds.cpp. About three minutes on two cores.
 #   bash tests/native/sanitize_cpu.sh                 (or: make sanitize)
 #   bash tests/native/sanitize_cpu.sh tests/test_plif.py -k soft      (other pytest arguments)
 # PYTHON picks the interpreter (default python3: run it inside the project's venv).
