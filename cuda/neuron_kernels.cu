@@ -53,7 +53,7 @@ using spikecore::hard_reset;
 using spikecore::reset_grad;
 using spikecore::soft_reset;
 
-/* The surrogate derivative. The BPTT kernel on the vectorised path is instantiated per
+/* The surrogate derivative. The BPTT kernel on the vectorised path from H is instantiated per
  * surrogate (SG = 0..6: the switch folds away and the formula is inlined); elsewhere (SG = -1)
  * the switch stays in one out-of-line function, because inlined into every unrolled step it
  * multiplies the code size and the build time several-fold. */
@@ -212,7 +212,9 @@ backward_kernel(const S *__restrict__ grad_spike, const S *__restrict__ grad_v_n
     using P = Pack<S, VEC>;
     const float dh_dx = charge_grad_x(p.charge_mode, p.reciprocal_tau);
     const float dh_dv = charge_grad_v(p.charge_mode, p.reciprocal_tau);
-    const bool recompute = h_seq != nullptr;
+    /* A kernel of one surrogate (SG >= 0) is launched from H only, so the compiler drops the
+     * stored route and its loads: fewer registers (more warps per SM) and no spills. */
+    const bool recompute = SG >= 0 || h_seq != nullptr;
     const long long groups = n / VEC;
     for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x; j < groups;
          j += (long long)gridDim.x * blockDim.x) {
