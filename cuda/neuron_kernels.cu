@@ -144,8 +144,10 @@ __device__ __forceinline__ void load_state(const S *row, long long i, float abse
 
 /* --- kernels ------------------------------------------------------------------------------
  * Thread j owns neurons [j*VEC, j*VEC + VEC). VEC = 16 / sizeof(S) when N and every pointer
- * allow 16-byte accesses, else 1. */
-template <typename S, int VEC>
+ * allow 16-byte accesses, else 1. The forward kernel writes the teaching outputs (v_seq,
+ * grad_s_to_h, grad_v_to_h) only when TEACH is set: the training and inference forwards, which
+ * never ask for them, then carry no registers for them (more warps per SM). */
+template <typename S, int VEC, bool TEACH>
 __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS_PER_SM)
 forward_kernel(const S *__restrict__ x, const S *__restrict__ v0, S *__restrict__ spike,
                S *__restrict__ v_next, S *__restrict__ h_seq, S *__restrict__ v_seq,
@@ -176,7 +178,7 @@ forward_kernel(const S *__restrict__ x, const S *__restrict__ v0, S *__restrict_
                     const float s = fire(h, p.v_threshold);
                     sp.e[k] = from_float<S>(s);
                     if (h_seq) hp.e[k] = store_h<S>(h, s, p.v_threshold);
-                    if (grad_s_to_h) {
+                    if (TEACH && grad_s_to_h) {
                         const float sg = surrogate_grad<-1>(p.surrogate, h - p.v_threshold,
                                                             p.alpha);
                         gsp.e[k] = from_float<S>(sg);
@@ -189,11 +191,11 @@ forward_kernel(const S *__restrict__ x, const S *__restrict__ v0, S *__restrict_
                 }
                 store_pack(spike + at, sp);
                 if (h_seq) store_pack(h_seq + at, hp);
-                if (grad_s_to_h) {
+                if (TEACH && grad_s_to_h) {
                     store_pack(grad_s_to_h + at, gsp);
                     store_pack(grad_v_to_h + at, gvp);
                 }
-                if (v_seq) store_pack(v_seq + at, vsp);
+                if (TEACH && v_seq) store_pack(v_seq + at, vsp);
             }
         }
         P out;
@@ -360,7 +362,9 @@ int forward_typed(const void *x, const void *v, void *spike, void *v_next, void 
     constexpr int vec = 16 / sizeof(S);
     const bool wide = can_vectorize<S>(n, {x, v, spike, v_next, h_seq, v_seq, gs2h, gv2h});
     return on_device(device, [&] {
-        auto kernel = wide ? forward_kernel<S, vec> : forward_kernel<S, 1>;
+        const bool teach = v_seq || gs2h;
+        auto kernel = wide ? (teach ? forward_kernel<S, vec, true> : forward_kernel<S, vec, false>)
+                           : (teach ? forward_kernel<S, 1, true> : forward_kernel<S, 1, false>);
         kernel<<<grid_for(wide ? n / vec : n), BLOCK, 0, (cudaStream_t)stream>>>(
             (const S *)x, (const S *)v, (S *)spike, (S *)v_next, (S *)h_seq, (S *)v_seq,
             (S *)gs2h, (S *)gv2h, steps, n, p);
