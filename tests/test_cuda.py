@@ -14,6 +14,7 @@ import spikecore
 from spikecore import backends, dispatch, neuron, reference
 from spikecore.autograd import NeuronFunction
 from helpers import all_configs, cfg_id, cfg_seed, grad_tol, make_cfg, make_inputs
+from test_inputs import check_empty, check_nan_inf, check_non_contiguous
 
 requires_gpu = pytest.mark.skipif(
     not spikecore.cuda_available(),
@@ -293,21 +294,8 @@ def test_spec_autograd_functions(target, name, monkeypatch):
 
 @pytest.mark.parametrize("steps, n", [(0, 5), (3, 0), (0, 0)])
 def test_empty(target, steps, n):
-    """No step or no neuron: empty outputs, the potential and dL/dV unchanged."""
-    x, v = target.put(torch.rand(steps, n)), target.put(torch.rand(n))
     before = _launched(target)
-    s, v_next, gs2h, gv2h = neuron.LIF_hard_reset_fptt_with_grad(
-        x, v, 1.0, 0.0, 2.0, False, 0, 0.5, False, backend=target.backend)
-    assert s.shape == gs2h.shape == gv2h.shape == (steps, n) and torch.equal(v_next, v)
-    ones = target.put(torch.ones(steps, n))
-    gx, gv = neuron.LIF_bptt(ones, target.put(torch.ones(n)), gs2h, gv2h, 0.5, False,
-                             backend=target.backend)
-    assert gx.shape == (steps, n) and torch.equal(gv.cpu(), torch.ones(n))
-    node = spikecore.MultiStepLIFNode(tau=2.0, backend=target.backend).to(target.device)
-    xr = x.clone().requires_grad_()
-    out = node(xr)
-    out.sum().backward()
-    assert out.shape == xr.grad.shape == (steps, n)
+    check_empty(steps, n, target.backend, target.put)
     if before is not None:   # no neuron: nothing to launch; T = 0 still copies V and dL/dV
         assert (_launched(target) > before) == (n > 0)
 
@@ -315,37 +303,9 @@ def test_empty(target, steps, n):
 @pytest.mark.parametrize("v_reset", [0.0, None])
 @pytest.mark.parametrize("neuron_kind", ["IF", "LIF"])
 def test_nan_inf_like_reference(target, neuron_kind, v_reset):
-    """NaN never fires and stays NaN; +Inf fires (hard reset then gives NaN: 0·Inf); -Inf
-    stays silent: the CUDA kernels reproduce the reference bit for bit, as the CPU's do."""
-    cfg = make_cfg(neuron_kind, False, v_reset)
-    x = torch.rand(5, 8)
-    x[0, 0], x[1, 1], x[2, 2], x[0, 3] = float("nan"), float("inf"), -float("inf"), float("inf")
-    v = torch.zeros(8)
-    v[4] = float("nan")
-    s_ref, v_ref, _, _ = reference.fptt(x, v, cfg)
-    res = dispatch.forward(target.put(x), target.put(v), cfg, backend=target.backend)
-    assert torch.equal(res.spike.cpu(), s_ref)
-    torch.testing.assert_close(res.v_next.cpu(), v_ref, equal_nan=True, rtol=0, atol=0)
+    check_nan_inf(make_cfg(neuron_kind, False, v_reset), torch.float32, target.backend,
+                  target.put)
 
 
 def test_non_contiguous_inputs(target):
-    """Transposed, sliced and broadcast (stride 0) tensors give the results of their
-    contiguous copies."""
-    on = target.put
-    x_t = on(torch.rand(6, 5, 4) * 2).transpose(1, 2)
-    v0 = on(torch.rand(4, 5)).t().contiguous().t()
-    a = neuron.LIF_hard_reset_fptt(x_t, v0, 1.0, 0.0, 0.5, False, backend=target.backend)
-    b = neuron.LIF_hard_reset_fptt(x_t.contiguous(), v0.contiguous(), 1.0, 0.0, 0.5, False,
-                                   backend=target.backend)
-    assert all(torch.equal(p, q) for p, q in zip(a, b))
-    x_slice = on(torch.rand(6, 10))[:, ::2]
-    v_bcast = on(torch.tensor(0.25)).expand(5)
-    c = neuron.IF_soft_reset_fptt(x_slice, v_bcast, 1.0, backend=target.backend)
-    d = neuron.IF_soft_reset_fptt(x_slice.contiguous(), v_bcast.contiguous(), 1.0,
-                                  backend=target.backend)
-    assert all(torch.equal(p, q) for p, q in zip(c, d))
-    g = on(torch.rand(5)).expand(6, 5)
-    e = neuron.IF_bptt(g, on(torch.zeros(5)), g, g, backend=target.backend)
-    f = neuron.IF_bptt(g.contiguous(), on(torch.zeros(5)), g.contiguous(), g.contiguous(),
-                       backend=target.backend)
-    assert all(torch.equal(p, q) for p, q in zip(e, f))
+    check_non_contiguous(torch.float32, target.backend, target.put)

@@ -94,60 +94,78 @@ def test_backend_device_mismatch():
             neuron.IF_hard_reset_fptt(X, V, 1.0, 0.0, backend="cuda")
 
 
-@pytest.mark.parametrize("steps, n", [(0, 5), (3, 0), (0, 0)])
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
-def test_empty(steps, n, backend):
-    x, v = torch.rand(steps, n), torch.rand(n)
+def _same(t):
+    return t
+
+
+def check_empty(steps, n, backend=None, put=_same):
+    """No step or no neuron: empty outputs, the potential and dL/dV unchanged. ``put`` moves a
+    tensor to the device under test (tests/test_cuda.py passes its target's)."""
+    x, v = put(torch.rand(steps, n)), put(torch.rand(n))
     s, v_next, gs2h, gv2h = neuron.LIF_hard_reset_fptt_with_grad(x, v, 1.0, 0.0, 2.0, False, 0,
                                                                  0.5, False, backend=backend)
     assert s.shape == (steps, n) and gs2h.shape == (steps, n) and gv2h.shape == (steps, n)
     assert torch.equal(v_next, v)      # no step: the potential is unchanged
-    gx, gv = neuron.LIF_bptt(torch.ones(steps, n), torch.ones(n), gs2h, gv2h, 0.5, False,
-                             backend=backend)
-    assert gx.shape == (steps, n) and torch.equal(gv, torch.ones(n))
-    node = spikecore.MultiStepLIFNode(tau=2.0, backend=backend)
+    gx, gv = neuron.LIF_bptt(put(torch.ones(steps, n)), put(torch.ones(n)), gs2h, gv2h, 0.5,
+                             False, backend=backend)
+    assert gx.shape == (steps, n) and torch.equal(gv.cpu(), torch.ones(n))
+    node = spikecore.MultiStepLIFNode(tau=2.0, backend=backend).to(x.device)
     xr = x.clone().requires_grad_()
     out = node(xr)
     out.sum().backward()
     assert out.shape == (steps, n) and xr.grad.shape == (steps, n)
 
 
-@pytest.mark.parametrize("v_reset", [0.0, None])
-@pytest.mark.parametrize("neuron_kind", ["IF", "LIF"])
-def test_nan_inf_like_reference(neuron_kind, v_reset):
+def check_nan_inf(cfg, dtype, backend, put=_same):
     """NaN never fires and stays NaN; +Inf fires (hard reset then gives NaN: 0·Inf), -Inf
-    stays silent; the CPU kernel reproduces the reference bit for bit."""
-    cfg = make_cfg(neuron_kind, False, v_reset)
-    x = torch.rand(5, 8, dtype=torch.float64)
+    stays silent; the kernel reproduces the reference bit for bit."""
+    x = torch.rand(5, 8, dtype=dtype)
     x[0, 0], x[1, 1], x[2, 2], x[0, 3] = float("nan"), float("inf"), -float("inf"), float("inf")
-    v = torch.zeros(8, dtype=torch.float64)
+    v = torch.zeros(8, dtype=dtype)
     v[4] = float("nan")
     s_ref, v_ref, _, _ = reference.fptt(x, v, cfg)
-    res = spikecore.dispatch.forward(x, v, cfg, backend="cpu")
-    assert torch.equal(res.spike, s_ref)
-    torch.testing.assert_close(res.v_next, v_ref, equal_nan=True, rtol=0, atol=0)
+    res = spikecore.dispatch.forward(put(x), put(v), cfg, backend=backend)
+    assert torch.equal(res.spike.cpu(), s_ref)
+    torch.testing.assert_close(res.v_next.cpu(), v_ref, equal_nan=True, rtol=0, atol=0)
     assert res.spike[:, 0].tolist()[0] == 0.0 and res.spike[1, 1] == 1.0
 
 
-def test_non_contiguous_inputs():
-    base = torch.rand(6, 5, 4, dtype=torch.float64) * 2
-    v0 = torch.rand(4, 5, dtype=torch.float64)
-    x_t = base.transpose(1, 2)                      # [6, 4, 5], transposed
-    x_c = x_t.contiguous()
-    a = neuron.LIF_hard_reset_fptt(x_t, v0.t().contiguous().t().contiguous(), 1.0, 0.0, 0.5,
-                                   False)
-    b = neuron.LIF_hard_reset_fptt(x_c, v0, 1.0, 0.0, 0.5, False)
+def check_non_contiguous(dtype, backend=None, put=_same):
+    """Transposed, sliced and broadcast (stride 0) tensors give the results of their
+    contiguous copies."""
+    x_t = put(torch.rand(6, 5, 4, dtype=dtype) * 2).transpose(1, 2)   # [6, 4, 5], transposed
+    v0 = put(torch.rand(4, 5, dtype=dtype)).t().contiguous().t()
+    a = neuron.LIF_hard_reset_fptt(x_t, v0, 1.0, 0.0, 0.5, False, backend=backend)
+    b = neuron.LIF_hard_reset_fptt(x_t.contiguous(), v0.contiguous(), 1.0, 0.0, 0.5, False,
+                                   backend=backend)
     assert all(torch.equal(p, q) for p, q in zip(a, b))
-    x_slice = torch.rand(6, 10, dtype=torch.float64)[:, ::2]    # strided
-    v_bcast = torch.tensor(0.25, dtype=torch.float64).expand(5)  # stride 0
-    c = neuron.IF_soft_reset_fptt(x_slice, v_bcast, 1.0)
-    d = neuron.IF_soft_reset_fptt(x_slice.contiguous(), v_bcast.contiguous(), 1.0)
+    x_slice = put(torch.rand(6, 10, dtype=dtype))[:, ::2]                # strided
+    v_bcast = put(torch.tensor(0.25, dtype=dtype)).expand(5)             # stride 0
+    c = neuron.IF_soft_reset_fptt(x_slice, v_bcast, 1.0, backend=backend)
+    d = neuron.IF_soft_reset_fptt(x_slice.contiguous(), v_bcast.contiguous(), 1.0,
+                                  backend=backend)
     assert all(torch.equal(p, q) for p, q in zip(c, d))
-    g = torch.rand(5, dtype=torch.float64).expand(6, 5)          # broadcast grad
-    e = neuron.IF_bptt(g, torch.zeros(5, dtype=torch.float64), g, g)
-    f = neuron.IF_bptt(g.contiguous(), torch.zeros(5, dtype=torch.float64), g.contiguous(),
-                       g.contiguous())
+    g = put(torch.rand(5, dtype=dtype)).expand(6, 5)                     # broadcast grad
+    zeros = put(torch.zeros(5, dtype=dtype))
+    e = neuron.IF_bptt(g, zeros, g, g, backend=backend)
+    f = neuron.IF_bptt(g.contiguous(), zeros, g.contiguous(), g.contiguous(), backend=backend)
     assert all(torch.equal(p, q) for p, q in zip(e, f))
+
+
+@pytest.mark.parametrize("steps, n", [(0, 5), (3, 0), (0, 0)])
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_empty(steps, n, backend):
+    check_empty(steps, n, backend)
+
+
+@pytest.mark.parametrize("v_reset", [0.0, None])
+@pytest.mark.parametrize("neuron_kind", ["IF", "LIF"])
+def test_nan_inf_like_reference(neuron_kind, v_reset):
+    check_nan_inf(make_cfg(neuron_kind, False, v_reset), torch.float64, "cpu")
+
+
+def test_non_contiguous_inputs():
+    check_non_contiguous(torch.float64)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
