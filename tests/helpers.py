@@ -3,6 +3,7 @@ import itertools
 import zlib
 
 import torch
+from hypothesis import strategies as st
 
 from spikecore import surrogate
 from spikecore.config import NeuronConfig
@@ -70,3 +71,20 @@ def grad_tol(dtype):
             torch.float32: dict(rtol=1e-4, atol=1e-5),
             torch.float16: dict(rtol=1e-2, atol=1e-2),
             torch.bfloat16: dict(rtol=4e-2, atol=4e-2)}[dtype]
+
+
+@st.composite
+def random_configs(draw):
+    """A hypothesis strategy: any neuron, threshold, reset, time constant, surrogate and
+    detach options."""
+    neuron = draw(st.sampled_from(["IF", "LIF"]))
+    return NeuronConfig.build(
+        neuron,
+        v_threshold=draw(st.floats(-1.0, 2.0)),
+        v_reset=draw(st.one_of(st.none(), st.floats(-1.0, 0.5))),
+        reciprocal_tau=draw(st.floats(0.01, 1.0)) if neuron == "LIF" else None,
+        detach_input=draw(st.booleans()) if neuron == "LIF" else False,
+        alpha=draw(st.floats(0.1, 8.0)),
+        surrogate=draw(st.integers(0, 6)),
+        detach_reset=draw(st.booleans()),
+    )

@@ -14,9 +14,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import cuda_emulation
 from cuda_emulation import CALLER_DEVICE, STREAM, TENSOR_DEVICE, EmulatedCUDABackend
 from spikecore import backends, dispatch, reference
-from spikecore.config import NeuronConfig
 from spikecore.cuda_backend import CUDABackend
-from helpers import grad_tol, make_cfg, make_inputs
+from helpers import grad_tol, make_cfg, make_inputs, random_configs
 
 EMULATED = EmulatedCUDABackend.name
 CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -223,14 +222,7 @@ def test_no_kernel_reads_or_writes_outside_its_buffers(tmp_path):
 
 @st.composite
 def _cases(draw):
-    neuron = draw(st.sampled_from(["IF", "LIF"]))
-    cfg = NeuronConfig.build(
-        neuron, v_threshold=draw(st.floats(-1.0, 2.0)),
-        v_reset=draw(st.one_of(st.none(), st.floats(-1.0, 0.5))),
-        reciprocal_tau=draw(st.floats(0.01, 1.0)) if neuron == "LIF" else None,
-        detach_input=draw(st.booleans()) if neuron == "LIF" else False,
-        alpha=draw(st.floats(0.1, 8.0)), surrogate=draw(st.integers(0, 6)),
-        detach_reset=draw(st.booleans()))
+    cfg = draw(random_configs())
     return (cfg, draw(st.integers(0, 9)), draw(st.integers(0, 70)),
             draw(st.sampled_from(list(CODES))), draw(st.booleans()), draw(st.booleans()),
             draw(st.integers(0, 2**31 - 1)))

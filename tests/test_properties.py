@@ -3,22 +3,12 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from spikecore import dispatch, reference
-from spikecore.config import NeuronConfig
+from helpers import random_configs
 
 
 @st.composite
 def cases(draw):
-    neuron = draw(st.sampled_from(["IF", "LIF"]))
-    cfg = NeuronConfig.build(
-        neuron,
-        v_threshold=draw(st.floats(-1.0, 2.0)),
-        v_reset=draw(st.one_of(st.none(), st.floats(-1.0, 0.5))),
-        reciprocal_tau=draw(st.floats(0.01, 1.0)) if neuron == "LIF" else None,
-        detach_input=draw(st.booleans()) if neuron == "LIF" else False,
-        alpha=draw(st.floats(0.1, 8.0)),
-        surrogate=draw(st.integers(0, 6)),
-        detach_reset=draw(st.booleans()),
-    )
+    cfg = draw(random_configs())
     steps = draw(st.integers(0, 7))
     shape = tuple(draw(st.lists(st.integers(0, 5), min_size=0, max_size=3)))
     dtype = draw(st.sampled_from([torch.float32, torch.float64]))
