@@ -18,6 +18,8 @@ import subprocess
 import sys
 import sysconfig
 
+import pytest
+
 from spikecore.cuda_backend import CUDABackend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,17 +75,19 @@ HOST_FLAGS = ["-std=c++17", "-O1", "-ffp-contract=off", "-I", SHIM, "-I", CUDA_D
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
 
 
-def sanitizers_work(out_dir):
-    """True when the compiler builds and runs a program with AddressSanitizer and UBSan."""
+def require_sanitizers(out_dir):
+    """Skip the calling test unless the compiler builds and runs a program with
+    AddressSanitizer and UBSan."""
     src, exe = os.path.join(out_dir, "probe.cpp"), os.path.join(out_dir, "probe")
     with open(src, "w") as f:
         f.write("int main() { return 0; }\n")
     try:
+        if compiler() is None:
+            raise RuntimeError("no C++ compiler")
         _run([compiler()] + SANITIZE + [src, "-o", exe])
         _run([exe])
     except RuntimeError:
-        return False
-    return True
+        pytest.skip("needs a C++ compiler with AddressSanitizer and UBSan (g++ with libasan)")
 
 
 def build_bounds_checker(out_dir):

@@ -209,8 +209,7 @@ def test_no_kernel_reads_or_writes_outside_its_buffers(tmp_path):
     """tests/native/check_cuda_bounds.cpp under AddressSanitizer and UBSan: every kernel, dtype
     and path with buffers of exactly their size, aligned and not. A read or write past a buffer
     or a 16-byte access through a misaligned pointer (faults on a GPU) stops the program."""
-    if cuda_emulation.compiler() is None or not cuda_emulation.sanitizers_work(str(tmp_path)):
-        pytest.skip("needs a C++ compiler with AddressSanitizer and UBSan (g++ with libasan)")
+    cuda_emulation.require_sanitizers(str(tmp_path))
     exe = cuda_emulation.build_bounds_checker(str(tmp_path))
     run = subprocess.run([exe], capture_output=True, text=True,
                          env=dict(os.environ, ASAN_OPTIONS="detect_leaks=0"))

@@ -18,8 +18,7 @@ SCRIPT = os.path.join(ROOT, "tests", "native", "sanitize_cpu.sh")
 
 
 def test_cpu_kernels_under_sanitizers(tmp_path):
-    if cuda_emulation.compiler() is None or not cuda_emulation.sanitizers_work(str(tmp_path)):
-        pytest.skip("needs a C++ compiler with AddressSanitizer and UBSan (g++ with libasan)")
+    cuda_emulation.require_sanitizers(str(tmp_path))
     if shutil.which("git") is None or not os.path.isdir(os.path.join(ROOT, ".git")):
         pytest.skip("the script copies the files of a git checkout")
     if importlib.util.find_spec("Cython") is None or importlib.util.find_spec("setuptools") is None:

@@ -51,7 +51,6 @@ inline T __ldg(const T *p) { return *p; }
 
 typedef enum cudaError {
     cudaSuccess = 0,
-    cudaErrorInvalidValue = 1,
     cudaErrorInvalidConfiguration = 9,
     cudaErrorInsufficientDriver = 35,
     cudaErrorNoDevice = 100,
@@ -63,7 +62,6 @@ typedef struct sc_host_stream *cudaStream_t;
 inline const char *cudaGetErrorString(cudaError_t e) {
     switch (e) {
     case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInsufficientDriver:
         return "CUDA driver version is insufficient for CUDA runtime version";
