@@ -22,10 +22,39 @@ again, and on the CPU a small layer saves its input instead of H (see
 import torch
 
 from . import backends, dispatch
-from .config import NeuronConfig, check_reciprocal_tau
+from .config import LEARNED_K, NeuronConfig, check_reciprocal_tau
 
 __all__ = ["NeuronFunction", "PlannedNeuronFunction", "ParametricNeuronFunction",
            "PlannedParametricNeuronFunction", "LIFStep", "LIFMultiStep", "IFStep", "IFMultiStep"]
+
+
+class _SecondOrderGuard(torch.autograd.Function):
+    """The identity on a gradient that a fused backward returned under ``create_graph=True``,
+    whose own backward raises. The kernels' BPTT is not differentiable: without this guard a
+    second derivative through a spiking layer (a gradient penalty, meta-learning) would come
+    out finite and silently miss the layer's terms."""
+
+    @staticmethod
+    def forward(ctx, grad):
+        return grad.view_as(grad)
+
+    @staticmethod
+    def backward(ctx, _):
+        raise RuntimeError(
+            "spikecore's fused neuron backward cannot be differentiated again (a second "
+            "derivative through a spiking layer); for higher-order gradients run the layer "
+            "through plain PyTorch ops, spikecore.reference.fptt_autograd")
+
+
+def first_order(*grads):
+    """``grads`` as they are, or guarded against a second differentiation when the backward
+    runs with ``create_graph=True`` (the only time autograd enables grad mode in a backward)."""
+    if not torch.is_grad_enabled():
+        return grads
+    # The kernels' result has no graph; the guard's input must require grad for its output to
+    # get the guard as grad_fn.
+    return tuple(g if g is None else _SecondOrderGuard.apply(g.detach().requires_grad_())
+                 for g in grads)
 
 
 def _forward(ctx, x, v, cfg, multi_step, backend, save_v=False, h_dtype=None, also_save=()):
@@ -59,17 +88,19 @@ def _backward(ctx, grad_spike, grad_v_next):
     (h_seq,), grad_spike = _saved_and_grad_spike(ctx, grad_spike, grad_v_next)
     grad_x, grad_v = dispatch.backward_saved(grad_spike, grad_v_next, ctx.cfg, h_seq,
                                              multi_step=ctx.multi_step, backend=ctx.backend)
-    return grad_x, (grad_v if ctx.v_given else None)
+    return first_order(grad_x, grad_v if ctx.v_given else None)
 
 
 class NeuronFunction(torch.autograd.Function):
-    """``apply(x, v, cfg, multi_step, backend) -> (spike, v_next)`` for any :class:`NeuronConfig`.
+    """``apply(x, v, cfg, multi_step, backend) -> (spike, v_next)`` for any
+    :class:`~spikecore.config.NeuronConfig`.
 
     ``v`` may be ``None``: every neuron then starts at rest (``cfg.v_rest``).
 
     ``apply(x, v, cfg, multi_step, backend, True)`` also returns ``v_seq``, the potential after
     each step (shaped like ``x``, not differentiable), as a third output. A last argument
-    ``h_dtype=torch.bfloat16`` keeps the saved H in bfloat16 (see :func:`dispatch.forward`).
+    ``h_dtype=torch.bfloat16`` keeps the saved H in bfloat16 (see
+    :func:`~spikecore.dispatch.forward`).
     """
 
     @staticmethod
@@ -131,7 +162,7 @@ class PlannedNeuronFunction(torch.autograd.Function):
             grad_spike = torch.zeros_like(saved[0], dtype=grad_v_next.dtype)
         plan = ctx.plan
         grad_x, grad_v = plan.train_backward(grad_spike, grad_v_next, saved)
-        return grad_x, (grad_v if plan.v_given else None), None
+        return (*first_order(grad_x, grad_v if plan.v_given else None), None)
 
 
 @_direct_apply
@@ -142,7 +173,7 @@ class PlannedParametricNeuronFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, v, k, plan):
-        k_value = check_reciprocal_tau(float(k))
+        k_value = check_reciprocal_tau(float(k), LEARNED_K)
         spike, v_next, saved = plan.train_forward_plif(x, v, k_value)   # (H or the input, v)
         ctx.save_for_backward(*saved, k)
         ctx.plan, ctx.k_value = plan, k_value
@@ -156,7 +187,8 @@ class PlannedParametricNeuronFunction(torch.autograd.Function):
         (seq, v, k), grad_spike = _saved_and_grad_spike(ctx, grad_spike, grad_v_next)
         grad_x, grad_v, grad_k = ctx.plan.train_backward_plif(
             grad_spike, grad_v_next, (seq, v), ctx.k_value)   # v None: at rest
-        return grad_x, (grad_v if ctx.plan.v_given else None), _gradient_like(grad_k, k), None
+        return (*first_order(grad_x, grad_v if ctx.plan.v_given else None,
+                             _gradient_like(grad_k, k)), None)
 
 
 def _gradient_like(grad_k, k):
@@ -170,9 +202,10 @@ class ParametricNeuronFunction(torch.autograd.Function):
     """``apply(x, v, k, cfg, multi_step, backend) -> (spike, v_next)`` with a learnable 1/τ: ``k``
     is a 0-d tensor whose value replaces ``cfg.reciprocal_tau`` (ParametricLIF nodes pass
     sigmoid(w)). The backward gives dL/dk as well, summed over neurons and steps in the same pass
-    as BPTT (:func:`dispatch.backward_saved` with ``learnable_tau``), for which the initial
-    potential is saved with H. ``v`` may be ``None`` (every neuron at rest, in the backward too);
-    a seventh argument ``True`` also returns ``v_seq``, as for :class:`NeuronFunction`.
+    as BPTT (:func:`~spikecore.dispatch.backward_saved` with ``learnable_tau``), for which the
+    initial potential is saved with H. ``v`` may be ``None`` (every neuron at rest, in the
+    backward too); a seventh argument ``True`` also returns ``v_seq``, as for
+    :class:`NeuronFunction`.
     """
 
     @staticmethod
@@ -188,8 +221,8 @@ class ParametricNeuronFunction(torch.autograd.Function):
         grad_x, grad_v, grad_k = dispatch.backward_saved(
             grad_spike, grad_v_next, ctx.cfg, h_seq, multi_step=ctx.multi_step,
             backend=ctx.backend, learnable_tau=True, v_init=v)   # v None: at rest
-        return (grad_x, (grad_v if ctx.v_given else None), _gradient_like(grad_k, k),
-                None, None, None, None)
+        return (*first_order(grad_x, grad_v if ctx.v_given else None,
+                             _gradient_like(grad_k, k)), None, None, None, None)
 
 
 class LIFStep(torch.autograd.Function):

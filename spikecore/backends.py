@@ -18,7 +18,7 @@ take that as it is; other backends fill a tensor.
     ``(grad_x, grad_v)``.
 
 Backends: ``cpu`` (Cython/OpenMP, registered by :mod:`spikecore.cpu_backend`), ``cuda``
-(nvcc-built module, registered by :mod:`spikecore.cuda_backend`) and ``reference`` (plain
+(nvcc-built module, registered by ``spikecore.cuda_backend``) and ``reference`` (plain
 PyTorch, any device). A call uses the backend of its tensors' device unless one is named; a
 backend that is not built is never swapped for another: asking for it raises an error that
 says how to build it.
@@ -126,8 +126,8 @@ class Plan:
         return spike, v_next, (h_seq, v)
 
     def train_backward_plif(self, grad_spike, grad_v_next, saved, reciprocal_tau):
-        """:meth:`backward_plif` from what :meth:`train_forward_plif` saved: ``(grad_x, grad_v,
-        dL/d(1/τ))``."""
+        """:meth:`Backend.backward_plif` from what :meth:`train_forward_plif` saved:
+        ``(grad_x, grad_v, dL/d(1/τ))``."""
         return self.backward_plif(grad_spike, grad_v_next, saved[0], saved[1], reciprocal_tau)
 
 
@@ -150,8 +150,8 @@ class Backend:
     @staticmethod
     def new_outputs(x, v, save_h=False, save_v=False, with_grad=False, h_dtype=None,
                     state_shape=None):
-        """Fresh outputs of :meth:`forward`: ``(spike, v_next, h_seq, v_seq, gs2h, gv2h)``, the
-        optional ones ``None`` unless asked for."""
+        """Fresh outputs of :meth:`Backend.forward`: ``(spike, v_next, h_seq, v_seq, gs2h,
+        gv2h)``, the optional ones ``None`` unless asked for."""
         empty = torch.empty_like
         return (empty(x), empty(v) if v is not None else x.new_empty(state_shape),
                 empty(x, dtype=h_dtype) if save_h else None,
@@ -160,8 +160,8 @@ class Backend:
 
     @staticmethod
     def new_gradients(grad_spike, grad_v_next, state_shape):
-        """Fresh outputs of :meth:`backward`: ``(grad_x, grad_v)``, ``grad_v`` of the state shape
-        (``grad_v_next`` may be ``None``)."""
+        """Fresh outputs of :meth:`Backend.backward`: ``(grad_x, grad_v)``, ``grad_v`` of the
+        state shape (``grad_v_next`` may be ``None``)."""
         return torch.empty_like(grad_spike), (grad_spike.new_empty(state_shape)
                                               if grad_v_next is None
                                               else torch.empty_like(grad_v_next))
@@ -184,10 +184,15 @@ class Backend:
 
     def forward(self, x, v, cfg, steps, save_h=False, save_v=False, with_grad=False,
                 h_dtype=None, state_shape=None):
+        """``steps`` steps of the neuron on ``x`` (contiguous, a native dtype) from ``v``
+        (``None``: at rest); returns :meth:`new_outputs`' six tensors, written."""
         raise NotImplementedError
 
     def backward(self, grad_spike, grad_v_next, cfg, steps, h_seq=None, grad_s_to_h=None,
                  grad_v_to_h=None, state_shape=None):
+        """BPTT from H (``h_seq``) or from the teaching pair (``grad_s_to_h``,
+        ``grad_v_to_h``); ``grad_v_next`` ``None`` reads as zero. Returns ``(grad_x,
+        grad_v)``."""
         raise NotImplementedError
 
     def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, cfg, steps,
@@ -265,11 +270,16 @@ def names():
     return tuple(_REGISTRY)
 
 
-def get(name: str) -> Backend:
-    """The backend called ``name``; raises if it is unknown or not built."""
+def lookup(name: str) -> Backend:
+    """The backend called ``name``, usable or not; raises if no backend has that name."""
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"backend must be one of {names()}, got {name!r}")
-    backend = _REGISTRY[name]
+    return _REGISTRY[name]
+
+
+def get(name: str) -> Backend:
+    """The backend called ``name``; raises if it is unknown or not built."""
+    backend = lookup(name)
     error = backend.load_error()
     if error is not None:
         raise RuntimeError(error)

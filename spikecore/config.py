@@ -6,6 +6,7 @@ raises an exception that names the offending argument.
 """
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Optional
@@ -21,7 +22,7 @@ NEURONS = ("IF", "LIF")
 
 
 def _check_real(name, value, *, positive=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):   # numpy scalars too
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value):
@@ -31,10 +32,24 @@ def _check_real(name, value, *, positive=False):
     return value
 
 
-def check_reciprocal_tau(value) -> float:
+def check_reciprocal_tau(value, name="reciprocal_tau") -> float:
     """``value`` as a float 1/τ, or an error if it is not a finite number > 0 (what a learnable
     time constant is checked with at every call)."""
-    return _check_real("reciprocal_tau", value, positive=True)
+    return _check_real(name, value, positive=True)
+
+
+#: how errors name the k = 1/τ of a ParametricLIF node, which can reach 0 only by underflow
+LEARNED_K = ("reciprocal_tau (k = sigmoid(w) of a ParametricLIF node, which underflows to 0 "
+             "once w is below about -100 in float32)")
+
+
+def check_tau(name, value, above=0.0) -> float:
+    """``value`` as a float τ, or an error naming ``name`` unless it is a finite number greater
+    than ``above`` (a node checks its τ when built and again whenever it was changed)."""
+    value = _check_real(name, value)
+    if not value > above:
+        raise ValueError(f"{name} must be a finite number > {above:g}, got {value}")
+    return value
 
 
 def _check_bool(name, value):
@@ -87,7 +102,7 @@ class NeuronConfig:
 
     @cached_property
     def kernel_args(self) -> tuple:
-        """The scalar arguments every compiled kernel takes, in their order: ``(charge_mode,
+        """The scalar arguments every compiled kernel takes, in the order ``(charge_mode,
         hard_reset, detach_reset, surrogate, v_threshold, v_rest, reciprocal_tau, alpha)``.
         Computed once per config (a config is immutable)."""
         return (self.charge_mode, self.hard_reset, self.detach_reset, self.surrogate,
@@ -105,15 +120,15 @@ class NeuronConfig:
 
     @property
     def v_rest(self) -> float:
-        """The V_r that enters the charge: v_reset, or 0 under soft reset."""
+        """The V_r that enters the charge, which is v_reset, or 0 under soft reset."""
         return self.v_reset if self.v_reset is not None else 0.0
 
     @property
     def dh_dx(self) -> float:
-        """∂H/∂X: 1/τ for LIF with decayed input, else 1."""
+        """∂H/∂X, which is 1/τ for LIF with decayed input, else 1."""
         return self.reciprocal_tau if self.charge_mode == CHARGE_LIF else 1.0
 
     @property
     def dh_dv(self) -> float:
-        """∂H/∂V[t-1]: 1 for IF, 1 - 1/τ for LIF."""
+        """∂H/∂V[t-1], which is 1 for IF and 1 - 1/τ for LIF."""
         return 1.0 if self.neuron == "IF" else 1.0 - self.reciprocal_tau

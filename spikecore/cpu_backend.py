@@ -7,7 +7,7 @@ An absent state (a fresh node) or incoming dL/dV[T-1] reaches the kernels as an 
 which they read as at rest or zero, so no tensor is filled for it. Calls below
 :data:`PARALLEL_MIN_ELEMENTS` neuron-steps run on one thread.
 
-:class:`_CPUPlan` is the per-node fast path: the kernels' specialisations, absent-input views
+``_CPUPlan`` is the per-node fast path: the kernels' specialisations, absent-input views
 and scalar arguments are picked once, so that a training step only allocates its outputs and
 runs the kernel.
 """

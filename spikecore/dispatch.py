@@ -12,7 +12,7 @@ after the same checks (the nodes' route for repeated calls). They
   (about a microsecond each in PyTorch, the same order as a small kernel);
 * run float16/bfloat16 in float32 where a backend has no native half kernel, and cast results
   back to the input dtype (a state that is not given then starts from the resting potential as
-  the input's dtype holds it, as on a backend with half kernels: see :func:`_rest_upcast`);
+  the input's dtype holds it, as on a backend with half kernels: see ``_rest_upcast``);
 * choose the backend from the device (or the name given) through :mod:`spikecore.backends`.
 """
 from typing import NamedTuple, Optional
@@ -91,11 +91,12 @@ def resolve_backend(backend, device: torch.device):
     """The backend object for a call on ``device`` (``backend`` may be None, a name or one)."""
     if backend is None:
         return backends.for_device(device)
-    chosen = backend if isinstance(backend, backends.Backend) else backends.get(backend)
+    chosen = backend if isinstance(backend, backends.Backend) else backends.lookup(backend)
     if chosen.device_type is not None and chosen.device_type != device.type:
         raise ValueError(f"backend {chosen.name!r} runs on {chosen.device_type} tensors, but "
                          f"the inputs are on {device}")
-    return chosen
+    # the device first: CPU tensors sent to a CUDA backend are a mistake on any machine
+    return chosen if chosen is backend else backends.get(backend)
 
 
 def _check_readable(impl, name, t):

@@ -8,13 +8,13 @@ after the last step in ``self.v``.
 State. ``self.v`` starts as the float ``v_reset`` (0.0 under soft reset, ``v_reset=None``); the
 first call broadcasts it to the input's shape (inside the kernel), after which ``v`` is a tensor
 until :meth:`BaseNode.reset` puts the float back. Call ``reset()`` (or
-:func:`spikecore.reset_net`) between independent samples, and :meth:`BaseNode.detach` (or
-:func:`spikecore.detach_net`) to cut the graph behind ``v`` for truncated BPTT. ``v`` is a plain
-attribute, not a buffer: it is not in ``state_dict`` and DistributedDataParallel does not
-broadcast it (each process keeps its own), yet ``.to()``, ``.cuda()``, ``.double()`` and
-``.half()`` move and cast it with the parameters. Multi-step nodes built with
-``store_v_seq=True`` also keep the potential after every step, ``[T, *]``, in ``self.v_seq``
-(a record of the state: it carries no gradient).
+:func:`spikecore.utils.reset_net`) between independent samples, and
+:meth:`BaseNode.detach` (or :func:`spikecore.utils.detach_net`) to cut the graph behind ``v``
+for truncated BPTT. ``v`` is a plain attribute, not a buffer: it is not in ``state_dict`` and
+DistributedDataParallel does not broadcast it (each process keeps its own), yet ``.to()``,
+``.cuda()``, ``.double()`` and ``.half()`` move and cast it with the parameters. Multi-step nodes
+built with ``store_v_seq=True`` also keep the potential after every step, ``[T, *]``, in
+``self.v_seq`` (a record of the state: it carries no gradient).
 
 ``state_dict`` holds what the module learns: parameters and buffers (none for IF/LIF, whose
 constants are constructor arguments and shown by ``repr``; a learnable time constant would be a
@@ -35,8 +35,6 @@ network of nodes compiles without graph breaks. Under autocast the kernel receiv
 the dtype autocast gave it (a stored ``v`` of another dtype is cast to it): half-precision
 kernels on CUDA, float32 arithmetic on the CPU, spikes in the input's dtype either way.
 """
-import math
-
 import torch
 from torch import nn
 
@@ -44,7 +42,7 @@ from . import checkpoint as _checkpoint
 from . import dispatch, ops
 from .autograd import PlannedNeuronFunction, PlannedParametricNeuronFunction
 from . import surrogate as _surrogate
-from .config import NeuronConfig, check_reciprocal_tau
+from .config import LEARNED_K, NeuronConfig, check_reciprocal_tau, check_tau
 
 __all__ = ["BaseNode", "IFNode", "MultiStepIFNode", "LIFNode", "MultiStepLIFNode"]
 
@@ -82,8 +80,8 @@ class BaseNode(nn.Module):
         self.backend = backend
         #: keep the potential after every step in ``v_seq`` (multi-step nodes)
         self.store_v_seq = False
-        #: dtype of the H saved for backward: None (the compute dtype) or ``torch.bfloat16``,
-        #: which halves the memory autograd keeps per layer (CPU, float32, eager IF/LIF)
+        #: the dtype of the H saved for backward, None for the compute dtype; ``torch.bfloat16``
+        #: halves the memory autograd keeps per layer (CPU, float32, eager IF/LIF)
         self.saved_h_dtype = None
         self.config()  # validate now, not at the first forward
         self.reset()
@@ -251,7 +249,7 @@ class BaseNode(nn.Module):
             if k is None:
                 return PlannedNeuronFunction.apply(x, v, plan)
             return PlannedParametricNeuronFunction.apply(x, v, k, plan)
-        k_value = None if k is None else check_reciprocal_tau(float(k))
+        k_value = None if k is None else check_reciprocal_tau(float(k), LEARNED_K)
         return plan.forward(x, v, save_h=False, reciprocal_tau=k_value)[:2]
 
     def _learns_tau(self):
@@ -304,17 +302,14 @@ class LIFNode(BaseNode):
 
     def __init__(self, tau=100.0, detach_input=False, v_threshold=1.0, v_reset=0.0,
                  surrogate_function="ATan", alpha=2.0, detach_reset=False, *, backend=None):
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)):
-            raise TypeError(f"tau must be a real number, got {type(tau).__name__}")
-        if not (math.isfinite(tau) and tau > 0):
-            raise ValueError(f"tau must be a finite number > 0, got {tau}")
-        self.tau = tau
+        self.tau = check_tau("tau", tau)
         self.detach_input = detach_input
         super().__init__(v_threshold, v_reset, surrogate_function, alpha, detach_reset,
                          backend=backend)
 
     def _build_config(self) -> NeuronConfig:
-        return NeuronConfig.build("LIF", self.v_threshold, self.v_reset, 1.0 / self.tau,
+        return NeuronConfig.build("LIF", self.v_threshold, self.v_reset,
+                                  1.0 / check_tau("tau", self.tau),
                                   self.detach_input, self.alpha, self.surrogate_function,
                                   self.detach_reset)
 

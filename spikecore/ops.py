@@ -24,7 +24,7 @@ save_h, save_v) -> (spike, v_next, h_seq, v_seq)``
 
     ``reciprocal_tau_tensor`` is the extension point for a learnable time constant: ``None``
     for IF/LIF (the float ``reciprocal_tau`` is used), or a 0-d tensor k = 1/τ that replaces it;
-    the gradient then also flows to k (through :func:`neuron_backward_plif`).
+    the gradient then also flows to k (through ``spikecore::neuron_backward_plif``).
 
 ``spikecore::neuron_backward(grad_spike, grad_v_next, h_seq, <scalars>) -> (grad_x, grad_v)``
     BPTT from the saved H (the training route of :mod:`spikecore.autograd`).
@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from . import dispatch
-from .autograd import NeuronFunction, ParametricNeuronFunction
+from .autograd import NeuronFunction, ParametricNeuronFunction, first_order
 from .config import CHARGE_IF, CHARGE_LIF, CHARGE_LIF_DETACH_INPUT, NeuronConfig
 
 __all__ = ["neuron", "neuron_forward", "neuron_backward", "neuron_backward_plif",
@@ -170,7 +170,8 @@ def _forward_backward(ctx, grad_spike, grad_v_next, _grad_h, _grad_v_seq):
         grad_x, grad_v = torch.ops.spikecore.neuron_backward(
             grad_spike, grad_v_next, h_seq, *ctx.scalars, ctx.multi_step, ctx.backend)
         grad_k = None
-    return (grad_x, grad_v if ctx.v_given else None, None, grad_k) + (None,) * 12
+    grad_x, grad_v, grad_k = first_order(grad_x, grad_v if ctx.v_given else None, grad_k)
+    return (grad_x, grad_v, None, grad_k) + (None,) * 12
 
 
 # register_autograd below, once the backward operators exist

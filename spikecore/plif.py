@@ -21,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from .config import NeuronConfig
+from .config import NeuronConfig, check_tau
 from .nodes import BaseNode
 
 __all__ = ["ParametricLIFNode", "MultiStepParametricLIFNode"]
@@ -41,11 +41,7 @@ class ParametricLIFNode(BaseNode):
 
     def __init__(self, init_tau=2.0, detach_input=False, v_threshold=1.0, v_reset=0.0,
                  surrogate_function="ATan", alpha=2.0, detach_reset=False, *, backend=None):
-        if isinstance(init_tau, bool) or not isinstance(init_tau, (int, float)):
-            raise TypeError(f"init_tau must be a real number, got {type(init_tau).__name__}")
-        if not (math.isfinite(init_tau) and init_tau > 1):
-            raise ValueError(f"init_tau must be a finite number > 1, got {init_tau}")
-        self.init_tau = init_tau
+        self.init_tau = check_tau("init_tau", init_tau, above=1.0)
         self.detach_input = detach_input
         super().__init__(v_threshold, v_reset, surrogate_function, alpha, detach_reset,
                          backend=backend)
@@ -58,7 +54,8 @@ class ParametricLIFNode(BaseNode):
 
     def _build_config(self) -> NeuronConfig:
         # 1/τ here only validates; every call uses sigmoid(w) of that moment
-        return NeuronConfig.build("LIF", self.v_threshold, self.v_reset, 1.0 / self.init_tau,
+        return NeuronConfig.build("LIF", self.v_threshold, self.v_reset,
+                                  1.0 / check_tau("init_tau", self.init_tau, above=1.0),
                                   self.detach_input, self.alpha, self.surrogate_function,
                                   self.detach_reset)
 

@@ -3,7 +3,8 @@
 A spiking neuron fires ``S = Θ(H - V_threshold)``. Θ has derivative zero almost everywhere, so
 backpropagation through it would teach nothing. Surrogate-gradient training keeps Θ in the
 forward pass and uses the derivative ``g'(x; α)`` of a smooth *primitive* ``g`` (a sigmoid-like
-function that tends to Θ as α grows) in the backward pass, with ``x = H - V_threshold``.
+function that tends to Θ as α grows; SuperSpike's is that shape scaled by 2/α) in the backward
+pass, with ``x = H - V_threshold``.
 
 This module is the Python side of that idea: each surrogate's primitive and derivative as plain
 PyTorch functions (for plots, teaching and the reference backend), plus the name/index table the

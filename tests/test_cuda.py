@@ -300,11 +300,12 @@ def test_empty(target, steps, n):
         assert (_launched(target) > before) == (n > 0)
 
 
+@pytest.mark.parametrize("surrogate_index", range(len(spikecore.surrogate.SURROGATES)))
 @pytest.mark.parametrize("v_reset", [0.0, None])
 @pytest.mark.parametrize("neuron_kind", ["IF", "LIF"])
-def test_nan_inf_like_reference(target, neuron_kind, v_reset):
-    check_nan_inf(make_cfg(neuron_kind, False, v_reset), torch.float32, target.backend,
-                  target.put)
+def test_nan_inf_like_reference(target, neuron_kind, v_reset, surrogate_index):
+    check_nan_inf(make_cfg(neuron_kind, False, v_reset, surrogate_index), torch.float32,
+                  target.backend, target.put)
 
 
 def test_non_contiguous_inputs(target):

@@ -137,7 +137,8 @@ def test_without_a_usable_device_the_backend_says_why(cuda_host, monkeypatch, de
     backend = CUDABackend.__new__(CUDABackend)
     backend._kernels, backend._build_error, backend._device_error = cuda_host, None, None
     assert backend.load_error() == f"the CUDA backend is built but {message}"
-    backend.name = "cuda-unusable"
+    # host tensors stand in for device ones, as for the emulated backend (no device type)
+    backend.name, backend.device_type = "cuda-unusable", None
     monkeypatch.setitem(backends._REGISTRY, backend.name, backend)
     with pytest.raises(RuntimeError, match="no CUDA device is usable"):
         dispatch.forward(torch.rand(2, 4), None, make_cfg(), backend=backend.name)

@@ -89,9 +89,52 @@ def test_mixed_devices_raise():
 
 
 def test_backend_device_mismatch():
-    if not torch.cuda.is_available():
-        with pytest.raises((ValueError, RuntimeError)):
-            neuron.IF_hard_reset_fptt(X, V, 1.0, 0.0, backend="cuda")
+    """CPU tensors sent to the CUDA backend: the device is named, whether or not this machine
+    could run CUDA at all (the reason CUDA is unavailable would mislead here)."""
+    with pytest.raises(ValueError, match="backend 'cuda' runs on cuda tensors, but the inputs "
+                                         "are on cpu"):
+        neuron.IF_hard_reset_fptt(X, V, 1.0, 0.0, backend="cuda")
+
+
+def _node_with(node, **changes):
+    for name, value in changes.items():
+        setattr(node, name, value)
+    return node
+
+
+@pytest.mark.parametrize("node, exc, match", [
+    (lambda: _node_with(spikecore.MultiStepLIFNode(), tau=0), ValueError,
+     "tau must be a finite number > 0, got 0"),
+    (lambda: _node_with(spikecore.MultiStepLIFNode(), tau=-2), ValueError,
+     "tau must be a finite number > 0, got -2"),
+    (lambda: _node_with(spikecore.LIFNode(), tau="a"), TypeError, "tau must be a real number"),
+    (lambda: _node_with(spikecore.MultiStepParametricLIFNode(), init_tau=0.5), ValueError,
+     "init_tau must be a finite number > 1"),
+    (lambda: _node_with(spikecore.IFNode(), alpha=0.0), ValueError, "alpha must be > 0"),
+], ids=["tau 0", "tau < 0", "tau str", "init_tau", "alpha"])
+def test_parameters_changed_after_construction_are_checked(node, exc, match):
+    """A parameter set on a built node is checked at the next call, with the same message as
+    at construction."""
+    with pytest.raises(exc, match=match):
+        node()(X.clone().requires_grad_())
+
+
+def test_learnable_time_constant_that_underflowed():
+    node = spikecore.MultiStepParametricLIFNode()
+    with torch.no_grad():
+        node.w.fill_(-200.0)   # sigmoid(w) == 0 in float32
+    with pytest.raises(ValueError, match=r"reciprocal_tau \(k = sigmoid\(w\) of a "
+                                         r"ParametricLIF node.*must be > 0, got 0.0"):
+        node(X.clone().requires_grad_())
+
+
+def test_numpy_scalars_are_accepted():
+    np = pytest.importorskip("numpy")
+    a = spikecore.MultiStepLIFNode(tau=np.float32(2.0), alpha=np.float64(3.0),
+                                   v_threshold=np.int64(1))
+    b = spikecore.MultiStepLIFNode(tau=2.0, alpha=3.0, v_threshold=1.0)
+    assert a.config() == b.config()
+    assert torch.equal(a(X), b(X))
 
 
 def _same(t):
@@ -128,6 +171,21 @@ def check_nan_inf(cfg, dtype, backend, put=_same):
     assert torch.equal(res.spike.cpu(), s_ref)
     torch.testing.assert_close(res.v_next.cpu(), v_ref, equal_nan=True, rtol=0, atol=0)
     assert res.spike[:, 0].tolist()[0] == 0.0 and res.spike[1, 1] == 1.0
+    # gradients: the teaching outputs and BPTT from H are NaN exactly where the reference's are
+    # (a surrogate must not turn a NaN into a number), and close to it elsewhere
+    res = spikecore.dispatch.forward(put(x), put(v), cfg, backend=backend, save_h=True,
+                                     with_grad=True)
+    _, _, gs_ref, gv_ref = reference.fptt_with_grad(x, v, cfg)
+    grad_s = torch.rand(5, 8, dtype=dtype)
+    grad_s[3, 5] = float("nan")
+    gx_ref, gv_ref2 = reference.bptt_from_h(grad_s, torch.zeros(8, dtype=dtype),
+                                            reference.fptt(x, v, cfg)[2], cfg)
+    gx, gv = spikecore.dispatch.backward(put(grad_s), None, cfg, h_seq=res.h_seq,
+                                         backend=backend)
+    for got, want in ((res.grad_s_to_h, gs_ref), (res.grad_v_to_h, gv_ref), (gx, gx_ref),
+                      (gv, gv_ref2)):
+        assert torch.isnan(want).any()
+        torch.testing.assert_close(got.cpu(), want, equal_nan=True, rtol=1e-5, atol=1e-6)
 
 
 def check_non_contiguous(dtype, backend=None, put=_same):
@@ -158,10 +216,12 @@ def test_empty(steps, n, backend):
     check_empty(steps, n, backend)
 
 
+@pytest.mark.parametrize("surrogate_index", range(len(spikecore.surrogate.SURROGATES)))
 @pytest.mark.parametrize("v_reset", [0.0, None])
 @pytest.mark.parametrize("neuron_kind", ["IF", "LIF"])
-def test_nan_inf_like_reference(neuron_kind, v_reset):
-    check_nan_inf(make_cfg(neuron_kind, False, v_reset), torch.float64, "cpu")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_nan_inf_like_reference(dtype, neuron_kind, v_reset, surrogate_index):
+    check_nan_inf(make_cfg(neuron_kind, False, v_reset, surrogate_index), dtype, "cpu")
 
 
 def test_non_contiguous_inputs():
