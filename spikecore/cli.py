@@ -5,6 +5,7 @@ bad input into a one-line ``spikecore train: error: ...`` with exit status 2 (th
 only with ``--debug``). Under ``torchrun`` the same command trains on every worker.
 """
 import argparse
+import math
 import os
 import sys
 
@@ -32,8 +33,8 @@ def _positive_int(text):
 
 def _positive_float(text):
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {value}")
     return value
 
 

@@ -19,6 +19,7 @@
 import csv
 import json
 import math
+import numbers
 import os
 import random
 import sys
@@ -326,6 +327,24 @@ def _train_epoch(net, opt, ds, cfg, encode, epoch, d, device, out_dir, quiet, ma
 
 
 # --- the job ----------------------------------------------------------------------------------
+def _check_numbers(a):
+    """TrainError for a numeric option of the wrong type or out of range."""
+    for name in ("epochs", "batch_size", "timesteps", "hidden", "threads", "max_steps"):
+        value = a[name]
+        if value is None and name in ("hidden", "threads", "max_steps"):
+            continue   # the default
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise TrainError(f"{name} must be an integer >= 1, got {value!r}")
+    seed = a["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise TrainError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    for name in ("lr", "logit_scale"):
+        value = a[name]
+        if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                or not (math.isfinite(value) and value > 0)):
+            raise TrainError(f"{name} must be a finite number > 0, got {value!r}")
+
+
 def fit(model: Union[None, str, nn.Module] = None,
         dataset: Union[str, _data.Dataset] = "digits", *,
         epochs: int = DEFAULTS["epochs"], batch_size: int = DEFAULTS["batch_size"],
@@ -373,11 +392,7 @@ def fit(model: Union[None, str, nn.Module] = None,
         surrogate = _surrogate.NAMES[_surrogate.resolve(surrogate)]
     except (ValueError, TypeError, IndexError) as exc:
         raise TrainError(str(exc)) from None
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("timesteps", timesteps)):
-        if value < 1:
-            raise TrainError(f"{name} must be >= 1, got {value}")
-    if not lr > 0:
-        raise TrainError(f"lr must be > 0, got {lr}")
+    _check_numbers(locals())
     if resume and out_dir is None:
         raise TrainError("resume needs an output directory (--out DIR) holding a checkpoint")
 

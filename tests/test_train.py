@@ -95,11 +95,38 @@ def test_existing_checkpoint_needs_resume(tmp_path):
         train.fit(epochs=2, out_dir=str(tmp_path), **TINY)
 
 
+@pytest.mark.parametrize("option, value, expected", [
+    ("epochs", 0, "epochs must be an integer >= 1"),
+    ("epochs", 1.5, "epochs must be an integer >= 1"),
+    ("epochs", "2", "epochs must be an integer >= 1"),
+    ("batch_size", True, "batch_size must be an integer"),
+    ("timesteps", -1, "timesteps must be an integer"),
+    ("hidden", 0, "hidden must be an integer >= 1"),
+    ("hidden", -3, "hidden must be an integer >= 1"),
+    ("threads", 0, "threads must be an integer >= 1"),
+    ("max_steps", 0, "max_steps must be an integer >= 1"),
+    ("max_steps", -1, "max_steps must be an integer >= 1"),
+    ("seed", -1, "seed must be an integer in"),
+    ("seed", 2**32, "seed must be an integer in"),
+    ("lr", 0.0, "lr must be a finite number > 0"),
+    ("lr", float("inf"), "lr must be a finite number > 0"),
+    ("lr", "0.1", "lr must be a finite number > 0"),
+    ("logit_scale", float("nan"), "logit_scale must be a finite number > 0"),
+])
+def test_fit_rejects_bad_numbers(option, value, expected):
+    """Checked before any work: a TrainError naming the option, never a crash deep inside or a
+    run that trains on nonsense (a zero-width layer, an infinite step size)."""
+    with pytest.raises(train.TrainError, match=expected):
+        train.fit(**{**TINY, option: value})
+
+
 # --- bad input: one line on stderr, exit 2 ----------------------------------------------------
 def test_unknown_option(capsys):
     assert_usage_error(*run_cli(capsys, "--bogus")[::2], "--bogus")
     assert_usage_error(*run_cli(capsys, "--neuron", "xyz")[::2], "xyz")
     assert_usage_error(*run_cli(capsys, "--epochs", "0")[::2], "--epochs")
+    assert_usage_error(*run_cli(capsys, "--lr", "inf")[::2], "--lr")
+    assert_usage_error(*run_cli(capsys, "--seed", "-1")[::2], "seed must be")
 
 
 def test_unknown_option_via_python_m(tmp_path):
