@@ -235,10 +235,10 @@ def test_extract_math_reads_blocks_roles_and_options():
                     reason="Sphinx is not installed; `pip install -r docs/requirements.txt` "
                            "to run the documentation build test")
 def test_docs_build_without_warnings(tmp_path):
-    cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
+    cmd = [sys.executable, "-m", "sphinx", "-W", "-n", "--keep-going", "-q", "-b", "html",
            "-d", str(tmp_path / "doctrees"), SOURCE, str(tmp_path / "html")]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, f"sphinx-build -W failed:\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == 0, f"sphinx-build -W -n failed:\n{proc.stdout}\n{proc.stderr}"
     for lang in LANGS:
         for page in _pages(lang):
             html = tmp_path / "html" / lang / (os.path.splitext(page)[0] + ".html")
