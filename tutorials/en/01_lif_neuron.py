@@ -59,22 +59,22 @@ print(f"spikecore {spikecore.__version__}, torch {torch.__version__}, fast mode:
 # the reset. The leaky integrate-and-fire (LIF) neuron with time constant $\tau$ charges as
 #
 # $$
-# H_t = V_{t-1} + \frac{1}{\tau}\left(X_t - (V_{t-1} - V_{reset})\right)
+# H_t = V_{t-1} + \frac{1}{\tau}\left(X_t - (V_{t-1} - V_r)\right)
 # $$
 #
-# so without input the potential decays towards the resting value $V_{reset}$, and with a
-# constant input $X$ it approaches $V_{reset} + X$. It fires when the charged potential reaches
+# so without input the potential decays towards the resting value $V_r$ (`v_reset`), and with a
+# constant input $X$ it approaches $V_r + X$. It fires when the charged potential reaches
 # the threshold $V_{th}$, where $\Theta$ is the Heaviside step with $\Theta(0) = 1$:
 #
 # $$
 # S_t = \Theta(H_t - V_{th})
 # $$
 #
-# After a spike, a **hard reset** puts the potential back to $V_{reset}$, while a **soft reset**
+# After a spike, a **hard reset** puts the potential back to $V_r$, while a **soft reset**
 # subtracts the threshold and keeps whatever was above it:
 #
 # $$
-# V_t = S_t V_{reset} + (1 - S_t) H_t
+# V_t = S_t V_r + (1 - S_t) H_t
 # $$
 #
 # $$
@@ -137,6 +137,7 @@ h_hard, s_hard, v_hard = simulate(x_seq, hard_reset, v_rest=v_reset)
 h_soft, s_soft, v_soft = simulate(x_seq, soft_reset, v_rest=0.0)
 print("spikes per neuron, hard reset:", s_hard.sum(0).tolist())
 print("spikes per neuron, soft reset:", s_soft.sum(0).tolist())
+assert (s_soft.sum(0) >= s_hard.sum(0)).all() and s_soft.sum() > s_hard.sum()
 
 # %% [markdown]
 # ## Potential and spikes
@@ -145,8 +146,10 @@ print("spikes per neuron, soft reset:", s_soft.sum(0).tolist())
 # charged $H_t$, then drops straight down to $V_t$ when the neuron fires. Red ticks on top mark
 # the spikes. The first neuron never fires: its potential creeps towards $0.95$ and stays below
 # the threshold, however long we wait. With a hard reset every spike throws away the part of
-# $H_t$ above the threshold; with a soft reset that remainder is kept, so the soft-reset neuron
-# fires a little more often for the same input.
+# $H_t$ above the threshold; with a soft reset that remainder is kept and counts towards the next
+# spike. So the soft-reset neuron fires at least as often as the hard-reset one, and more often
+# for some inputs: in the counts printed above the two agree for both constant currents, and
+# under the noisy current the soft-reset neuron fires once more.
 
 
 # %%
@@ -182,7 +185,7 @@ show(fig, "potential")
 #
 # spikecore's kernel functions run exactly these equations, fused into one loop over time
 # written in Cython (or CUDA on a GPU). `LIF_hard_reset_fptt` takes the whole sequence
-# `[T, *]`, the potential before the first step, $V_{th}$, $V_{reset}$, $1/\tau$ and the
+# `[T, *]`, the potential before the first step, $V_{th}$, $V_r$, $1/\tau$ and the
 # `detach_input` flag (explained below) and returns the spikes and the last potential. The
 # forward pass does the same floating-point operations in the same order as our Python
 # functions, so the results are not just close but identical.
@@ -231,8 +234,9 @@ print("CHECK ok: LIFNode and MultiStepLIFNode equal the hand-written neuron")
 #
 # - The LIF neuron is silent below $X = V_{th}$: its potential converges to $X$ and never reaches
 #   the threshold. Above it, the rate grows with the current.
-# - The IF neuron with a soft reset is the ideal rate coder: its rate is $X / V_{th}$, because
-#   every unit of input is eventually spent on a spike.
+# - The IF neuron with a soft reset is the ideal rate coder: its rate is $\min(X / V_{th}, 1)$.
+#   Every unit of input is eventually spent on a spike, up to one spike per step: above
+#   $X = V_{th}$ it fires at every step, and the remainder piles up in the potential.
 # - The IF neuron with a hard reset loses the remainder at each spike, so its rate is a
 #   staircase: it needs $\lceil V_{th} / X \rceil$ steps per spike.
 
@@ -277,9 +281,15 @@ print("CHECK ok: firing rates follow the LIF threshold, the IF soft-reset line a
 # ## What `detach_input` changes
 #
 # With `detach_input=True` the input is added without the $1/\tau$ factor,
-# $H_t = V_{t-1} + X_t - \frac{1}{\tau}(V_{t-1} - V_{reset})$: the leak still acts on the
+# $H_t = V_{t-1} + X_t - \frac{1}{\tau}(V_{t-1} - V_r)$: the leak still acts on the
 # potential, but the input is not scaled down. The same current then drives the neuron $\tau$
 # times harder.
+#
+# Despite its name, the flag detaches nothing from the autograd graph: it selects a different
+# charge equation, and the gradient follows that equation ($\partial H_t / \partial X_t = 1$
+# instead of $1/\tau$). The name comes from the original `spikingjelly.cext` API that spikecore
+# reproduces; later SpikingJelly versions call the same switch `decay_input`, with the opposite
+# meaning: `detach_input=True` is SpikingJelly's `decay_input=False`.
 
 # %%
 s_decay, _ = neuron.LIF_hard_reset_fptt(x_seq, v0, v_th, v_reset, 1.0 / tau, False)

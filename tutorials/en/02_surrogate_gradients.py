@@ -21,7 +21,8 @@
 # descent through it would never change a weight. Surrogate-gradient training keeps the step in
 # the forward pass and, in the backward pass only, replaces its derivative by the derivative
 # $g'(x; \alpha)$ of a smooth function $g$ that looks like a blurred step, with
-# $x = H - V_{th}$. The sharpness $\alpha$ sets how blurred it is.
+# $x = H - V_{th}$. The sharpness $\alpha$ sets how blurred it is. (One of spikecore's seven,
+# SuperSpike, is a blurred step of height $2/\alpha$ rather than 1; more on it below.)
 #
 # This tutorial plots spikecore's seven surrogates, checks that each derivative really is the
 # derivative of its smooth function, and trains a small network with several values of $\alpha$
@@ -82,6 +83,13 @@ print("spikes:", step.tolist(), "| requires grad:", step.requires_grad)
 # and the sigmoid surrogate (index 1) is $g(x) = \sigma(\alpha x)$ with
 # $g'(x) = \alpha\,\sigma(\alpha x)\left(1 - \sigma(\alpha x)\right)$. The documentation's
 # surrogate chapter derives all seven. Here they are side by side at the default $\alpha = 2$.
+#
+# The legend has seven entries but the plots show six curves: at $\alpha = 2$ SoftSign and
+# SuperSpike are the same function. SoftSign's derivative is
+# $g'(x) = \frac{\alpha}{2(1 + \alpha |x|)^2}$ and SuperSpike's is
+# $g'(x) = \frac{1}{(1 + \alpha |x|)^2}$, that is SoftSign's times $2/\alpha$, and their
+# primitives differ by the same factor. At $\alpha = 2$ the factor is 1, and SuperSpike's curve,
+# drawn later, hides SoftSign's.
 
 # %%
 x = torch.linspace(-2.5, 2.5, 501)
@@ -121,7 +129,10 @@ print("CHECK ok: each surrogate derivative equals autograd's derivative of its p
 #
 # A larger $\alpha$ makes $g$ closer to the step and $g'$ taller and narrower: the gradient is
 # large for neurons right at the threshold and tiny for everything else. A smaller $\alpha$
-# spreads a weak gradient over a wide range of potentials.
+# spreads a weak gradient over a wide range of potentials. The plots show ATan; all surrogates
+# behave this way except SuperSpike, whose peak is $g'(0) = 1$ for every $\alpha$: a larger
+# $\alpha$ only makes its $g'$ narrower, and its $g$, which rises from 0 to $2/\alpha$, flattens
+# towards zero instead of approaching the step.
 
 # %%
 fig, (ax_g, ax_dg) = plt.subplots(1, 2, figsize=(12, 4))
@@ -140,7 +151,7 @@ show(fig, "alpha_shapes")
 # ## Where the surrogate enters a neuron layer
 #
 # In a neuron layer the surrogate replaces $\partial S / \partial H$. For a single LIF step from
-# rest ($V_{t-1} = V_{reset} = 0$) the charge is $H = X / \tau$, so the gradient of the spike
+# rest ($V_{t-1} = V_r = 0$) the charge is $H = X / \tau$, so the gradient of the spike
 # with respect to the input is $g'(X/\tau - V_{th}) / \tau$. Let us check that against the
 # layer's backward pass.
 
@@ -229,7 +240,8 @@ print("CHECK ok: a moderate alpha learns faster than a very small or very large 
 # %% [markdown]
 # ## All seven at the default $\alpha$
 #
-# The same experiment with each surrogate at $\alpha = 2$. Most of them behave alike. Watch
+# The same experiment with each surrogate at $\alpha = 2$. Most of them behave alike; SoftSign
+# and SuperSpike, the same function at this $\alpha$, train to identical losses. Watch
 # `PiecewiseQuadratic`: its derivative is exactly zero for $|x| > 1/\alpha$, so a neuron whose
 # potential stays more than $1/\alpha$ below the threshold receives no gradient at all. If every
 # output neuron starts there, the network cannot get going and the loss stays at $\ln 10$.
@@ -249,6 +261,7 @@ fig.tight_layout()
 show(fig, "per_surrogate")
 for name, c in per_surrogate.items():
     print(f"{name:<18} final loss {sum(c[-10:]) / 10:.3f}")
+assert per_surrogate["SoftSign"] == per_surrogate["SuperSpike"]   # one function at alpha = 2
 
 # %% [markdown]
 # ## Summary

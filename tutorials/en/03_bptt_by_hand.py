@@ -52,7 +52,7 @@ def show(fig, name):
 
 
 torch.manual_seed(0)
-torch.set_default_dtype(torch.float64)   # double precision: the comparisons can be tight
+f64 = dict(dtype=torch.float64)   # double precision for every tensor: the comparisons can be tight
 
 # %% [markdown]
 # ## The problem
@@ -70,10 +70,10 @@ torch.set_default_dtype(torch.float64)   # double precision: the comparisons can
 
 # %%
 T, N = 8, 6
-x_seq = 0.9 + 0.8 * torch.randn(T, N)     # inputs around the threshold: some steps fire
-v_init = 0.3 * torch.rand(N)              # V[-1], the potential before the first step
-w = torch.randn(T, N)                     # dL/dS[t]
-u = torch.randn(N)                        # dL/dV[T-1]
+x_seq = 0.9 + 0.8 * torch.randn(T, N, **f64)   # inputs around the threshold: some steps fire
+v_init = 0.3 * torch.rand(N, **f64)            # V[-1], the potential before the first step
+w = torch.randn(T, N, **f64)                   # dL/dS[t]
+u = torch.randn(N, **f64)                      # dL/dV[T-1]
 
 v_th, v_reset, alpha, tau = 1.0, 0.0, 2.0, 2.0
 p = dict(v_threshold=v_th, v_reset=v_reset, alpha=alpha, detach_reset=False,
@@ -87,10 +87,10 @@ p = dict(v_threshold=v_th, v_reset=v_reset, alpha=alpha, detach_reset=False,
 #
 # $$
 # \frac{\partial S_t}{\partial H_t} = g'(H_t - V_{th}), \qquad
-# \frac{\partial V_t}{\partial H_t} = 1 - S_t + (V_{reset} - H_t)\,\frac{\partial S_t}{\partial H_t}
+# \frac{\partial V_t}{\partial H_t} = 1 - S_t + (V_r - H_t)\,\frac{\partial S_t}{\partial H_t}
 # $$
 #
-# The second one follows from the hard reset $V_t = S_t V_{reset} + (1 - S_t) H_t$: $H_t$ acts
+# The second one follows from the hard reset $V_t = S_t V_r + (1 - S_t) H_t$: $H_t$ acts
 # directly through $(1 - S_t) H_t$ and indirectly through the spike $S_t$. We run the loop and,
 # next to it, compute $H_t$ ourselves to check both local derivatives against their formulas.
 
@@ -128,13 +128,16 @@ print("spikes per step:", spikes.sum(1).tolist())
 # \frac{\partial L}{\partial V_{t-1}} = \frac{\partial L}{\partial H_t}\frac{\partial H_t}{\partial V_{t-1}}
 # $$
 #
-# For the LIF charge $\partial H_t / \partial X_t = 1/\tau$ and
-# $\partial H_t / \partial V_{t-1} = 1 - 1/\tau$. The loop starts at the last step with
-# $\partial L / \partial V_{T-1} = u$ and hands $\partial L / \partial V_{t-1}$ on to the step
-# before. We call `LIF_backward` and, in the same loop, evaluate the three equations ourselves.
+# For the LIF charge used here (`detach_input=False`, the default)
+# $\partial H_t / \partial X_t = 1/\tau$; with `detach_input=True`, where the input is added
+# unscaled, it is 1. In both cases $\partial H_t / \partial V_{t-1} = 1 - 1/\tau$. That is why
+# `LIF_backward` takes $1/\tau$ and `detach_input` as its last two arguments. The loop starts at
+# the last step with $\partial L / \partial V_{T-1} = u$ and hands
+# $\partial L / \partial V_{t-1}$ on to the step before. We call `LIF_backward` and, in the same
+# loop, evaluate the three equations ourselves.
 
 # %%
-grad_x_loop = torch.zeros(T, N)
+grad_x_loop = torch.zeros(T, N, **f64)
 grad_v = u                                   # dL/dV[T-1]
 grad_v_manual = u
 for t in reversed(range(T)):
@@ -231,7 +234,9 @@ print("CHECK ok: MultiStepLIFNode's backward equals LIF_bptt")
 #
 # The same comparison for soft reset (`v_reset=None`), for `detach_reset=True` (the reset is
 # left out of the backward pass, so $\partial V_t / \partial H_t$ loses its surrogate term) and
-# for `detach_input=True`, through the generic `*_fptt_with_grad` functions and `LIF_bptt`.
+# for `detach_input=True`, through `LIF_hard_reset_fptt_with_grad`,
+# `LIF_soft_reset_fptt_with_grad` and `LIF_bptt`. `LIF_bptt` must be given the same
+# `detach_input` as the forward pass, because $\partial H_t / \partial X_t$ depends on it.
 
 # %%
 for hard in (True, False):
@@ -263,17 +268,24 @@ print("CHECK ok: all eight reset/detach variants match autograd")
 # $|\partial L / \partial X_t|$ for earlier steps. Each step back multiplies the gradient by
 # $\frac{\partial V_t}{\partial H_t}\left(1 - \frac{1}{\tau}\right)$, so a strong leak (small
 # $\tau$) forgets quickly, while a slow leak carries the gradient over many steps.
+#
+# The calls below pass `detach_reset=True` (the sixth argument), as the networks of the next
+# tutorials do. With a hard reset $\partial V_t / \partial H_t$ is then $1 - S_t$: the factor is
+# $1 - 1/\tau$ at every step without a spike and 0 at a spike, so a neuron's gradient stops at
+# its last spike before $T-1$. The inputs here are mostly below the threshold and spikes are rare
+# (about one per neuron in 40 steps at $\tau = 1.5$, none at $\tau = 16$), so in this plot the
+# leak does most of the forgetting.
 
 # %%
 T_long = 20 if FAST else 40
-x_long = 0.6 + 0.3 * torch.randn(T_long, 256)
+x_long = 0.6 + 0.3 * torch.randn(T_long, 256, **f64)
 fig, ax = plt.subplots(figsize=(7, 4))
 for tau_k in (1.5, 2.0, 4.0, 16.0):
     _, _, ds, dv = neuron.LIF_hard_reset_fptt_with_grad(
-        x_long, torch.zeros(256), v_th, v_reset, alpha, True, 0, 1 / tau_k, False)
-    grad_out = torch.zeros(T_long, 256)
+        x_long, torch.zeros(256, **f64), v_th, v_reset, alpha, True, 0, 1 / tau_k, False)
+    grad_out = torch.zeros(T_long, 256, **f64)
     grad_out[-1] = 1.0                                   # dL/dS: only the last step counts
-    gx, _ = neuron.LIF_bptt(grad_out, torch.zeros(256), ds, dv, 1 / tau_k, False)
+    gx, _ = neuron.LIF_bptt(grad_out, torch.zeros(256, **f64), ds, dv, 1 / tau_k, False)
     ax.semilogy(range(T_long), gx.abs().mean(1).clamp(min=1e-20), "o-", ms=3,
                 label=f"tau = {tau_k}")
 ax.set(xlabel="time step t", ylabel="mean |dL/dX[t]|",
@@ -288,7 +300,7 @@ show(fig, "reach")
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.5))
-im = ax.imshow(grad_x_seq.T, aspect="auto", cmap="coolwarm")
+im = ax.imshow(grad_x_seq.T.numpy(), aspect="auto", cmap="coolwarm")
 ax.set(xlabel="time step t", ylabel="neuron", title="dL/dX from LIF_bptt")
 fig.colorbar(im)
 show(fig, "grad_x")
@@ -305,5 +317,4 @@ show(fig, "grad_x")
 #   gradients.
 
 # %%
-torch.set_default_dtype(torch.float32)
 print("CHECK ok: tutorial 03 finished")

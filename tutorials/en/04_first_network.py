@@ -58,7 +58,7 @@ digits = load_dataset("digits")
 print("train", tuple(digits.train_x.shape), "test", tuple(digits.test_x.shape))
 fig, axes = plt.subplots(1, 10, figsize=(10, 1.4))
 for ax, img, label in zip(axes, digits.train_x, digits.train_y):
-    ax.imshow(img[0], cmap="gray_r")
+    ax.imshow(img[0].numpy(), cmap="gray_r")
     ax.set_title(int(label))
     ax.axis("off")
 show(fig, "samples")
@@ -81,10 +81,10 @@ img = digits.train_x[:1]                                   # [1, 1, 8, 8]
 print("direct:", tuple(direct_encode(img, T).shape))
 poisson = poisson_encode(img, T, torch.Generator().manual_seed(0))
 fig, axes = plt.subplots(1, T + 1, figsize=(1.3 * (T + 1), 1.6))
-axes[0].imshow(img[0, 0], cmap="gray_r")
+axes[0].imshow(img[0, 0].numpy(), cmap="gray_r")
 axes[0].set_title("image")
 for t in range(T):
-    axes[t + 1].imshow(poisson[t, 0, 0], cmap="gray_r")
+    axes[t + 1].imshow(poisson[t, 0, 0].numpy(), cmap="gray_r")
     axes[t + 1].set_title(f"t = {t}")
 for ax in axes:
     ax.axis("off")
@@ -177,9 +177,10 @@ show(fig, "curves")
 # %% [markdown]
 # ## Inside the network: spike rasters
 #
-# Forward hooks record what each spiking layer emits. For one test image we draw a raster, a dot
-# for every (time step, neuron) that fired, of the hidden layer and of the output layer. The
-# output neuron of the predicted class should fire the most.
+# Forward hooks record what each spiking layer emits. For one test image we draw a raster of the
+# hidden layer and of the output layer: one row per neuron, one column per time step, black where
+# the neuron fired. The predicted class is the output neuron that fires the most; the title of
+# the bar chart on the right compares it with the label.
 
 # %%
 recorded = {}
@@ -197,11 +198,11 @@ hidden_spikes, output_spikes = recorded["2"][:, 0], recorded["4"][:, 0]   # [T, 
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.5), gridspec_kw={"width_ratios": [3, 2, 2]})
 for ax, spikes, title in [(axes[0], hidden_spikes, "hidden layer"),
                           (axes[1], output_spikes, "output layer")]:
-    t, n = torch.nonzero(spikes, as_tuple=True)
-    ax.scatter(t, n, marker="|", s=40, color="k")
-    ax.set(xlim=(-0.5, T - 0.5), xlabel="time step", ylabel="neuron", title=title)
+    ax.imshow(spikes.T.numpy(), aspect="auto", cmap="gray_r", vmin=0, vmax=1,
+              interpolation="nearest", origin="lower")
+    ax.set(xlabel="time step", ylabel="neuron", title=title)
 axes[1].set_yticks(range(10))
-axes[2].bar(range(10), output_spikes.mean(0))
+axes[2].bar(range(10), output_spikes.mean(0).numpy())
 axes[2].set(xticks=range(10), xlabel="class", ylabel="firing rate",
             title=f"label {int(digits.test_y[sample])}, "
                   f"predicted {int(output_spikes.mean(0).argmax())}")
@@ -220,7 +221,7 @@ with torch.no_grad():
 confusion = torch.zeros(10, 10, dtype=torch.long)
 confusion.index_put_((digits.test_y, predicted), torch.ones_like(predicted), accumulate=True)
 fig, ax = plt.subplots(figsize=(4.5, 4))
-ax.imshow(confusion, cmap="Blues")
+ax.imshow(confusion.numpy(), cmap="Blues")
 for i in range(10):
     for j in range(10):
         if confusion[i, j]:
@@ -279,9 +280,12 @@ print("torch.utils.checkpoint alone:", refused)
 # `fit` is the loop behind the `spikecore train` command: it builds a model (`"mlp"` is the
 # network above, `"conv"` a small convolutional one), encodes the data, trains with Adam and a
 # cosine step-size schedule, and returns the trained model with its history. With `out_dir` it
-# also writes a checkpoint, metrics and plots; the command line equivalent is
-# `spikecore train --epochs 12`. The same call works unchanged under `torchrun`, see the
-# distributed tutorial.
+# also writes a checkpoint, metrics and plots. The call below (outside the fast mode) trains the
+# same way as `spikecore train --epochs 10 --batch-size 64 -T 8 --hidden 128`. The first two
+# options are needed because the command defaults to 15 epochs with batches of 32; `-T 8` and
+# `--hidden 128` only spell out its defaults. The command also writes its files, into
+# `runs/<timestamp>` unless `--out` is given.
+# The same call works unchanged under `torchrun`, see the distributed tutorial.
 
 # %%
 from spikecore.train import fit

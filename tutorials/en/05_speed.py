@@ -56,6 +56,8 @@ print("backends:", {name: spikecore.backends.available(name)
                     for name in spikecore.backends.names()})
 print("OpenMP build:", spikecore.openmp_enabled(), "| torch threads:", torch.get_num_threads())
 print("CUDA:", spikecore.cuda_available() or spikecore.cuda_unavailable_reason())
+print("memory allocator:", "jemalloc" if "jemalloc" in os.environ.get("LD_PRELOAD", "")
+      else "the C library's malloc")
 
 # %% [markdown]
 # ## The layer to time
@@ -138,25 +140,6 @@ for device in devices:
 print("CHECK ok: the kernels equal the reference backend")
 
 # %% [markdown]
-# ## Timing
-#
-# We time the reference and the kernel of each device in one process, interleaved round by
-# round, and keep the median: on a shared machine the load changes from second to second, and
-# interleaving spreads it over all candidates alike. Compare ratios rather than milliseconds;
-# absolute times depend on the machine.
-
-# %%
-timings = {}
-for device in devices:
-    rounds = {f"reference ({device})": make_round("reference", device),
-              f"{device} kernel": make_round(device, device)}
-    timings.update(median_time(rounds, device))
-for name, seconds in timings.items():
-    print(f"{name:<18} {seconds * 1e3:8.2f} ms per forward+backward")
-print(f"CPU kernel speed-up over the reference: "
-      f"{timings['reference (cpu)'] / timings['cpu kernel']:.1f}x")
-
-# %% [markdown]
 # ## The memory floor
 #
 # What is the least time this layer could possibly take? Each neuron does only a handful of
@@ -182,43 +165,61 @@ print(f"CPU kernel speed-up over the reference: "
 # t_{floor} = \frac{24\,T N}{B}
 # $$
 #
-# where $B$ is the memory bandwidth. We measure $B$ the simplest way, with a large
-# `dst.copy_(src)`, which reads and writes each byte once, so it moves twice the tensor's size.
-# The buffers are made much larger than the processor caches.
+# where $B$ is the memory bandwidth. We measure it the simplest way: `dst.copy_(src)` with a
+# `src` of 12 bytes per neuron-step reads and writes each byte once, so it moves exactly the
+# 24 bytes per neuron-step of the layer, half of them read and half written, as in the layer.
+# The time of that copy is $t_{floor}$.
+#
+# A second copy, `src.clone()`, moves the same bytes into a new tensor every round, as the
+# layer's rounds do with their outputs. If it is slower than the first, getting fresh memory
+# costs time on this machine; more on that below.
 
 # %%
-def copy_bandwidth(device, n_bytes):
-    src = torch.rand(n_bytes // 4, device=device)
+def make_copy(device, fresh):
+    src = torch.rand(3, T, neurons[device], device=device)   # 12 bytes per neuron-step
     dst = torch.empty_like(src)
-    dst.copy_(src)                                     # warm-up: touch every page
-    best = float("inf")
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        dst.copy_(src)
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n_bytes / best                          # bytes read + bytes written per second
+    dst.copy_(src)                                   # warm-up: touch every page of dst
+    if fresh:
+        return lambda: src.clone()                   # a new output tensor every round
+    return lambda: dst.copy_(src)                    # the same output tensor every round
 
 
-floor = {}
-for device in devices:
-    bandwidth = copy_bandwidth(device, (64 if FAST else 512) << 20)
-    floor[device] = 24 * T * neurons[device] / bandwidth
-    kernel = timings[f"{device} kernel"]
-    print(f"{device}: copy bandwidth {bandwidth / 1e9:.1f} GB/s, memory floor "
-          f"{floor[device] * 1e3:.2f} ms, kernel {kernel * 1e3:.2f} ms = "
-          f"{kernel / floor[device]:.1f}x the floor")
+# %% [markdown]
+# ## Timing
+#
+# We time the reference, the kernel and the two copies of each device in one process,
+# interleaved round by round, and keep the median of each: on a shared machine the load changes
+# from second to second, and interleaving spreads it over all candidates alike, the floor
+# included. Compare ratios rather than milliseconds; absolute times depend on the machine.
 
 # %%
-labels = list(timings) + [f"floor ({d})" for d in devices]
-values = [1e3 * t for t in timings.values()] + [1e3 * floor[d] for d in devices]
+timings, floor = {}, {}
+for device in devices:
+    rounds = {f"reference ({device})": make_round("reference", device),
+              f"{device} kernel": make_round(device, device),
+              f"floor: copy ({device})": make_copy(device, fresh=False),
+              f"copy, new tensor ({device})": make_copy(device, fresh=True)}
+    timings.update(median_time(rounds, device))
+    floor[device] = timings[f"floor: copy ({device})"]
+for name, seconds in timings.items():
+    print(f"{name:<26} {seconds * 1e3:8.2f} ms per round")
+print(f"CPU kernel speed-up over the reference: "
+      f"{timings['reference (cpu)'] / timings['cpu kernel']:.1f}x")
+for device in devices:
+    kernel, fresh = timings[f"{device} kernel"], timings[f"copy, new tensor ({device})"]
+    print(f"{device}: copy bandwidth {24 * T * neurons[device] / floor[device] / 1e9:.1f} GB/s, "
+          f"kernel = {kernel / floor[device]:.1f}x the floor, "
+          f"copy into a new tensor = {fresh / floor[device]:.1f}x the floor")
+
+# %%
+labels = list(timings)
+values = [1e3 * t for t in timings.values()]
 fig, ax = plt.subplots(figsize=(8, 3.5))
-ax.barh(range(len(labels)), values, color=["tab:gray", "tab:blue"] * len(devices)
-        + ["tab:green"] * len(devices))
+ax.barh(range(len(labels)), values,
+        color=["tab:gray", "tab:blue", "tab:green", "tab:olive"] * len(devices))
 ax.set_yticks(range(len(labels)), labels)
 ax.set_xscale("log")
-ax.set(xlabel="ms per forward + backward (log scale)",
+ax.set(xlabel="ms per round (log scale)",
        title=f"LIF layer, T = {T}, N = " + ", ".join(f"{neurons[d]} ({d})" for d in devices))
 for i, v in enumerate(values):
     ax.text(v, i, f" {v:.2f}", va="center", fontsize=8)
@@ -234,6 +235,21 @@ show(fig, "timings")
 #   the kernel is limited by memory bandwidth, and no implementation, in any language, can do
 #   much better on this machine; further gains must come from moving fewer bytes (for example
 #   half precision on the GPU, or fusing the neuron with the layer before it).
+# - With the C library's allocator on Linux (glibc) the kernel can take a few times the floor
+#   here, in the range of the copy into a new tensor. The kernel's loop is not slower; the time
+#   goes to fresh memory. Every round allocates new outputs (the spikes, the saved $H$ and
+#   $\partial L / \partial X$, 32 MiB each outside the fast mode), and glibc gives freed blocks of
+#   32 MiB and more back to the operating system, so each round gets new pages and pays a page
+#   fault for every one of them. An allocator that keeps freed memory avoids this:
+#   `benchmarks/run_with_allocator.sh python tutorials/en/05_speed.py` runs this tutorial under
+#   jemalloc set to keep its pages (and lets PyTorch put large tensors on huge pages), if
+#   `libjemalloc.so.2` is installed (Debian and Ubuntu: package `libjemalloc2`); in a notebook,
+#   start Jupyter through the script. Then the two copies take the same time and the kernel comes
+#   close to the floor. `spikecore train` re-runs itself under jemalloc in the same way when it
+#   finds the library. The layers offer no way to pass in preallocated outputs;
+#   `benchmarks/bench_neuron.py --prealloc` times the raw kernels writing into buffers allocated
+#   beforehand. On a GPU, PyTorch's caching allocator keeps freed memory, so the effect does not
+#   appear there.
 # - On a GPU the fixed cost of a call, some tens of microseconds, is comparable to the memory
 #   floor of a layer of this size; the ratio to the floor only approaches 1 for layers with many
 #   more neuron-steps.
@@ -242,8 +258,8 @@ show(fig, "timings")
 #   moves more bytes than it counts. spikecore's kernels write their large outputs with
 #   streaming stores, which skip that read (see "Memory traffic and the kernels" in the docs);
 #   the benchmarks therefore also time a copy made with streaming stores, a stricter floor.
-# - On a small, shared machine with two cores the floor itself is noisy; the benchmarks in the
-#   repository (`benchmarks/`) repeat these measurements at several sizes and against other
+# - On a small, shared machine all these times are noisy, medians included; the benchmarks in
+#   the repository (`benchmarks/`) repeat these measurements at several sizes and against other
 #   libraries.
 
 # %%

@@ -21,9 +21,11 @@
 # average their gradients, so all copies take the same step and stay identical. On CPUs the
 # processes talk through PyTorch's `gloo` backend, on one machine or across many.
 #
-# spikecore's neuron layers have no parameters and keep their state per process, so they need
-# nothing special: they work inside `torch.nn.parallel.DistributedDataParallel` (DDP) like any
-# other layer. This tutorial starts two processes on this machine in two ways:
+# spikecore's LIF and IF layers have no parameters and keep their state per process, so they
+# need nothing special: they work inside `torch.nn.parallel.DistributedDataParallel` (DDP) like
+# any other layer. (`ParametricLIFNode` does learn a parameter, its time constant; DDP averages
+# its gradient like that of any weight.) This tutorial starts two processes on this machine in
+# two ways:
 #
 # 1. with `torch.multiprocessing.spawn` and a hand-written worker, and checks that two processes
 #    with half a batch each take exactly the steps one process takes with the whole batch;
@@ -57,7 +59,9 @@ def show(fig, name):
 
 
 print("gloo available:", dist.is_available() and dist.is_gloo_available())
-workdir = tempfile.mkdtemp(prefix="spikecore_ddp_")
+# a scratch folder for the files of this tutorial; the last cell removes it
+scratch = tempfile.TemporaryDirectory(prefix="spikecore_ddp_")
+workdir = scratch.name
 
 # %% [markdown]
 # ## A worker module
@@ -65,7 +69,7 @@ workdir = tempfile.mkdtemp(prefix="spikecore_ddp_")
 # `torch.multiprocessing.spawn` starts fresh Python processes and calls a function in each, so
 # that function must live in a module the new processes can import; a function defined in a
 # notebook cell cannot be found by them. We therefore write a small module, `snn_ddp.py`, into a
-# temporary folder. It contains
+# temporary folder (the last cell deletes the folder and everything in it). It contains
 #
 # - `train(rank, world, ...)`: a plain training loop on the digits. All processes draw the same
 #   random batch indices, and process `rank` keeps every `world`-th sample of each batch, so the
@@ -207,8 +211,10 @@ assert ddp["ranks_agree"]
 # rounding (the gradients were summed in a different order).
 
 # %%
-torch.set_num_threads(1)
+threads = torch.get_num_threads()
+torch.set_num_threads(1)                   # one core, as each of the two processes had
 model, losses, accuracy = snn_ddp.train(rank=0, world=1, **config)
+torch.set_num_threads(threads)             # the setting lasts for the session: restore it
 single = model.state_dict()
 diff = max((single[k] - ddp["state"][k]).abs().max().item() for k in single)
 print(f"1 process: test accuracy {accuracy:.1%}; largest weight difference {diff:.2e}")
@@ -235,16 +241,21 @@ print("CHECK ok: two gloo processes with DDP take the same steps as one process"
 # files. On one machine:
 #
 # ```bash
-# torchrun --standalone --nproc_per_node=2 -m spikecore train --epochs 10
+# torchrun --standalone --nproc_per_node=2 -m spikecore train --epochs 8 -T 4
 # ```
 #
 # On several machines, start the same command on each one with `--nnodes` and a rendezvous
 # endpoint (see the distributed training guide). We launch it from Python with
-# `python -m torch.distributed.run`, which is what the `torchrun` command runs.
+# `python -m torch.distributed.run`, which is what the `torchrun` command runs. Outside the fast
+# mode the run below is this command plus options about its output: `--log-dir` and `--out` say
+# where its files go, `--no-plots` and `--quiet` cut down what it writes and prints, and
+# `--hidden 128` repeats the default. `--log-dir` keeps torchrun's log files in our temporary
+# folder; by default torchrun creates a temporary folder of its own for them and never removes it.
 
 # %%
 out_dir = os.path.join(workdir, "run")
 cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+       "--log-dir", os.path.join(workdir, "logs"),
        "-m", "spikecore", "train", "--epochs", "2" if FAST else "8", "-T", "4",
        "--hidden", "32" if FAST else "128", "--out", out_dir, "--no-plots", "--quiet"]
 print(" ".join(cmd[2:]))
@@ -278,6 +289,14 @@ print(f"CHECK ok: torchrun with 2 gloo workers finished, test accuracy {reported
 #   always, in each process.
 # - `torchrun ... -m spikecore train` does all of it from the command line, from one machine
 #   to a cluster.
+#
+# Finally we delete the temporary folder with the worker module, the saved weights and the
+# run's files, and take the folder off Python's module search path.
 
 # %%
+if workdir in sys.path:
+    sys.path.remove(workdir)
+sys.modules.pop("snn_ddp", None)
+scratch.cleanup()
+print("removed", workdir, "| still there:", os.path.exists(workdir))
 print("CHECK ok: tutorial 06 finished")

@@ -56,21 +56,21 @@ print(f"spikecore {spikecore.__version__}, torch {torch.__version__}, fast mode:
 # （0 或 1），$V_t$ 为重置后的膜电位。时间常数为 $\tau$ 的泄漏积分发放（LIF）神经元按下式充电：
 #
 # $$
-# H_t = V_{t-1} + \frac{1}{\tau}\left(X_t - (V_{t-1} - V_{reset})\right)
+# H_t = V_{t-1} + \frac{1}{\tau}\left(X_t - (V_{t-1} - V_r)\right)
 # $$
 #
-# 因此没有输入时，膜电位向静息值 $V_{reset}$ 衰减；输入为常数 $X$ 时，膜电位趋近于
-# $V_{reset} + X$。充电后的膜电位达到阈值 $V_{th}$ 时神经元放电，其中 $\Theta$ 是满足
+# 因此没有输入时，膜电位向静息值 $V_r$（`v_reset`）衰减；输入为常数 $X$ 时，膜电位趋近于
+# $V_r + X$。充电后的膜电位达到阈值 $V_{th}$ 时神经元放电，其中 $\Theta$ 是满足
 # $\Theta(0) = 1$ 的阶跃函数：
 #
 # $$
 # S_t = \Theta(H_t - V_{th})
 # $$
 #
-# 放电之后，**硬重置** 把膜电位拉回 $V_{reset}$，而 **软重置** 只减去阈值，保留超出阈值的部分：
+# 放电之后，**硬重置** 把膜电位拉回 $V_r$，而 **软重置** 只减去阈值，保留超出阈值的部分：
 #
 # $$
-# V_t = S_t V_{reset} + (1 - S_t) H_t
+# V_t = S_t V_r + (1 - S_t) H_t
 # $$
 #
 # $$
@@ -133,14 +133,16 @@ h_hard, s_hard, v_hard = simulate(x_seq, hard_reset, v_rest=v_reset)
 h_soft, s_soft, v_soft = simulate(x_seq, soft_reset, v_rest=0.0)
 print("spikes per neuron, hard reset:", s_hard.sum(0).tolist())
 print("spikes per neuron, soft reset:", s_soft.sum(0).tolist())
+assert (s_soft.sum(0) >= s_hard.sum(0)).all() and s_soft.sum() > s_hard.sum()
 
 # %% [markdown]
 # ## 膜电位与脉冲
 #
 # 图中每一步画两个点：曲线先从 $V_{t-1}$ 上升（或下降）到充电后的 $H_t$，神经元放电时再竖直落到
 # $V_t$。上方的红色短线标出脉冲。第一个神经元从不放电：它的膜电位缓慢趋近 $0.95$，无论等多久都
-# 停在阈值之下。硬重置在每次放电时丢掉 $H_t$ 超出阈值的部分；软重置保留这部分余量，所以在相同输入
-# 下，软重置神经元放电稍微频繁一些。
+# 停在阈值之下。硬重置在每次放电时丢掉 $H_t$ 超出阈值的部分；软重置保留这部分余量，计入下一个
+# 脉冲。所以在相同输入下，软重置神经元放电至少与硬重置神经元一样多，对某些输入则更多：上面打印的
+# 脉冲数中，两个恒定电流下两者相同，而在带噪声的电流下软重置神经元多放电一次。
 
 
 # %%
@@ -175,7 +177,7 @@ show(fig, "potential")
 # ## spikecore 中的同一批神经元
 #
 # spikecore 的核函数运行的正是这些方程，只是融合成了一个用 Cython（GPU 上则是 CUDA）编写的时间
-# 循环。`LIF_hard_reset_fptt` 接收整个序列 `[T, *]`、第一步之前的膜电位、$V_{th}$、$V_{reset}$、
+# 循环。`LIF_hard_reset_fptt` 接收整个序列 `[T, *]`、第一步之前的膜电位、$V_{th}$、$V_r$、
 # $1/\tau$ 以及 `detach_input` 标志（见下文），返回脉冲和最后的膜电位。前向传播按与我们的 Python
 # 函数相同的顺序执行相同的浮点运算，所以结果不只是接近，而是完全相同。
 
@@ -221,8 +223,8 @@ print("CHECK ok: LIFNode and MultiStepLIFNode equal the hand-written neuron")
 #
 # - LIF 神经元在 $X = V_{th}$ 以下保持沉默：它的膜电位收敛到 $X$，永远达不到阈值。超过这个值后，
 #   发放率随电流增大。
-# - 软重置的 IF 神经元是理想的发放率编码器：它的发放率是 $X / V_{th}$，因为每一份输入最终都会
-#   用在某个脉冲上。
+# - 软重置的 IF 神经元是理想的发放率编码器：它的发放率是 $\min(X / V_{th}, 1)$。每一份输入最终
+#   都会用在某个脉冲上，但每步至多一个脉冲：$X = V_{th}$ 以上它每步都放电，余量在膜电位中不断累积。
 # - 硬重置的 IF 神经元在每次放电时丢掉余量，所以它的发放率呈阶梯状：每个脉冲需要
 #   $\lceil V_{th} / X \rceil$ 步。
 
@@ -267,8 +269,13 @@ print("CHECK ok: firing rates follow the LIF threshold, the IF soft-reset line a
 # ## `detach_input` 改变了什么
 #
 # 设置 `detach_input=True` 时，输入不再乘以 $1/\tau$ 就直接加上去，
-# $H_t = V_{t-1} + X_t - \frac{1}{\tau}(V_{t-1} - V_{reset})$：泄漏仍然作用于膜电位，但输入不再被
+# $H_t = V_{t-1} + X_t - \frac{1}{\tau}(V_{t-1} - V_r)$：泄漏仍然作用于膜电位，但输入不再被
 # 缩小。同样的电流于是以 $\tau$ 倍的强度驱动神经元。
+#
+# 这个标志名不副实：它并不把任何东西从自动求导计算图中分离出去，而是换用另一个充电方程，梯度也随
+# 这个方程而变（$\partial H_t / \partial X_t = 1$，而不是 $1/\tau$）。这个名字来自 spikecore 所复现
+# 的原 `spikingjelly.cext` API；SpikingJelly 后来的版本把同一个开关叫作 `decay_input`，含义正好相反：
+# `detach_input=True` 就是 SpikingJelly 的 `decay_input=False`。
 
 # %%
 s_decay, _ = neuron.LIF_hard_reset_fptt(x_seq, v0, v_th, v_reset, 1.0 / tau, False)

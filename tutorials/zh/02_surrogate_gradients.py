@@ -19,7 +19,8 @@
 # 神经元按 $S = \Theta(H - V_{th})$ 放电。阶跃函数 $\Theta$ 除了在阈值处跳变以外处处平坦，所以它的
 # 导数几乎处处为零：经过它做梯度下降，权重永远不会改变。替代梯度训练在前向传播中保留阶跃函数，
 # 只在反向传播中把它的导数换成 $g'(x; \alpha)$：这是一个看起来像模糊阶跃的光滑函数 $g$ 的导数，
-# 其中 $x = H - V_{th}$。锐度 $\alpha$ 决定模糊的程度。
+# 其中 $x = H - V_{th}$。锐度 $\alpha$ 决定模糊的程度。（spikecore 的七种替代函数中有一种例外：
+# SuperSpike 是高度为 $2/\alpha$ 而不是 1 的模糊阶跃，下文再详细介绍。）
 #
 # 本教程画出 spikecore 的七种替代函数，检验每个导数确实是对应光滑函数的导数，并用几个不同的
 # $\alpha$ 训练一个小网络，看看这个选择如何影响学习。
@@ -79,6 +80,11 @@ print("spikes:", step.tolist(), "| requires grad:", step.requires_grad)
 # sigmoid 替代函数（下标 1）是 $g(x) = \sigma(\alpha x)$，导数为
 # $g'(x) = \alpha\,\sigma(\alpha x)\left(1 - \sigma(\alpha x)\right)$。文档的替代梯度一章推导了全部
 # 七种。下面在默认值 $\alpha = 2$ 下把它们并排画出。
+#
+# 图例有七项，图中却只有六条曲线：在 $\alpha = 2$ 时 SoftSign 和 SuperSpike 是同一个函数。SoftSign
+# 的导数是 $g'(x) = \frac{\alpha}{2(1 + \alpha |x|)^2}$，SuperSpike 的导数是
+# $g'(x) = \frac{1}{(1 + \alpha |x|)^2}$，即 SoftSign 的导数乘以 $2/\alpha$，两者的原函数也相差同一个
+# 因子。$\alpha = 2$ 时这个因子等于 1，后画的 SuperSpike 曲线就把 SoftSign 的曲线盖住了。
 
 # %%
 x = torch.linspace(-2.5, 2.5, 501)
@@ -116,7 +122,9 @@ print("CHECK ok: each surrogate derivative equals autograd's derivative of its p
 # ## 锐度 $\alpha$
 #
 # $\alpha$ 越大，$g$ 越接近阶跃，$g'$ 越高越窄：恰在阈值附近的神经元得到很大的梯度，其余神经元
-# 的梯度则微乎其微。$\alpha$ 越小，微弱的梯度就分散在越宽的膜电位范围上。
+# 的梯度则微乎其微。$\alpha$ 越小，微弱的梯度就分散在越宽的膜电位范围上。图中画的是 ATan；除
+# SuperSpike 外，所有替代函数都是如此。SuperSpike 的峰值 $g'(0) = 1$ 与 $\alpha$ 无关：$\alpha$ 越大，
+# 它的 $g'$ 只是越窄；它的 $g$ 从 0 升到 $2/\alpha$，会越来越平坦、趋近于零，而不是趋近阶跃。
 
 # %%
 fig, (ax_g, ax_dg) = plt.subplots(1, 2, figsize=(12, 4))
@@ -135,7 +143,7 @@ show(fig, "alpha_shapes")
 # ## 替代函数在神经元层中的位置
 #
 # 在神经元层中，替代函数取代的是 $\partial S / \partial H$。对于从静息状态
-# （$V_{t-1} = V_{reset} = 0$）开始的单个 LIF 步，充电结果为 $H = X / \tau$，因此脉冲对输入的梯度是
+# （$V_{t-1} = V_r = 0$）开始的单个 LIF 步，充电结果为 $H = X / \tau$，因此脉冲对输入的梯度是
 # $g'(X/\tau - V_{th}) / \tau$。我们用神经元层的反向传播来验证这一点。
 
 # %%
@@ -220,7 +228,8 @@ print("CHECK ok: a moderate alpha learns faster than a very small or very large 
 # %% [markdown]
 # ## 默认 $\alpha$ 下的全部七种
 #
-# 用每种替代函数在 $\alpha = 2$ 下重复同一个实验。大多数表现相近。注意 `PiecewiseQuadratic`：它的
+# 用每种替代函数在 $\alpha = 2$ 下重复同一个实验。大多数表现相近；SoftSign 和 SuperSpike 在这个
+# $\alpha$ 下是同一个函数，训练得到的损失完全相同。注意 `PiecewiseQuadratic`：它的
 # 导数在 $|x| > 1/\alpha$ 时恰好为零，所以膜电位始终比阈值低 $1/\alpha$ 以上的神经元完全得不到梯度。
 # 如果所有输出神经元一开始都处在那里，网络就无法起步，损失一直停在 $\ln 10$。导数尾部永不为零的
 # 替代函数没有这个问题；对于导数只在有限区间内非零的替代函数，较小的 $\alpha$（更宽的支撑区间）
@@ -239,6 +248,7 @@ fig.tight_layout()
 show(fig, "per_surrogate")
 for name, c in per_surrogate.items():
     print(f"{name:<18} final loss {sum(c[-10:]) / 10:.3f}")
+assert per_surrogate["SoftSign"] == per_surrogate["SuperSpike"]   # alpha = 2 时是同一个函数
 
 # %% [markdown]
 # ## 小结

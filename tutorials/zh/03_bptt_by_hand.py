@@ -49,7 +49,7 @@ def show(fig, name):
 
 
 torch.manual_seed(0)
-torch.set_default_dtype(torch.float64)   # 双精度：比较可以很严格
+f64 = dict(dtype=torch.float64)   # 所有张量都用双精度：比较可以很严格
 
 # %% [markdown]
 # ## 问题
@@ -66,10 +66,10 @@ torch.set_default_dtype(torch.float64)   # 双精度：比较可以很严格
 
 # %%
 T, N = 8, 6
-x_seq = 0.9 + 0.8 * torch.randn(T, N)     # 输入在阈值附近：有些步会放电
-v_init = 0.3 * torch.rand(N)              # V[-1]，第一步之前的膜电位
-w = torch.randn(T, N)                     # dL/dS[t]
-u = torch.randn(N)                        # dL/dV[T-1]
+x_seq = 0.9 + 0.8 * torch.randn(T, N, **f64)   # 输入在阈值附近：有些步会放电
+v_init = 0.3 * torch.rand(N, **f64)            # V[-1]，第一步之前的膜电位
+w = torch.randn(T, N, **f64)                   # dL/dS[t]
+u = torch.randn(N, **f64)                      # dL/dV[T-1]
 
 v_th, v_reset, alpha, tau = 1.0, 0.0, 2.0, 2.0
 p = dict(v_threshold=v_th, v_reset=v_reset, alpha=alpha, detach_reset=False,
@@ -83,10 +83,10 @@ p = dict(v_threshold=v_th, v_reset=v_reset, alpha=alpha, detach_reset=False,
 #
 # $$
 # \frac{\partial S_t}{\partial H_t} = g'(H_t - V_{th}), \qquad
-# \frac{\partial V_t}{\partial H_t} = 1 - S_t + (V_{reset} - H_t)\,\frac{\partial S_t}{\partial H_t}
+# \frac{\partial V_t}{\partial H_t} = 1 - S_t + (V_r - H_t)\,\frac{\partial S_t}{\partial H_t}
 # $$
 #
-# 第二个导数来自硬重置 $V_t = S_t V_{reset} + (1 - S_t) H_t$：$H_t$ 既直接通过 $(1 - S_t) H_t$
+# 第二个导数来自硬重置 $V_t = S_t V_r + (1 - S_t) H_t$：$H_t$ 既直接通过 $(1 - S_t) H_t$
 # 起作用，又间接通过脉冲 $S_t$ 起作用。我们运行这个循环，同时自己算出 $H_t$，用公式检验这两个
 # 局部导数。
 
@@ -123,13 +123,15 @@ print("spikes per step:", spikes.sum(1).tolist())
 # \frac{\partial L}{\partial V_{t-1}} = \frac{\partial L}{\partial H_t}\frac{\partial H_t}{\partial V_{t-1}}
 # $$
 #
-# 对 LIF 的充电方程，$\partial H_t / \partial X_t = 1/\tau$，
-# $\partial H_t / \partial V_{t-1} = 1 - 1/\tau$。循环从最后一步开始，此时
-# $\partial L / \partial V_{T-1} = u$，然后把 $\partial L / \partial V_{t-1}$ 交给前一步。我们调用
-# `LIF_backward`，并在同一个循环里自己计算这三个方程。
+# 对这里使用的 LIF 充电方程（`detach_input=False`，即默认值），
+# $\partial H_t / \partial X_t = 1/\tau$；若 `detach_input=True`，输入不经缩放直接加上，它就等于 1。
+# 两种情况下都有 $\partial H_t / \partial V_{t-1} = 1 - 1/\tau$。所以 `LIF_backward` 的最后两个参数是
+# $1/\tau$ 和 `detach_input`。循环从最后一步开始，此时 $\partial L / \partial V_{T-1} = u$，然后把
+# $\partial L / \partial V_{t-1}$ 交给前一步。我们调用 `LIF_backward`，并在同一个循环里自己计算这
+# 三个方程。
 
 # %%
-grad_x_loop = torch.zeros(T, N)
+grad_x_loop = torch.zeros(T, N, **f64)
 grad_v = u                                   # dL/dV[T-1]
 grad_v_manual = u
 for t in reversed(range(T)):
@@ -222,8 +224,9 @@ print("CHECK ok: MultiStepLIFNode's backward equals LIF_bptt")
 # ## 所有重置方式
 #
 # 对软重置（`v_reset=None`）、`detach_reset=True`（反向传播中不经过重置，于是
-# $\partial V_t / \partial H_t$ 失去替代梯度那一项）以及 `detach_input=True` 做同样的比较，使用通用的
-# `*_fptt_with_grad` 函数和 `LIF_bptt`。
+# $\partial V_t / \partial H_t$ 失去替代梯度那一项）以及 `detach_input=True` 做同样的比较，使用
+# `LIF_hard_reset_fptt_with_grad`、`LIF_soft_reset_fptt_with_grad` 和 `LIF_bptt`。传给 `LIF_bptt` 的
+# `detach_input` 必须与前向传播相同，因为 $\partial H_t / \partial X_t$ 取决于它。
 
 # %%
 for hard in (True, False):
@@ -255,17 +258,23 @@ print("CHECK ok: all eight reset/detach variants match autograd")
 # $|\partial L / \partial X_t|$。每往回一步，梯度就乘上
 # $\frac{\partial V_t}{\partial H_t}\left(1 - \frac{1}{\tau}\right)$，所以强泄漏（$\tau$ 小）遗忘得
 # 很快，而慢泄漏能把梯度带过许多步。
+#
+# 下面的调用传入 `detach_reset=True`（第六个参数），与后面几篇教程中的网络相同。这时硬重置的
+# $\partial V_t / \partial H_t$ 等于 $1 - S_t$：不放电的步上因子是 $1 - 1/\tau$，放电的步上则为 0，
+# 所以一个神经元的梯度往回传到它在 $T-1$ 之前的最后一个脉冲就停止了。这里的输入大多低于阈值，脉冲
+# 很少（$\tau = 1.5$ 时 40 步里每个神经元约放电一次，$\tau = 16$ 时完全不放电），所以这幅图中的遗忘
+# 主要来自泄漏。
 
 # %%
 T_long = 20 if FAST else 40
-x_long = 0.6 + 0.3 * torch.randn(T_long, 256)
+x_long = 0.6 + 0.3 * torch.randn(T_long, 256, **f64)
 fig, ax = plt.subplots(figsize=(7, 4))
 for tau_k in (1.5, 2.0, 4.0, 16.0):
     _, _, ds, dv = neuron.LIF_hard_reset_fptt_with_grad(
-        x_long, torch.zeros(256), v_th, v_reset, alpha, True, 0, 1 / tau_k, False)
-    grad_out = torch.zeros(T_long, 256)
+        x_long, torch.zeros(256, **f64), v_th, v_reset, alpha, True, 0, 1 / tau_k, False)
+    grad_out = torch.zeros(T_long, 256, **f64)
     grad_out[-1] = 1.0                                   # dL/dS：只有最后一步计入损失
-    gx, _ = neuron.LIF_bptt(grad_out, torch.zeros(256), ds, dv, 1 / tau_k, False)
+    gx, _ = neuron.LIF_bptt(grad_out, torch.zeros(256, **f64), ds, dv, 1 / tau_k, False)
     ax.semilogy(range(T_long), gx.abs().mean(1).clamp(min=1e-20), "o-", ms=3,
                 label=f"tau = {tau_k}")
 ax.set(xlabel="time step t", ylabel="mean |dL/dX[t]|",
@@ -279,7 +288,7 @@ show(fig, "reach")
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.5))
-im = ax.imshow(grad_x_seq.T, aspect="auto", cmap="coolwarm")
+im = ax.imshow(grad_x_seq.T.numpy(), aspect="auto", cmap="coolwarm")
 ax.set(xlabel="time step t", ylabel="neuron", title="dL/dX from LIF_bptt")
 fig.colorbar(im)
 show(fig, "grad_x")
@@ -295,5 +304,4 @@ show(fig, "grad_x")
 # - spikecore 的教学函数、融合神经元层和 torch.autograd 给出相同的梯度。
 
 # %%
-torch.set_default_dtype(torch.float32)
 print("CHECK ok: tutorial 03 finished")

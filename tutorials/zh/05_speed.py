@@ -54,6 +54,8 @@ print("backends:", {name: spikecore.backends.available(name)
                     for name in spikecore.backends.names()})
 print("OpenMP build:", spikecore.openmp_enabled(), "| torch threads:", torch.get_num_threads())
 print("CUDA:", spikecore.cuda_available() or spikecore.cuda_unavailable_reason())
+print("memory allocator:", "jemalloc" if "jemalloc" in os.environ.get("LD_PRELOAD", "")
+      else "the C library's malloc")
 
 # %% [markdown]
 # ## 要计时的层
@@ -133,24 +135,6 @@ for device in devices:
 print("CHECK ok: the kernels equal the reference backend")
 
 # %% [markdown]
-# ## 计时
-#
-# 我们在同一个进程中为参考实现和每个设备的核函数计时，逐轮交替运行，并取中位数：在共享的机器上
-# 负载每秒都在变化，交替运行能把它平均地分摊到所有候选上。请比较比值而不是毫秒数；绝对时间取决于
-# 机器。
-
-# %%
-timings = {}
-for device in devices:
-    rounds = {f"reference ({device})": make_round("reference", device),
-              f"{device} kernel": make_round(device, device)}
-    timings.update(median_time(rounds, device))
-for name, seconds in timings.items():
-    print(f"{name:<18} {seconds * 1e3:8.2f} ms per forward+backward")
-print(f"CPU kernel speed-up over the reference: "
-      f"{timings['reference (cpu)'] / timings['cpu kernel']:.1f}x")
-
-# %% [markdown]
 # ## 内存下限
 #
 # 这个层最少需要多少时间？每个神经元每步只做少量算术运算，所以瓶颈不在处理器，而在字节。训练的
@@ -172,42 +156,58 @@ print(f"CPU kernel speed-up over the reference: "
 # t_{floor} = \frac{24\,T N}{B}
 # $$
 #
-# 其中 $B$ 是内存带宽。我们用最简单的方法测量 $B$：一次大的 `dst.copy_(src)`，它把每个字节读一次、
-# 写一次，所以搬运的字节数是张量大小的两倍。缓冲区远大于处理器缓存。
+# 其中 $B$ 是内存带宽。我们用最简单的方法测量它：`dst.copy_(src)` 把每个字节读一次、写一次；`src`
+# 取每个神经元每步 12 字节，这次复制搬运的就恰好是该层每个神经元每步的 24 字节，而且与该层一样，
+# 一半是读、一半是写。这次复制的时间就是 $t_{floor}$。
+#
+# 第二种复制 `src.clone()` 搬运同样的字节，但每轮都写进一个新张量，就像该层每轮写出新的输出一样。
+# 如果它比第一种慢，说明在这台机器上获取新内存需要花时间；下文再详细讨论。
 
 # %%
-def copy_bandwidth(device, n_bytes):
-    src = torch.rand(n_bytes // 4, device=device)
+def make_copy(device, fresh):
+    src = torch.rand(3, T, neurons[device], device=device)   # 每个神经元每步 12 字节
     dst = torch.empty_like(src)
-    dst.copy_(src)                                     # 预热：触及每一个内存页
-    best = float("inf")
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        dst.copy_(src)
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n_bytes / best                          # 每秒读出加写入的字节数
+    dst.copy_(src)                                   # 预热：触及 dst 的每一个内存页
+    if fresh:
+        return lambda: src.clone()                   # 每轮一个新的输出张量
+    return lambda: dst.copy_(src)                    # 每轮都是同一个输出张量
 
 
-floor = {}
-for device in devices:
-    bandwidth = copy_bandwidth(device, (64 if FAST else 512) << 20)
-    floor[device] = 24 * T * neurons[device] / bandwidth
-    kernel = timings[f"{device} kernel"]
-    print(f"{device}: copy bandwidth {bandwidth / 1e9:.1f} GB/s, memory floor "
-          f"{floor[device] * 1e3:.2f} ms, kernel {kernel * 1e3:.2f} ms = "
-          f"{kernel / floor[device]:.1f}x the floor")
+# %% [markdown]
+# ## 计时
+#
+# 我们在同一个进程中为每个设备的参考实现、核函数和两种复制计时，逐轮交替运行，各取中位数：在共享
+# 的机器上负载每秒都在变化，交替运行能把它平均地分摊到所有候选上，下限也不例外。请比较比值而不是
+# 毫秒数；绝对时间取决于机器。
 
 # %%
-labels = list(timings) + [f"floor ({d})" for d in devices]
-values = [1e3 * t for t in timings.values()] + [1e3 * floor[d] for d in devices]
+timings, floor = {}, {}
+for device in devices:
+    rounds = {f"reference ({device})": make_round("reference", device),
+              f"{device} kernel": make_round(device, device),
+              f"floor: copy ({device})": make_copy(device, fresh=False),
+              f"copy, new tensor ({device})": make_copy(device, fresh=True)}
+    timings.update(median_time(rounds, device))
+    floor[device] = timings[f"floor: copy ({device})"]
+for name, seconds in timings.items():
+    print(f"{name:<26} {seconds * 1e3:8.2f} ms per round")
+print(f"CPU kernel speed-up over the reference: "
+      f"{timings['reference (cpu)'] / timings['cpu kernel']:.1f}x")
+for device in devices:
+    kernel, fresh = timings[f"{device} kernel"], timings[f"copy, new tensor ({device})"]
+    print(f"{device}: copy bandwidth {24 * T * neurons[device] / floor[device] / 1e9:.1f} GB/s, "
+          f"kernel = {kernel / floor[device]:.1f}x the floor, "
+          f"copy into a new tensor = {fresh / floor[device]:.1f}x the floor")
+
+# %%
+labels = list(timings)
+values = [1e3 * t for t in timings.values()]
 fig, ax = plt.subplots(figsize=(8, 3.5))
-ax.barh(range(len(labels)), values, color=["tab:gray", "tab:blue"] * len(devices)
-        + ["tab:green"] * len(devices))
+ax.barh(range(len(labels)), values,
+        color=["tab:gray", "tab:blue", "tab:green", "tab:olive"] * len(devices))
 ax.set_yticks(range(len(labels)), labels)
 ax.set_xscale("log")
-ax.set(xlabel="ms per forward + backward (log scale)",
+ax.set(xlabel="ms per round (log scale)",
        title=f"LIF layer, T = {T}, N = " + ", ".join(f"{neurons[d]} ({d})" for d in devices))
 for i, v in enumerate(values):
     ax.text(v, i, f" {v:.2f}", va="center", fontsize=8)
@@ -222,14 +222,25 @@ show(fig, "timings")
 # - 核函数时间与下限之比说明还剩多少余地。比值接近 1 表示核函数受限于内存带宽，在这台机器上任何
 #   语言写的任何实现都不可能好很多；进一步的提升只能来自搬运更少的字节（例如在 GPU 上使用半精度，
 #   或者把神经元与它前面的层融合）。
+# - 使用 Linux 上 C 库的内存分配器（glibc）时，这里的核函数可能需要下限的数倍时间，与复制到新
+#   张量的时间相当。核函数的循环本身并不慢，时间花在了获取新内存上。每一轮都要分配新的输出（脉冲、
+#   保存的 $H$ 和 $\partial L / \partial X$，非快速模式下各 32 MiB），而 glibc 会把释放的 32 MiB 及以上
+#   的内存块还给操作系统，于是每一轮拿到的都是新的内存页，每一页都要付出一次缺页中断的代价。保留
+#   已释放内存的分配器可以避免这一点：`benchmarks/run_with_allocator.sh python tutorials/zh/05_speed.py`
+#   在 jemalloc 下运行本教程，并让 jemalloc 保留它的内存页（同时让 PyTorch 把大张量放在大页上），
+#   前提是装有 `libjemalloc.so.2`（Debian 和 Ubuntu：`libjemalloc2` 软件包）；在 notebook 中，请通过
+#   这个脚本启动 Jupyter。这样两种复制用时相同，核函数也接近下限。`spikecore train` 找到这个库时会
+#   以同样的方式在 jemalloc 下重新运行自己。神经元层没有提供传入预分配输出的途径；
+#   `benchmarks/bench_neuron.py --prealloc` 测量的是原始核函数写入预先分配好的缓冲区的时间。在 GPU 上，
+#   PyTorch 的缓存分配器会保留释放的内存，所以不会出现这种现象。
 # - 在 GPU 上，每次调用的固定开销（几十微秒）与这种规模的层的内存下限相当；只有神经元步数多得多
 #   的层，与下限之比才会接近 1。
 # - CPU 核函数甚至可能略低于这个下限。`copy_` 在写入一条缓存行的一部分之前，处理器会先从内存读入
 #   这条缓存行（"为所有权而读"），所以这种复制实际搬运的字节比它计入的多。spikecore 的核函数用流式
 #   存储写出大的输出，省去了这次读取（见文档"内存访问量与核函数"一章）；因此基准测试还会测量一种用
 #   流式存储完成的复制，作为更严格的下限。
-# - 在只有两个核的小型共享机器上，下限本身也有噪声；仓库中的基准测试（`benchmarks/`）在多种规模下
-#   重复这些测量，并与其他库比较。
+# - 在小型共享机器上，所有这些时间都有噪声，中位数也不例外；仓库中的基准测试（`benchmarks/`）在
+#   多种规模下重复这些测量，并与其他库比较。
 
 # %%
 assert timings["cpu kernel"] < timings["reference (cpu)"], timings

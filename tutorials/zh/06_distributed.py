@@ -20,9 +20,10 @@
 # 优化器更新之前，各进程对梯度取平均，于是所有副本走同样的一步，始终保持一致。在 CPU 上，进程之间
 # 通过 PyTorch 的 `gloo` 后端通信，可以在一台机器上，也可以跨多台机器。
 #
-# spikecore 的神经元层没有参数，状态也按进程各自保存，所以不需要任何特殊处理：它们在
-# `torch.nn.parallel.DistributedDataParallel`（DDP）中与其他层一样工作。本教程用两种方式在本机上
-# 启动两个进程：
+# spikecore 的 LIF 和 IF 层没有参数，状态也按进程各自保存，所以不需要任何特殊处理：它们在
+# `torch.nn.parallel.DistributedDataParallel`（DDP）中与其他层一样工作。（`ParametricLIFNode` 确实
+# 有一个要学习的参数，即它的时间常数；DDP 像对待任何权重一样对它的梯度取平均。）本教程用两种方式
+# 在本机上启动两个进程：
 #
 # 1. 用 `torch.multiprocessing.spawn` 和一个手写的 worker，并检验两个各处理半个批次的进程与一个
 #    处理整个批次的进程走的步完全相同；
@@ -56,14 +57,16 @@ def show(fig, name):
 
 
 print("gloo available:", dist.is_available() and dist.is_gloo_available())
-workdir = tempfile.mkdtemp(prefix="spikecore_ddp_")
+# 存放本教程文件的临时目录；最后一个单元会删除它
+scratch = tempfile.TemporaryDirectory(prefix="spikecore_ddp_")
+workdir = scratch.name
 
 # %% [markdown]
 # ## worker 模块
 #
 # `torch.multiprocessing.spawn` 启动全新的 Python 进程并在每个进程中调用一个函数，所以这个函数必须
 # 位于新进程能够导入的模块中；在 notebook 单元中定义的函数，新进程是找不到的。因此我们把一个小模块
-# `snn_ddp.py` 写到一个临时目录中。它包含
+# `snn_ddp.py` 写到一个临时目录中（最后一个单元会删除这个目录及其中的全部内容）。它包含
 #
 # - `train(rank, world, ...)`：一个在手写数字上的普通训练循环。所有进程抽取相同的随机批次下标，
 #   进程 `rank` 保留每个批次中每隔 `world` 个取一个的样本，于是这些进程合起来恰好覆盖单个进程会用的
@@ -202,8 +205,10 @@ assert ddp["ranks_agree"]
 # 结果在浮点舍入误差范围内一致（梯度求和的顺序不同）。
 
 # %%
-torch.set_num_threads(1)
+threads = torch.get_num_threads()
+torch.set_num_threads(1)                   # 单核，与两个进程各自的设置相同
 model, losses, accuracy = snn_ddp.train(rank=0, world=1, **config)
+torch.set_num_threads(threads)             # 这个设置在整个会话中有效：恢复原值
 single = model.state_dict()
 diff = max((single[k] - ddp["state"][k]).abs().max().item() for k in single)
 print(f"1 process: test accuracy {accuracy:.1%}; largest weight difference {diff:.2e}")
@@ -228,15 +233,20 @@ print("CHECK ok: two gloo processes with DDP take the same steps as one process"
 # 它那一份数据。只有 0 号进程打印输出和写文件。在一台机器上：
 #
 # ```bash
-# torchrun --standalone --nproc_per_node=2 -m spikecore train --epochs 10
+# torchrun --standalone --nproc_per_node=2 -m spikecore train --epochs 8 -T 4
 # ```
 #
 # 在多台机器上，在每台机器上用 `--nnodes` 和一个会合端点启动同样的命令（见分布式训练指南）。
 # 这里我们从 Python 中用 `python -m torch.distributed.run` 启动它，`torchrun` 命令运行的正是它。
+# 非快速模式下，下面运行的就是这条命令，只多了几个与输出有关的选项：`--log-dir` 和 `--out` 指定
+# 文件写到哪里，`--no-plots` 和 `--quiet` 减少写出的文件和打印的内容，`--hidden 128` 只是重复默认值。
+# `--log-dir` 让 torchrun 把日志文件放在我们的临时目录中；默认情况下 torchrun 会为日志另建一个临时
+# 目录，而且从不删除它。
 
 # %%
 out_dir = os.path.join(workdir, "run")
 cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+       "--log-dir", os.path.join(workdir, "logs"),
        "-m", "spikecore", "train", "--epochs", "2" if FAST else "8", "-T", "4",
        "--hidden", "32" if FAST else "128", "--out", out_dir, "--no-plots", "--quiet"]
 print(" ".join(cmd[2:]))
@@ -267,6 +277,14 @@ print(f"CHECK ok: torchrun with 2 gloo workers finished, test accuracy {reported
 #   大小相同时，它与一个进程在整个批次上训练完全相同。
 # - spikecore 的神经元层不需要特殊处理：和往常一样，在每个进程中每个批次之前重置它们。
 # - `torchrun ... -m spikecore train` 在命令行上完成这一切，从一台机器到一个集群。
+#
+# 最后删除临时目录（其中有 worker 模块、保存的权重和那次运行的文件），并把它从 Python 的模块搜索
+# 路径中移除。
 
 # %%
+if workdir in sys.path:
+    sys.path.remove(workdir)
+sys.modules.pop("snn_ddp", None)
+scratch.cleanup()
+print("removed", workdir, "| still there:", os.path.exists(workdir))
 print("CHECK ok: tutorial 06 finished")
