@@ -16,7 +16,8 @@ ARGS = ["--hidden", "16", "-T", "4", "--no-plots", "--quiet"]
 
 def torchrun(tmp_path, *args, nproc=2, env=None, timeout=120, extra=()):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={nproc}", *extra, "-m", "spikecore", "train", *args]
+           f"--nproc-per-node={nproc}", f"--log-dir={tmp_path / 'torchrun-logs'}", *extra,
+           "-m", "spikecore", "train", *args]   # (torchrun's own default is a /tmp folder)
     full_env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=full_env,
                        timeout=timeout)
