@@ -127,6 +127,18 @@ def test_step_breakdown_profile(bench, capsys):
         assert chain[-1] > 0 and chain == sorted(chain, reverse=True)
 
 
+def test_stream_threshold(bench, capsys):
+    """Both tables print, and the kernels' threshold is restored afterwards."""
+    from spikecore import _cpu_kernels
+    before = _cpu_kernels.stream_min_bytes()
+    assert bench("stream_threshold").main(["--mib", "0.1", "2", "--repeat", "1", "--threads",
+                                           "1", "--mlp", "16"]) == 0
+    assert _cpu_kernels.stream_min_bytes() == before
+    out = capsys.readouterr().out
+    assert "no stream ms" in out and "streams by default" in out
+    assert "training steps, MLP 784-H-H-H-10" in out
+
+
 @pytest.mark.skipif(shutil.which("sh") is None or shutil.which("env") is None,
                     reason="needs a POSIX shell")
 def test_run_with_allocator():
