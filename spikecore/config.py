@@ -19,6 +19,7 @@ CHARGE_LIF = 1
 CHARGE_LIF_DETACH_INPUT = 2
 
 NEURONS = ("IF", "LIF")
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _check_real(name, value, *, positive=False):
@@ -99,6 +100,16 @@ class NeuronConfig:
         """This LIF config with another 1/τ, checked as :meth:`build` checks it: the value a
         learnable time constant has at this call."""
         return dataclasses.replace(self, reciprocal_tau=check_reciprocal_tau(reciprocal_tau))
+
+    @cached_property
+    def outside_float32(self) -> Optional[str]:
+        """``'name=value'`` for the first parameter too large for float32, in which float32 and
+        16-bit inputs are computed (it would become inf there), else ``None``."""
+        for name in ("v_threshold", "v_reset", "reciprocal_tau", "alpha"):
+            value = getattr(self, name)
+            if value is not None and abs(value) > _FLOAT32_MAX:
+                return f"{name}={value}"
+        return None
 
     @cached_property
     def kernel_args(self) -> tuple:

@@ -147,6 +147,13 @@ def _forward_inputs(x_seq, v, multi_step, backend, h_dtype, names):
     return impl, dtype, steps, step_shape
 
 
+def _check_fits(cfg, dtype):
+    """A parameter float32 cannot hold would turn into inf inside a float32 computation."""
+    if dtype is not torch.float64 and cfg.outside_float32 is not None:
+        raise ValueError(f"{cfg.outside_float32} is too large for float32, the dtype this "
+                         "call computes in (only float64 inputs are computed in float64)")
+
+
 def plan(x_seq, v, cfg, *, multi_step=True, backend=None, h_dtype=None,
          names=("x_seq", "v")) -> Optional[backends.Plan]:
     """Check a call as :func:`forward` does and return a :class:`~spikecore.backends.Plan` that
@@ -158,6 +165,7 @@ def plan(x_seq, v, cfg, *, multi_step=True, backend=None, h_dtype=None,
     """
     impl, dtype, steps, step_shape = _forward_inputs(x_seq, v, multi_step, backend, h_dtype,
                                                      names)
+    _check_fits(cfg, dtype)
     if dtype != x_seq.dtype:
         return None
     return impl.plan(cfg, x_seq, v is not None, steps, step_shape, h_dtype)
@@ -175,6 +183,7 @@ def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_
     """
     impl, dtype, steps, step_shape = _forward_inputs(x_seq, v, multi_step, backend, h_dtype,
                                                      names)
+    _check_fits(cfg, dtype)
     v = (_rest_upcast(x_seq.dtype, dtype, cfg.v_rest, step_shape, x_seq.device) if v is None
          else _prepared(v, dtype))
     spike, v_next, h_seq, v_seq, gs2h, gv2h = impl.forward(
@@ -213,6 +222,7 @@ def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
     ``grad_s_to_h`` and ``grad_v_to_h`` (teaching route). Returns ``(grad_x_seq, grad_v)``."""
     impl, dtype, steps, step_shape, grad_spike, grad_v_last = _gradient_inputs(
         grad_spike_seq, grad_v_next, multi_step, backend, names)
+    _check_fits(cfg, dtype)
     seq = dict(h_seq=h_seq, grad_s_to_h=grad_s_to_h, grad_v_to_h=grad_v_to_h)
     for name, t in seq.items():
         if t is None:
@@ -274,6 +284,7 @@ def backward_plif(grad_spike_seq, grad_v_next, cfg, *, h_seq, v_init, multi_step
     summed over neurons and time steps."""
     impl, dtype, steps, step_shape, grad_spike, grad_v_last = _gradient_inputs(
         grad_spike_seq, grad_v_next, multi_step, backend, ("grad_spike_seq", "grad_v_next"))
+    _check_fits(cfg, dtype)
     _check_like("h_seq", h_seq, "grad_spike_seq", grad_spike_seq, grad_spike_seq.shape,
                 same_dtype=False)
     if v_init is not None:

@@ -76,10 +76,26 @@ def _node_after(node, x):
     (lambda: spikecore.IFNode()([1.0]), TypeError, "expects a torch.Tensor"),
     (lambda: neuron.IF_hard_reset_fptt(X, V, 1.0, 0.0, backend="tpu"),
      ValueError, "backend must be one of"),
+    (lambda: neuron.IF_soft_reset_fptt(X, V, 1e39),
+     ValueError, r"v_threshold=1e\+39 is too large for float32, the dtype this call"),
+    (lambda: neuron.LIF_hard_reset_fptt_with_grad(X, V, 1.0, -1e39, 2.0, False, 0, 0.5, False),
+     ValueError, r"v_reset=-1e\+39 is too large for float32"),
+    (lambda: spikecore.dispatch.backward(X, None, make_cfg("IF", alpha=1e39), h_seq=X),
+     ValueError, r"alpha=1e\+39"),
+    (lambda: spikecore.MultiStepIFNode(v_threshold=1e39)(X.half()),
+     ValueError, r"v_threshold=1e\+39 is too large for float32"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_bad_input_raises(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_large_parameters_fit_float64():
+    """float64 inputs are computed in float64, where 1e39 is an ordinary value."""
+    s, v = neuron.IF_soft_reset_fptt(X.double() * 1e39, V.double(), 1e39)
+    s_ref, v_ref, _, _ = reference.fptt(X.double() * 1e39, V.double(),
+                                        make_cfg("IF", v_reset=None, v_threshold=1e39))
+    assert torch.equal(s, s_ref) and torch.equal(v, v_ref) and s.sum() > 0
 
 
 def test_mixed_devices_raise():
