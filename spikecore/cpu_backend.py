@@ -25,6 +25,9 @@ __all__ = ["CPUBackend", "PARALLEL_MIN_ELEMENTS"]
 #: a parallel region costs microseconds when the cores are free, and far more when other
 #: processes occupy them (a thread that is not scheduled holds up the region's barrier).
 PARALLEL_MIN_ELEMENTS = 1 << 18
+#: a training call of a node saves its input instead of H, and its backward recomputes H, when
+#: one [T, N] tensor of the call is smaller than this many bytes (see ``_CPUPlan.recompute``)
+RECOMPUTE_MAX_BYTES = 2 << 20
 
 # the Cython names of the fused types' members, for picking a kernel's specialisation
 _CYTHON_TYPES = {torch.float32: "float", torch.float64: "double", torch.bfloat16: "BF16Bits"}
@@ -165,11 +168,12 @@ class _CPUPlan(Plan):
         self._from_input = backend._entry("backward_from_input", dtype)
         self._plif_from_input = backend._entry("backward_plif_from_input", dtype)
         #: a training call saves its input and the backward recomputes H (bit-identical), for
-        #: [T, N] tensors below the streaming threshold: the forward then writes no H, which
-        #: keeps a small layer's step in cache; larger ones save H (the row-streaming kernels
-        #: are faster there than the chunk-wise recomputation)
+        #: [T, N] tensors below RECOMPUTE_MAX_BYTES: the forward then writes no H, which keeps a
+        #: small layer's step in cache; larger ones save H (the row-streaming kernels are
+        #: faster there than the chunk-wise recomputation). The same size as the kernels'
+        #: default streaming threshold, but a separate setting.
         self.recompute = (h_dtype is None and
-                          x.numel() * x.element_size() < backend._kernels.stream_min_bytes())
+                          x.numel() * x.element_size() < RECOMPUTE_MAX_BYTES)
 
     def _buffers(self, seq, state):
         """``[T, N]`` views of the tensors in ``seq`` and ``[N]`` views of those in ``state``

@@ -83,11 +83,20 @@ def test_learnable_tau_backward_equals_the_one_from_saved_h(cfg, dtype):
 
 # --- the route of the nodes' plans --------------------------------------------------------------
 @pytest.fixture
-def stream_all():
+def no_recompute(monkeypatch):
     """Make every [T, N] tensor count as large (no recomputation) while the test runs."""
-    old = K.stream_min_bytes(0)
-    yield
-    K.stream_min_bytes(old)
+    from spikecore import cpu_backend
+    monkeypatch.setattr(cpu_backend, "RECOMPUTE_MAX_BYTES", 0)
+
+
+def _large_plan(x, v, cfg):
+    """The plan of a layer that saves H: ``cpu_backend.RECOMPUTE_MAX_BYTES`` set to 0."""
+    from spikecore import cpu_backend, dispatch
+    old, cpu_backend.RECOMPUTE_MAX_BYTES = cpu_backend.RECOMPUTE_MAX_BYTES, 0
+    try:
+        return dispatch.plan(x, v, cfg)
+    finally:
+        cpu_backend.RECOMPUTE_MAX_BYTES = old
 
 
 def _planned(x, v, plan, g_s, g_v):
@@ -113,7 +122,7 @@ def test_small_layers_save_their_input():
     assert torch.equal(spike_t, spike)
 
 
-def test_large_layers_and_16_bit_h_save_h(stream_all):
+def test_large_layers_and_16_bit_h_save_h(no_recompute):
     from spikecore import dispatch
     cfg = list(all_configs())[5]
     x, v = make_inputs(cfg, 6, (4, 9), torch.float32)
@@ -132,12 +141,7 @@ def test_both_routes_give_the_same_gradients(given_v):
         x, v0 = make_inputs(cfg, 5, (3, 8), torch.float64, seed=2)
         v = v0 if given_v else None
         g_s, g_v = torch.randn(5, 3, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
-        small = dispatch.plan(x, v, cfg)
-        old = K.stream_min_bytes(0)
-        try:
-            large = dispatch.plan(x, v, cfg)
-        finally:
-            K.stream_min_bytes(old)
+        small, large = dispatch.plan(x, v, cfg), _large_plan(x, v, cfg)
         assert small.recompute and not large.recompute
         a, b = _planned(x, v, small, g_s, g_v), _planned(x, v, large, g_s, g_v)
         for p, q in zip(a, b):
@@ -167,11 +171,7 @@ def test_learnable_tau_routes_give_the_same_gradients(given_v):
         small = dispatch.plan(x, v, cfg)
         spike, v_next, saved = small.train_forward_plif(x, v, 0.37)
         assert small.recompute and saved[0].data_ptr() == x.data_ptr() and saved[1] is v
-        old = K.stream_min_bytes(0)
-        try:
-            large = dispatch.plan(x, v, cfg)
-        finally:
-            K.stream_min_bytes(old)
+        large = _large_plan(x, v, cfg)
         assert not large.recompute
         a, b = _planned_plif(x, v, k, small, g_s, g_v), _planned_plif(x, v, k, large, g_s, g_v)
         for p, q in zip(a, b):
