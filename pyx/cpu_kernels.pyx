@@ -291,6 +291,14 @@ cdef inline int _should_stream(Py_ssize_t nbytes) noexcept nogil:
     return SC_STREAM_AVAILABLE and nbytes >= _stream_min_bytes
 
 
+cdef int _check_threads(int n_threads) except -1:
+    """OpenMP needs at least one thread (0 would divide by zero below, -1 makes libgomp abort);
+    every entry point calls this before its parallel loop."""
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+    return 0
+
+
 cdef inline Py_ssize_t _block_size(Py_ssize_t n, int n_threads) noexcept nogil:
     cdef Py_ssize_t per_thread = (n + n_threads - 1) // n_threads
     if per_thread < BLOCK_MIN:
@@ -526,6 +534,7 @@ def forward(const real[:, ::1] x,           # IN  [T, N] input current
             double v_threshold, double v_reset, double reciprocal_tau, double alpha,
             int n_threads):
     """Run ``T`` steps of charge, fire and reset; optionally keep H, V and the local gradients."""
+    _check_threads(n_threads)
     cdef Py_ssize_t n = x.shape[1]
     cdef Py_ssize_t blk = _block_size(n, n_threads)
     cdef Py_ssize_t n_blocks = (n + blk - 1) // blk
@@ -667,6 +676,7 @@ def backward(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
              int n_threads):
     """Backpropagate through ``T`` steps, from saved H (recomputing S and the surrogate) or from
     the stored local gradients dS/dH and dV/dH."""
+    _check_threads(n_threads)
     cdef Py_ssize_t n = grad_spike.shape[1]
     cdef Py_ssize_t blk = _block_size(n, n_threads)
     cdef Py_ssize_t n_blocks = (n + blk - 1) // blk
@@ -833,6 +843,7 @@ def backward_from_input(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
     exactly as :func:`backward` does from a saved H. The gradients are bit-identical to that
     route; the forward pass need not write H. Faster inside a training step for tensors that
     fit in cache; slower than :func:`backward` on large ones, whose rows it cannot stream."""
+    _check_threads(n_threads)
     _from_input_blocks(grad_spike, grad_v_next, x, v, grad_x, grad_v, NULL, False, mode, hard,
                        detach_reset, sg_index, <real>v_threshold, <real>v_reset,
                        <real>reciprocal_tau, <real>alpha, n_threads)
@@ -1019,6 +1030,7 @@ def backward_plif(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t]
     Each neuron sums its own terms over time (no shared accumulator, so no race); the neuron
     sums are then added in an order that depends on N alone (see _neuron_total), so the result
     is bit-identical for any thread count."""
+    _check_threads(n_threads)
     cdef Py_ssize_t n = grad_spike.shape[1]
     cdef Py_ssize_t blk = _block_size(n, n_threads)
     cdef Py_ssize_t n_blocks = (n + blk - 1) // blk
@@ -1051,6 +1063,7 @@ def backward_plif_from_input(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS
     :func:`backward_from_input` is to :func:`backward`: each chunk of neurons recomputes its H
     into an L1 scratch buffer and backpropagates from it with the same code. Same bits as
     :func:`backward_plif` from the forward's H, dL/d(1/tau) included."""
+    _check_threads(n_threads)
     _from_input_blocks(grad_spike, grad_v_next, x, v, grad_x, grad_v, _sums(grad_tau), True,
                        mode, hard, detach_reset, sg_index, <real>v_threshold, <real>v_reset,
                        <real>reciprocal_tau, <real>alpha, n_threads)
@@ -1061,6 +1074,7 @@ def backward_plif_from_input(const real[:, ::1] grad_spike,   # IN  [T, N] dL/dS
 def copy_bytes(const unsigned char[::1] src, unsigned char[::1] dst, bint stream, int n_threads):
     """Copy ``src`` into ``dst`` through the kernels' store path (streaming or not), split over
     threads like the kernels. The benchmarks time it to measure the memory floor."""
+    _check_threads(n_threads)
     cdef Py_ssize_t n = src.shape[0]
     cdef Py_ssize_t blk = 1 << 20
     cdef Py_ssize_t b, lo, hi

@@ -89,3 +89,19 @@ def test_learnable_tau_sum_over_many_neurons(restore_threads):
     assert totals[0] == totals[1] == totals[2]
     want = dispatch.backward_plif(g, None, cfg, h_seq=h, v_init=v, backend="reference")[2]
     torch.testing.assert_close(totals[0], want, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("n_threads", [0, -1])
+def test_kernels_refuse_a_thread_count_below_one(n_threads):
+    """OpenMP needs at least one thread: 0 used to divide by zero (SIGFPE) and -1 made libgomp
+    abort; the compiled entry points raise instead."""
+    import numpy as np
+    from spikecore import _cpu_kernels as K
+    src = np.zeros(8, np.uint8)
+    with pytest.raises(ValueError, match=f"n_threads must be >= 1, got {n_threads}"):
+        K.copy_bytes(src, src.copy(), False, n_threads)
+    x, out = np.zeros((2, 4), np.float32), np.zeros((2, 4), np.float32)
+    none = np.zeros((0, 4), np.float32)
+    with pytest.raises(ValueError, match="n_threads must be >= 1"):
+        K.forward(x, np.zeros(0, np.float32), out, np.zeros(4, np.float32), none, none, none,
+                  none, 1, True, False, 0, 1.0, 0.0, 0.5, 2.0, n_threads)
