@@ -23,7 +23,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from build_support import cuda as cuda_support  # noqa: E402
 from build_support.openmp import probe_openmp  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 INCLUDE = os.path.join("include")
 
 # -fno-trapping-math / -fno-math-errno let the float compare and exp vectorise without
@@ -53,24 +52,31 @@ class BuildExt(build_ext):
                 if use_openmp:
                     ext.extra_compile_args = ext.extra_compile_args + ["-fopenmp"]
                     ext.extra_link_args = ext.extra_link_args + ["-fopenmp"]
-        self._rebuild_if_flags_changed()
+        stamp, flags = self._rebuild_if_flags_changed()
         cuda_support.prepare_compiler(self.compiler, self.extensions)
         super().build_extensions()
+        os.makedirs(self.build_temp, exist_ok=True)
+        with open(stamp, "w") as f:   # only once the build succeeded
+            f.write(flags)
 
     def _rebuild_if_flags_changed(self):
-        """Switching SPIKECORE_PORTABLE or SPIKECORE_NO_OPENMP changes only compiler flags, which
-        setuptools does not track: objects newer than their sources would be reused and the old
-        variant installed silently. Remember the flags and force a rebuild when they change."""
+        """Switching SPIKECORE_PORTABLE, SPIKECORE_NO_OPENMP or SPIKECORE_CUDA_ARCHS changes
+        only compiler flags, which setuptools does not track: objects newer than their sources
+        would be reused and the old variant installed silently. Compare the flags with those of
+        the last successful build and force a rebuild when they differ. Returns the stamp file
+        and the flags to write into it after the build."""
         cpu = next(e for e in self.extensions if e.name == "spikecore._cpu_kernels")
-        flags = " ".join(cpu.extra_compile_args + cpu.extra_link_args)
-        stamp = os.path.join(self.build_temp, "spikecore-cpu-flags.txt")
-        old = open(stamp).read() if os.path.exists(stamp) else None
+        flags = " ".join(cpu.extra_compile_args + cpu.extra_link_args
+                         + ["cuda-archs=" + os.environ.get("SPIKECORE_CUDA_ARCHS", "")])
+        stamp = os.path.join(self.build_temp, "spikecore-flags.txt")
+        old = None
+        if os.path.exists(stamp):
+            with open(stamp) as f:
+                old = f.read()
         if old is not None and old != flags:
             print("spikecore: compiler flags changed since the last build; rebuilding", flush=True)
             self.force = self.compiler.force = True
-        os.makedirs(self.build_temp, exist_ok=True)
-        with open(stamp, "w") as f:
-            f.write(flags)
+        return stamp, flags
 
 
 def extensions():
