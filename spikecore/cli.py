@@ -12,7 +12,7 @@ import sys
 from . import surrogate as _surrogate
 from .data import DATASETS, ENCODERS
 from .models import MODELS, NEURONS
-from .train import DEFAULTS, TrainError, default_out_dir, fit
+from .train import CHECKPOINT, DEFAULTS, TrainError, default_out_dir, fit
 
 __all__ = ["main", "build_parser"]
 
@@ -25,50 +25,77 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive_int(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
 def _positive_float(text):
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {value}")
     return value
 
 
 def _train_parser(prog="spikecore train"):
-    p = _Parser(prog=prog, description="Train a spiking classifier with surrogate-gradient BPTT.",
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(prog=prog, description="Train a spiking classifier with surrogate-gradient BPTT.")
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=DATASETS, default=DEFAULTS["dataset"])
+    g.add_argument("--dataset", choices=DATASETS, default=DEFAULTS["dataset"],
+                   help="digits ships with scikit-learn; mnist and fashion-mnist are read from "
+                        "--data-dir (default: %(default)s)")
     g.add_argument("--data-dir", default=DEFAULTS["data_dir"],
-                   help="folder holding MNIST/ or FashionMNIST/ (torchvision layout)")
+                   help="folder holding MNIST/ or FashionMNIST/ (torchvision layout; default: "
+                        "%(default)s)")
     g.add_argument("--download", action="store_true",
                    help="download MNIST/Fashion-MNIST into --data-dir (needs torchvision)")
-    g.add_argument("--encoding", choices=tuple(ENCODERS), default=DEFAULTS["encoding"])
-    g.add_argument("-T", "--timesteps", type=_positive_int, default=DEFAULTS["timesteps"])
+    g.add_argument("--encoding", choices=tuple(ENCODERS), default=DEFAULTS["encoding"],
+                   help="direct: the image as a constant input current; poisson: random spikes "
+                        "at the pixel intensity (default: %(default)s)")
+    g.add_argument("-T", "--timesteps", type=_positive_int, default=DEFAULTS["timesteps"],
+                   help="simulation steps per sample (default: %(default)s)")
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=tuple(MODELS), default=DEFAULTS["model"])
-    g.add_argument("--neuron", choices=tuple(NEURONS), default=DEFAULTS["neuron"])
-    g.add_argument("--surrogate", choices=_surrogate.NAMES, default=DEFAULTS["surrogate"])
+    g.add_argument("--model", choices=tuple(MODELS), default=DEFAULTS["model"],
+                   help="default: %(default)s")
+    g.add_argument("--neuron", choices=tuple(NEURONS), default=DEFAULTS["neuron"],
+                   help="default: %(default)s")
+    g.add_argument("--surrogate", choices=_surrogate.NAMES, default=DEFAULTS["surrogate"],
+                   help="surrogate gradient (default: %(default)s)")
+    g.add_argument("--alpha", type=_positive_float, default=DEFAULTS["alpha"],
+                   help="sharpness of the surrogate gradient; PiecewiseQuadratic's is zero "
+                        "beyond 1/alpha from the threshold and learns with 0.5 here "
+                        "(default: %(default)s)")
     g.add_argument("--hidden", type=_positive_int, default=None,
                    help="hidden units (mlp, default 128) or first-layer channels (conv, 16)")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=_positive_int, default=DEFAULTS["epochs"])
+    g.add_argument("--epochs", type=_positive_int, default=DEFAULTS["epochs"],
+                   help="total epochs, counting those of a resumed run; the learning rate "
+                        "decays along a cosine over them (default: %(default)s)")
     g.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"],
-                   help="per process")
-    g.add_argument("--lr", type=_positive_float, default=DEFAULTS["lr"], help="Adam step size")
-    g.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    g.add_argument("--device", choices=("cpu", "cuda"), default=DEFAULTS["device"])
+                   help="samples per step and process (default: %(default)s)")
+    g.add_argument("--lr", type=_positive_float, default=DEFAULTS["lr"],
+                   help="Adam step size of the first epoch (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=DEFAULTS["seed"],
+                   help="seeds the weights, the data order and the Poisson draws (default: "
+                        "%(default)s)")
+    g.add_argument("--device", choices=("cpu", "cuda"), default=DEFAULTS["device"],
+                   help="default: %(default)s")
     g.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch threads per process (default: cores / processes on the machine)")
+                   help="torch threads per process (default: the CPUs this process may use, "
+                        "divided by the processes on the machine; OMP_NUM_THREADS is not read)")
     g.add_argument("--max-steps", type=_positive_int, default=None, help=argparse.SUPPRESS)
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None,
-                   help="output folder (default: runs/<timestamp>)")
-    g.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+                   help="output folder for the checkpoint, metrics and plots (default: "
+                        "runs/<timestamp>)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint in --out, with the same options")
     g.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     g.add_argument("--quiet", action="store_true", help="no progress bars, only the result")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -94,20 +121,27 @@ def train(argv) -> int:
         if os.environ.get("THP_MEM_ALLOC_ENABLE") == "1":
             allocator += ", huge pages for tensors of 2 MiB and more"
         print(f"spikecore: memory allocator: {allocator}")
+    out_dir = args.out or default_out_dir()
     try:
         result = fit(args.model, args.dataset, epochs=args.epochs, batch_size=args.batch_size,
                      lr=args.lr, timesteps=args.timesteps, encoding=args.encoding,
                      neuron=args.neuron, surrogate=args.surrogate, hidden=args.hidden,
                      device=args.device, threads=args.threads, seed=args.seed,
                      data_dir=args.data_dir, download=args.download,
-                     out_dir=args.out or default_out_dir(), resume=args.resume,
-                     quiet=args.quiet, plots=not args.no_plots, max_steps=args.max_steps)
+                     out_dir=out_dir, resume=args.resume,
+                     quiet=args.quiet, plots=not args.no_plots, max_steps=args.max_steps,
+                     alpha=args.alpha)
     except TrainError as exc:
         if args.debug:
             raise
         parser.error(str(exc))
     except KeyboardInterrupt:
-        print(f"\n{parser.prog}: interrupted; continue with --resume --out DIR", file=sys.stderr)
+        if os.path.exists(os.path.join(out_dir, CHECKPOINT)):
+            hint = (f"continue with the same options and --resume --out {out_dir} (the last "
+                    "finished epoch is saved)")
+        else:
+            hint = "no epoch had finished, so nothing was saved"
+        print(f"\n{parser.prog}: interrupted; {hint}", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug or an environment problem: keep it to one line too
         if args.debug:

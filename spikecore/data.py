@@ -30,6 +30,9 @@ class DataError(RuntimeError):
 
 
 class Dataset(NamedTuple):
+    """A classification dataset held in memory: images ``[n, C, H, W]`` (float32 in [0, 1]) and
+    integer labels ``[n]``, for training and for testing, with the number of classes."""
+
     name: str
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -51,11 +54,16 @@ _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f
 def read_idx(path: str) -> np.ndarray:
     """Read an IDX file (optionally gzip-compressed, by the ``.gz`` suffix) into an array."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (gzip.BadGzipFile, EOFError) as exc:
+        raise DataError(f"{path} is not a readable gzip file ({exc})") from None
     if len(raw) < 4 or raw[0] or raw[1] or raw[2] not in _IDX_TYPES:
         raise DataError(f"{path} is not an IDX file (bad header)")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated: its header announces {ndim} dimensions")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">i4", ndim, 4))
     dtype = np.dtype(_IDX_TYPES[raw[2]])
     count = int(np.prod(dims)) if dims else 1

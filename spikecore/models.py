@@ -17,12 +17,14 @@ from .plif import MultiStepParametricLIFNode
 
 __all__ = ["NEURONS", "MODELS", "SeqToANN", "build_model", "mlp", "conv"]
 
-# name -> factory(surrogate name) returning a multi-step node
-NEURONS: Dict[str, Callable[[str], nn.Module]] = {
-    "lif": lambda sg: MultiStepLIFNode(tau=2.0, surrogate_function=sg, detach_reset=True),
-    "if": lambda sg: MultiStepIFNode(surrogate_function=sg, detach_reset=True),
-    "plif": lambda sg: MultiStepParametricLIFNode(init_tau=2.0, surrogate_function=sg,
-                                                  detach_reset=True),
+# name -> factory(surrogate name, alpha) returning a multi-step node
+NEURONS: Dict[str, Callable[[str, float], nn.Module]] = {
+    "lif": lambda sg, alpha: MultiStepLIFNode(tau=2.0, surrogate_function=sg, alpha=alpha,
+                                              detach_reset=True),
+    "if": lambda sg, alpha: MultiStepIFNode(surrogate_function=sg, alpha=alpha,
+                                            detach_reset=True),
+    "plif": lambda sg, alpha: MultiStepParametricLIFNode(init_tau=2.0, surrogate_function=sg,
+                                                         alpha=alpha, detach_reset=True),
 }
 
 
@@ -91,27 +93,27 @@ def _couples_samples(layers: nn.Module) -> bool:
     return any(m.training and isinstance(m, _COUPLING) for m in layers.modules())
 
 
-def _node(neuron: str, surrogate: str) -> nn.Module:
+def _node(neuron: str, surrogate: str, alpha: float) -> nn.Module:
     try:
-        return NEURONS[neuron](surrogate)
+        return NEURONS[neuron](surrogate, alpha)
     except KeyError:
         raise ValueError(f"unknown neuron {neuron!r}; choose from {', '.join(NEURONS)}") from None
 
 
 def mlp(in_shape: Sequence[int], num_classes: int, hidden: int = 128, neuron: str = "lif",
-        surrogate: str = "ATan") -> nn.Module:
+        surrogate: str = "ATan", alpha: float = 2.0) -> nn.Module:
     """Flatten → Linear → spiking → Linear → spiking."""
     return nn.Sequential(
         nn.Flatten(2),
         SeqToANN(nn.Linear(math.prod(in_shape), hidden)),
-        _node(neuron, surrogate),
+        _node(neuron, surrogate, alpha),
         SeqToANN(nn.Linear(hidden, num_classes)),
-        _node(neuron, surrogate),
+        _node(neuron, surrogate, alpha),
     )
 
 
 def conv(in_shape: Sequence[int], num_classes: int, hidden: int = 16, neuron: str = "lif",
-         surrogate: str = "ATan") -> nn.Module:
+         surrogate: str = "ATan", alpha: float = 2.0) -> nn.Module:
     """Two blocks of Conv-BN-spiking-MaxPool (``hidden`` and ``2*hidden`` channels), then
     Linear → spiking. Works for any image side divisible by 4 (8x8 digits, 28x28 MNIST)."""
     c, h, w = in_shape
@@ -120,13 +122,13 @@ def conv(in_shape: Sequence[int], num_classes: int, hidden: int = 16, neuron: st
     c1, c2 = hidden, 2 * hidden
     return nn.Sequential(
         SeqToANN(nn.Conv2d(c, c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1)),
-        _node(neuron, surrogate),
+        _node(neuron, surrogate, alpha),
         SeqToANN(nn.MaxPool2d(2), nn.Conv2d(c1, c2, 3, padding=1, bias=False),
                  nn.BatchNorm2d(c2)),
-        _node(neuron, surrogate),
+        _node(neuron, surrogate, alpha),
         SeqToANN(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(c2 * (h // 4) * (w // 4),
                                                           num_classes)),
-        _node(neuron, surrogate),
+        _node(neuron, surrogate, alpha),
     )
 
 

@@ -61,9 +61,11 @@ def membrane_traces(node, x_seq: torch.Tensor) -> torch.Tensor:
     fire/reset (it crosses the threshold where the neuron spikes). Other nodes are stepped one
     time step at a time on a copy and give ``v`` after each step."""
     if hasattr(node, "config"):
-        v0 = torch.full(x_seq.shape[1:], float(node.v_reset or 0.0), dtype=x_seq.dtype)
+        cfg, k = node.config(), node._reciprocal_tau_tensor()
+        if k is not None:   # a learnable time constant: its value now, not at initialisation
+            cfg = cfg.with_reciprocal_tau(float(k))
         with torch.no_grad():
-            return dispatch.forward(x_seq.cpu(), v0, node.config(), multi_step=True,
+            return dispatch.forward(x_seq.cpu(), None, cfg, multi_step=True,
                                     backend="reference", save_h=True).h_seq
     step = copy.deepcopy(node).cpu()
     step.reset()

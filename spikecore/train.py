@@ -51,11 +51,11 @@ CRASH_ENV = "SPIKECORE_TEST_CRASH_AT"   # tests only: rank 1 exits once mid-way 
 # in a few seconds on two cores.
 DEFAULTS = dict(dataset="digits", model="mlp", neuron="lif", surrogate="ATan", hidden=None,
                 encoding="direct", timesteps=8, epochs=15, batch_size=32, lr=1e-2,
-                device="cpu", threads=None, seed=0, data_dir="data", logit_scale=5.0)
+                device="cpu", threads=None, seed=0, data_dir="data", logit_scale=5.0, alpha=2.0)
 
 # options that must match between a checkpoint and the run that resumes it
 _RESUME_KEYS = ("dataset", "model", "neuron", "surrogate", "hidden", "encoding", "timesteps",
-                "batch_size", "lr", "seed", "logit_scale", "world_size")
+                "batch_size", "lr", "seed", "logit_scale", "world_size", "alpha")
 
 
 class TrainError(Exception):
@@ -152,16 +152,15 @@ def _epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
 
 
 # --- checkpoints ----------------------------------------------------------------------------
-def _rng_state(data_gen: Optional[torch.Generator]) -> dict:
-    # Kept free of numpy objects so the checkpoint loads with weights_only=True.
+def _rng_state() -> dict:
+    # Kept free of numpy objects so the checkpoint loads with weights_only=True. The data order
+    # and the Poisson draws need no state: each epoch makes its own from (seed, epoch, rank).
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
              "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
                        float(gauss))}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
-    if data_gen is not None:
-        state["data"] = data_gen.get_state()
     return state
 
 
@@ -193,8 +192,9 @@ def _load_checkpoint(path: str, config: dict) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
         raise TrainError(f"{path} is not a spikecore training checkpoint")
     saved = ckpt.get("config", {})
-    diffs = [f"{k}={saved.get(k)!r} (now {config[k]!r})" for k in _RESUME_KEYS
-             if saved.get(k) != config[k]]
+    # (a key that a checkpoint of an older version lacks had its default then)
+    diffs = [f"{k}={saved.get(k, DEFAULTS.get(k))!r} (now {config[k]!r})" for k in _RESUME_KEYS
+             if saved.get(k, DEFAULTS.get(k)) != config[k]]
     if diffs:
         raise TrainError(f"checkpoint {path} does not match this run: {', '.join(diffs)}; "
                          "resume with the options it was started with")
@@ -312,6 +312,8 @@ def _train_epoch(net, opt, ds, cfg, encode, epoch, d, device, out_dir, quiet, ma
         loss = F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if step == 0 and epoch == 1 and d.main:
+            _warn_if_no_gradient(net, cfg)
         opt.step()
         loss_sum += loss.item() * len(j)
         correct += (logits.argmax(1) == y).sum().item()
@@ -323,7 +325,19 @@ def _train_epoch(net, opt, ds, cfg, encode, epoch, d, device, out_dir, quiet, ma
     bar.close()
     elapsed = time.perf_counter() - start
     loss_sum, correct, seen = _all_sum([loss_sum, correct, seen], d, device)
-    return loss_sum / seen, correct / seen, elapsed, seen / max(elapsed, 1e-9), gen
+    return loss_sum / seen, correct / seen, elapsed, seen / max(elapsed, 1e-9)
+
+
+def _warn_if_no_gradient(net, cfg):
+    """After the first backward: if no weight got a gradient, training cannot start. The usual
+    cause is a surrogate whose derivative is exactly zero where every potential lies."""
+    if any(p.grad is not None and bool(p.grad.any()) for p in net.parameters()):
+        return
+    print(f"spikecore: warning: the first step gave every weight a zero gradient, so the "
+          f"network cannot learn; the {cfg['surrogate']} surrogate's derivative is zero at "
+          f"every membrane potential of this batch (PiecewiseQuadratic is zero beyond 1/alpha "
+          f"= {1 / cfg['alpha']:g} from the threshold): try a smaller --alpha, such as 0.5",
+          file=sys.stderr)
 
 
 # --- the job ----------------------------------------------------------------------------------
@@ -338,7 +352,7 @@ def _check_numbers(a):
     seed = a["seed"]
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
         raise TrainError(f"seed must be an integer in [0, 2**32), got {seed!r}")
-    for name in ("lr", "logit_scale"):
+    for name in ("lr", "logit_scale", "alpha"):
         value = a[name]
         if (isinstance(value, bool) or not isinstance(value, numbers.Real)
                 or not (math.isfinite(value) and value > 0)):
@@ -354,7 +368,7 @@ def fit(model: Union[None, str, nn.Module] = None,
         device: str = "cpu", threads: Optional[int] = None, seed: int = 0,
         data_dir: str = "data", download: bool = False, out_dir: Optional[str] = None,
         resume: bool = False, quiet: bool = True, plots: bool = True,
-        logit_scale: float = DEFAULTS["logit_scale"],
+        logit_scale: float = DEFAULTS["logit_scale"], alpha: float = DEFAULTS["alpha"],
         max_steps: Optional[int] = None) -> FitResult:
     """Train a spiking classifier and return a :class:`FitResult`.
 
@@ -378,6 +392,8 @@ def fit(model: Union[None, str, nn.Module] = None,
         quiet: no progress bars or per-epoch lines.
         plots: write the PNG figures at the end (needs ``out_dir``).
         logit_scale: the firing rates are multiplied by this before the cross-entropy.
+        alpha: the sharpness of the built-in models' surrogate gradient. PiecewiseQuadratic's
+            is zero beyond 1/alpha from the threshold and needs a smaller one (0.5).
         max_steps: stop each epoch after this many batches (for quick checks and tests).
 
     Raises:
@@ -397,9 +413,11 @@ def fit(model: Union[None, str, nn.Module] = None,
         raise TrainError("resume needs an output directory (--out DIR) holding a checkpoint")
 
     d = _init_dist("cuda" if device == "cuda" else "cpu")
+    threads_before = torch.get_num_threads()   # _fit sets the job's; a notebook gets its own back
     try:
         return _fit(model, dataset, d, t_start, locals())
     finally:
+        torch.set_num_threads(threads_before)
         if d.owns_group:
             dist.destroy_process_group()
 
@@ -429,7 +447,8 @@ def _fit(model, dataset, d: _Dist, t_start, a) -> FitResult:
     cfg = dict(dataset=ds.name, model=model_name, neuron=a["neuron"], surrogate=a["surrogate"],
                hidden=a["hidden"], encoding=a["encoding"], timesteps=a["timesteps"],
                epochs=a["epochs"], batch_size=a["batch_size"], lr=a["lr"], seed=a["seed"],
-               logit_scale=a["logit_scale"], world_size=d.world, device=str(dev),
+               logit_scale=a["logit_scale"], alpha=a["alpha"], world_size=d.world,
+               device=str(dev),
                threads=threads)
 
     _seed_all(a["seed"])
@@ -439,7 +458,7 @@ def _fit(model, dataset, d: _Dist, t_start, a) -> FitResult:
         try:
             net = _models.build_model(model_name, ds.in_shape, ds.num_classes,
                                       hidden=a["hidden"], neuron=a["neuron"],
-                                      surrogate=a["surrogate"])
+                                      surrogate=a["surrogate"], alpha=a["alpha"])
         except ValueError as exc:
             raise TrainError(str(exc)) from None
     net.to(dev)
@@ -463,10 +482,21 @@ def _fit(model, dataset, d: _Dist, t_start, a) -> FitResult:
         _set_rng_state(ckpt["rng"])
         history, start_epoch = list(ckpt["history"]), int(ckpt["epoch"])
         _say(quiet, f"resumed from {ckpt_path} after epoch {start_epoch}")
+        planned = ckpt["config"].get("epochs")
+        if planned is not None and planned != a["epochs"] and d.main:
+            # the cosine step size is a function of (epoch, total epochs)
+            print(f"spikecore: note: the run was started for {planned} epochs and now ends "
+                  f"after {a['epochs']}; the learning rate follows the new cosine schedule from "
+                  f"epoch {start_epoch + 1}, so the result differs from a run of "
+                  f"{a['epochs']} epochs without interruption", file=sys.stderr)
     elif a["resume"] and not restarted:
         raise TrainError(f"--resume: no checkpoint {CHECKPOINT} in {out_dir}")
     if out_dir and d.main:
-        os.makedirs(out_dir, exist_ok=True)
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as exc:
+            raise TrainError(f"cannot create the output folder {out_dir}: "
+                             f"{exc.strerror or exc}") from None
         with open(os.path.join(out_dir, "config.json"), "w") as f:
             json.dump(cfg, f, indent=1)
         if history:
@@ -484,7 +514,7 @@ def _fit(model, dataset, d: _Dist, t_start, a) -> FitResult:
     for epoch in range(start_epoch + 1, a["epochs"] + 1):
         for group in opt.param_groups:
             group["lr"] = _cosine_lr(a["lr"], epoch, a["epochs"])
-        tr_loss, tr_acc, ep_time, rate, gen = _train_epoch(
+        tr_loss, tr_acc, ep_time, rate = _train_epoch(
             train_net, opt, ds, cfg, encode, epoch, d, dev, out_dir, quiet, a["max_steps"])
         te_loss, te_acc = _evaluate(net, ds.test_x, ds.test_y, cfg, encode, d, dev)
         row = dict(epoch=epoch, train_loss=tr_loss, train_acc=tr_acc, test_loss=te_loss,
@@ -496,7 +526,7 @@ def _fit(model, dataset, d: _Dist, t_start, a) -> FitResult:
         if out_dir and d.main:
             _atomic_save({"format": _FORMAT, "epoch": epoch, "config": cfg,
                           "model": net.state_dict(), "optimizer": opt.state_dict(),
-                          "history": history, "rng": _rng_state(gen)}, ckpt_path)
+                          "history": history, "rng": _rng_state()}, ckpt_path)
             _write_metrics(out_dir, history)
         if d.world > 1:
             dist.barrier()  # nobody starts the next epoch before the checkpoint is on disk
