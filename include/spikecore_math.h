@@ -8,9 +8,11 @@
  * compiled code. spikecore/reference.py is the same contract written with PyTorch ops; the
  * tests hold the two together.
  *
- * Every formula is written in the same operation order as the reference, and the kernels are
- * compiled without floating-point contraction (-ffp-contract=off / --fmad=false) and without
- * fast-math, so the forward pass (H, S, V) is bit-identical to PyTorch's own arithmetic. Hard
+ * Charge, fire and reset are written in the same operation order as the reference, and the
+ * kernels are compiled without floating-point contraction (-ffp-contract=off / --fmad=false) and
+ * without fast-math, so the forward pass (H, S, V) is bit-identical to PyTorch's own arithmetic.
+ * The surrogate derivatives are algebraically the reference's, with their own constants and
+ * exp (sc_expf), so gradients agree within rounding rather than bit for bit. Hard
  * reset is computed literally as S*V_r + (1-S)*H (not as a select) so that NaN and Inf propagate
  * exactly as in the reference.
  *

@@ -7,8 +7,10 @@
  * later (the next layer, the backward pass). A plain store first reads the destination cache
  * line into the cache ("read for ownership"), so every output byte costs a read and a write of
  * memory bandwidth. Non-temporal ("streaming") stores write whole cache lines straight to memory
- * without that read: on the machines we measured, a kernel writing two outputs per input ran
- * about 1.6x faster with them.
+ * without that read. That pays when the output would leave the cache before it is read anyway:
+ * a copy through them reached 25-45% more bandwidth than a plain copy on the development
+ * machine, while a layer small enough to stay in the last-level cache between calls ran slower
+ * with them (benchmarks/RESULTS.md, "Where streaming stores pay"), hence a size threshold.
  *
  * The compiler does not emit streaming stores from plain C loops, so the kernels compute a short
  * chunk of a row into a small buffer that stays in L1 (the vectorised loop writes there) and

@@ -210,8 +210,8 @@ class ParametricNeuronFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, v, k, cfg, multi_step, backend, save_v=False):
-        return _forward(ctx, x, v, cfg.with_reciprocal_tau(float(k)), multi_step, backend,
-                        save_v, also_save=(v, k))
+        return _forward(ctx, x, v, cfg.with_reciprocal_tau(float(k), LEARNED_K), multi_step,
+                        backend, save_v, also_save=(v, k))
 
     @staticmethod
     def backward(ctx, grad_spike, grad_v_next, *_grad_v_seq):

@@ -1,14 +1,14 @@
 """The backend registry: one place that maps a name or a device to the code that runs a kernel.
 
-A backend implements two operations on C-contiguous tensors of a dtype it supports natively
+A backend implements three operations on C-contiguous tensors of a dtype it supports natively
 (the caller, :mod:`spikecore.dispatch`, has already validated, made contiguous and, where
 needed, up-cast everything). A sequence arrives in the caller's own shape with ``steps`` given:
 ``T·N`` elements, read as time-major ``[T, N]`` (a single step may be ``[*]``, with ``T = 1``);
 the state ``v`` has ``N`` elements. Outputs are shaped like the input they correspond to.
 The state inputs may be ``None``, with ``state_shape`` then giving the shape of the state: ``v``
 and the learnable-1/τ backward's ``v_init`` (every neuron starts at rest, ``cfg.v_rest``: a fresh
-node) and ``grad_v_next`` (zero: the last potential does not reach the loss). The CPU kernels
-take that as it is; other backends fill a tensor.
+node) and ``grad_v_next`` (zero: the last potential does not reach the loss). The CPU and CUDA
+kernels take that as a null input; the reference backend fills a tensor.
 
 ``forward(x, v, cfg, steps, save_h, save_v, with_grad, h_dtype, state_shape)``
     ``T`` steps of charge/fire/reset: ``(spike, v_next, h_seq, v_seq, gs2h, gv2h)``, the
@@ -16,6 +16,9 @@ take that as it is; other backends fill a tensor.
 ``backward(grad_spike, grad_v_next, cfg, steps, h_seq, grad_s_to_h, grad_v_to_h, state_shape)``
     BPTT, either from saved H (``h_seq`` given) or from stored local gradients:
     ``(grad_x, grad_v)``.
+``backward_plif(grad_spike, grad_v_next, h_seq, v_init, cfg, steps, state_shape)``
+    BPTT from H for a learnable 1/τ, which also needs the initial potential ``v_init``:
+    ``(grad_x, grad_v, dL/d(1/τ))``.
 
 Backends: ``cpu`` (Cython/OpenMP, registered by :mod:`spikecore.cpu_backend`), ``cuda``
 (nvcc-built module, registered by ``spikecore.cuda_backend``) and ``reference`` (plain

@@ -96,10 +96,17 @@ class NeuronConfig:
         return cls(neuron, v_threshold, v_reset, reciprocal_tau, detach_input, alpha,
                    _surrogate.resolve(surrogate), _check_bool("detach_reset", detach_reset))
 
-    def with_reciprocal_tau(self, reciprocal_tau: float) -> "NeuronConfig":
+    def with_reciprocal_tau(self, reciprocal_tau: float, name="reciprocal_tau") -> "NeuronConfig":
         """This LIF config with another 1/τ, checked as :meth:`build` checks it: the value a
-        learnable time constant has at this call."""
-        return dataclasses.replace(self, reciprocal_tau=check_reciprocal_tau(reciprocal_tau))
+        learnable time constant has at this call (``name`` names it in an error)."""
+        self.check_learnable_tau()
+        return dataclasses.replace(self, reciprocal_tau=check_reciprocal_tau(reciprocal_tau,
+                                                                             name))
+
+    def check_learnable_tau(self):
+        """Raise unless this config can take a learnable 1/τ: only the LIF charge has one."""
+        if self.neuron != "LIF":
+            raise ValueError(f"a learnable time constant needs a LIF neuron, got {self.neuron}")
 
     @cached_property
     def outside_float32(self) -> Optional[str]:

@@ -234,6 +234,9 @@ def backward(grad_spike_seq, grad_v_next, cfg, *, h_seq=None, grad_s_to_h=None,
         seq[name] = _prepared(t, t.dtype if keep else dtype)
     if seq["h_seq"] is None and (seq["grad_s_to_h"] is None or seq["grad_v_to_h"] is None):
         raise ValueError("backward needs h_seq, or both grad_s_to_h and grad_v_to_h")
+    if seq["h_seq"] is not None and (grad_s_to_h is not None or grad_v_to_h is not None):
+        raise ValueError("backward takes h_seq or the pair grad_s_to_h, grad_v_to_h, not both "
+                         "(they are two routes to the same gradients)")
     grad_x, grad_v = impl.backward(grad_spike, grad_v_last, cfg, steps, **seq,
                                    state_shape=step_shape)
     return _to_caller(grad_spike_seq.dtype, dtype, grad_x, grad_v)
@@ -282,6 +285,7 @@ def backward_plif(grad_spike_seq, grad_v_next, cfg, *, h_seq, v_init, multi_step
     the forward pass started from, or ``None``: every neuron started at rest. Returns
     ``(grad_x_seq, grad_v, grad_reciprocal_tau)``, the last a 0-d float64 tensor: dL/d(1/τ)
     summed over neurons and time steps."""
+    cfg.check_learnable_tau()
     impl, dtype, steps, step_shape, grad_spike, grad_v_last = _gradient_inputs(
         grad_spike_seq, grad_v_next, multi_step, backend, ("grad_spike_seq", "grad_v_next"))
     _check_fits(cfg, dtype)

@@ -47,7 +47,7 @@ from torch import Tensor
 
 from . import dispatch
 from .autograd import NeuronFunction, ParametricNeuronFunction, first_order
-from .config import CHARGE_IF, CHARGE_LIF, CHARGE_LIF_DETACH_INPUT, NeuronConfig
+from .config import CHARGE_IF, CHARGE_LIF, CHARGE_LIF_DETACH_INPUT, LEARNED_K, NeuronConfig
 
 __all__ = ["neuron", "neuron_forward", "neuron_backward", "neuron_backward_plif",
            "config_scalars"]
@@ -208,9 +208,6 @@ def neuron_backward_plif(grad_spike: Tensor, grad_v_next: Tensor, h_seq: Tensor,
     k = reciprocal_tau_tensor
     cfg = _config(*_with_k((charge_mode, hard_reset, v_threshold, v_reset, reciprocal_tau,
                             alpha, surrogate, detach_reset), k))
-    if not hasattr(dispatch, "backward_plif"):
-        raise NotImplementedError("this build of spikecore has no backward for a learnable "
-                                  "1/tau (spikecore.dispatch.backward_plif)")
     v0 = v if v is not None else torch.full(_step_shape(grad_spike, multi_step), v_init,
                                             dtype=grad_spike.dtype, device=grad_spike.device)
     grad_x, grad_v, grad_k = dispatch.backward_plif(
@@ -268,7 +265,7 @@ def neuron(x: Tensor, v, cfg: NeuronConfig, *, multi_step: bool = True, backend=
                 out = ParametricNeuronFunction.apply(x, v_tensor, reciprocal_tau, cfg,
                                                      multi_step, backend, save_v)
                 return out[0], out[1], (out[2] if save_v else None)
-            cfg = cfg.with_reciprocal_tau(float(reciprocal_tau))
+            cfg = cfg.with_reciprocal_tau(float(reciprocal_tau), LEARNED_K)
         elif need_grad:
             if not save_v and h_dtype is None:   # (each argument of apply costs ~0.15 us)
                 spike, v_next = NeuronFunction.apply(x, v_tensor, cfg, multi_step, backend)

@@ -90,7 +90,7 @@ class Adam(torch.optim.Adam):
         """The positional and keyword arguments of ``torch._fused_adam_`` for ``group``, or
         ``None`` where the inherited step must run."""
         if (group["amsgrad"] or group["differentiable"] or group["capturable"]
-                or group["decoupled_weight_decay"]):
+                or group.get("decoupled_weight_decay", False)):   # (absent in older torch)
             return None
         params = group["params"]
         device, dtype = params[0].device, params[0].dtype

@@ -14,6 +14,7 @@ The index order is part of the public API (``grad_surrogate_function_index``): 0
 original ``ATan`` and ``Sigmoid``; the rest extend them.
 """
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Union
 
@@ -144,7 +145,7 @@ def resolve(surrogate: Union[str, int, Surrogate]) -> int:
         if surrogate in NAMES:
             return NAMES.index(surrogate)
         raise ValueError(f"unknown surrogate function {surrogate!r}; valid names: {valid}")
-    if isinstance(surrogate, int):
+    if isinstance(surrogate, numbers.Integral):   # numpy integers too
         if 0 <= surrogate < len(SURROGATES):
             return int(surrogate)
         raise ValueError(f"unknown surrogate function index {surrogate}; valid indices: {valid}")

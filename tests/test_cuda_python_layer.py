@@ -109,8 +109,8 @@ def test_learnable_tau_backward(host_cuda, multi_step, shape):
     torch.testing.assert_close(grad_k, want[2], rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("cfg", [make_cfg("LIF", False, -0.3), make_cfg("IF", False, None)],
-                         ids=["lif-hard", "if-soft"])
+@pytest.mark.parametrize("cfg", [make_cfg("LIF", False, -0.3), make_cfg("LIF", True, None)],
+                         ids=["lif-hard", "lif-detach-input-soft"])
 def test_absent_state_is_a_null_pointer(host_cuda, cfg):
     """An absent ``v``, V[-1] or ``grad_v_next`` reaches the CUDA kernels as a null pointer
     (at rest, zero), as an empty buffer reaches the CPU kernels; results equal the CPU's."""

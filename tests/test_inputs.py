@@ -63,6 +63,11 @@ def _node_after(node, x):
      ValueError, r"h_seq must have shape \(4, 6\)"),
     (lambda: spikecore.dispatch.backward(X, V, make_cfg("LIF", False, 0.0), h_seq=X[:, :5]),
      ValueError, r"h_seq must have shape \(4, 6\)"),
+    (lambda: spikecore.dispatch.backward(X, V, make_cfg("LIF", False, 0.0), h_seq=X,
+                                         grad_s_to_h=X, grad_v_to_h=X),
+     ValueError, "backward takes h_seq or the pair grad_s_to_h, grad_v_to_h, not both"),
+    (lambda: spikecore.dispatch.backward_plif(X, V, make_cfg("IF"), h_seq=X, v_init=V),
+     ValueError, "a learnable time constant needs a LIF neuron, got IF"),
     (lambda: spikecore.dispatch.backward_plif(X, V, make_cfg("LIF", False, 0.0), h_seq=X,
                                               v_init=V[:5]),
      ValueError, r"v_init must have shape \(6,\)"),
@@ -147,8 +152,8 @@ def test_learnable_time_constant_that_underflowed():
 def test_numpy_scalars_are_accepted():
     np = pytest.importorskip("numpy")
     a = spikecore.MultiStepLIFNode(tau=np.float32(2.0), alpha=np.float64(3.0),
-                                   v_threshold=np.int64(1))
-    b = spikecore.MultiStepLIFNode(tau=2.0, alpha=3.0, v_threshold=1.0)
+                                   v_threshold=np.int64(1), surrogate_function=np.int64(4))
+    b = spikecore.MultiStepLIFNode(tau=2.0, alpha=3.0, v_threshold=1.0, surrogate_function=4)
     assert a.config() == b.config()
     assert torch.equal(a(X), b(X))
 
