@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # before anything imports pyplot
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 
 from . import dispatch  # noqa: E402
@@ -94,6 +95,7 @@ def plot_curves(history: List[dict], path: str):
     for ax in (ax1, ax2):
         ax.legend()
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # whole epochs
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

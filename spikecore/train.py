@@ -300,7 +300,8 @@ def _train_epoch(net, opt, ds, cfg, encode, epoch, d, device, out_dir, quiet, ma
     gen = _epoch_generator(cfg["seed"], epoch, d.rank)
     from tqdm import tqdm
     bar = tqdm(total=len(batches), desc=f"epoch {epoch}/{cfg['epochs']}", unit="batch",
-               disable=quiet or not d.main, leave=False, dynamic_ncols=True)
+               # None: tqdm draws no bar when stderr is not a terminal (a Slurm log, a pipe)
+               disable=True if quiet or not d.main else None, leave=False, dynamic_ncols=True)
     loss_sum = correct = seen = 0.0
     start = time.perf_counter()
     for step, j in enumerate(batches):
@@ -539,7 +540,7 @@ def _fit(model, dataset, d: _Dist, t_start, a) -> FitResult:
     elapsed = time.perf_counter() - t_start
     if history:
         _say(quiet, f"done: test accuracy {final:.2%} (best {best:.2%}) after "
-                    f"{len(history)} epochs, {elapsed:.1f} s"
+                    f"{len(history)} epoch{'s' if len(history) != 1 else ''}, {elapsed:.1f} s"
                     + (f"; outputs in {out_dir}" if out_dir else ""))
     return FitResult(net, history, final, best, len(history), elapsed, out_dir, cfg)
 
