@@ -449,8 +449,7 @@ def _fit(model, dataset, d: _Dist, t_start, a) -> FitResult:
                hidden=a["hidden"], encoding=a["encoding"], timesteps=a["timesteps"],
                epochs=a["epochs"], batch_size=a["batch_size"], lr=a["lr"], seed=a["seed"],
                logit_scale=a["logit_scale"], alpha=a["alpha"], world_size=d.world,
-               device=str(dev),
-               threads=threads)
+               device=str(dev), threads=threads)
 
     _seed_all(a["seed"])
     if isinstance(model, nn.Module):
