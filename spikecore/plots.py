@@ -64,7 +64,7 @@ def membrane_traces(node, x_seq: torch.Tensor) -> torch.Tensor:
     if hasattr(node, "config"):
         cfg, k = node.config(), node._reciprocal_tau_tensor()
         if k is not None:   # a learnable time constant: its value now, not at initialisation
-            cfg = cfg.with_reciprocal_tau(float(k))
+            cfg = cfg.with_reciprocal_tau(float(k.detach()))
         with torch.no_grad():
             return dispatch.forward(x_seq.cpu(), None, cfg, multi_step=True,
                                     backend="reference", save_h=True).h_seq
