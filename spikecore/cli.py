@@ -7,6 +7,7 @@ only with ``--debug``). Under ``torchrun`` the same command trains on every work
 import argparse
 import math
 import os
+import signal
 import sys
 
 from . import surrogate as _surrogate
@@ -44,6 +45,16 @@ def _positive_float(text):
     return value
 
 
+def _surrogate_name(text):
+    """A surrogate's name from its name in any case or its index ('atan', '0' -> 'ATan')."""
+    by_lower = {name.lower(): name for name in _surrogate.NAMES}
+    if text.lower() in by_lower:
+        return by_lower[text.lower()]
+    if text.isdigit() and int(text) < len(_surrogate.NAMES):
+        return _surrogate.NAMES[int(text)]
+    return text   # argparse then lists the valid choices
+
+
 def _train_parser(prog="spikecore train"):
     p = _Parser(prog=prog, description="Train a spiking classifier with surrogate-gradient BPTT.")
     g = p.add_argument_group("data")
@@ -65,8 +76,10 @@ def _train_parser(prog="spikecore train"):
                    help="default: %(default)s")
     g.add_argument("--neuron", choices=tuple(NEURONS), default=DEFAULTS["neuron"],
                    help="default: %(default)s")
-    g.add_argument("--surrogate", choices=_surrogate.NAMES, default=DEFAULTS["surrogate"],
-                   help="surrogate gradient (default: %(default)s)")
+    g.add_argument("--surrogate", type=_surrogate_name, choices=_surrogate.NAMES,
+                   default=DEFAULTS["surrogate"],
+                   help="surrogate gradient, by name (any case) or index (default: "
+                        "%(default)s)")
     g.add_argument("--alpha", type=_positive_float, default=DEFAULTS["alpha"],
                    help="sharpness of the surrogate gradient; PiecewiseQuadratic's is zero "
                         "beyond 1/alpha from the threshold and learns with 0.5 here "
@@ -110,6 +123,22 @@ def build_parser():
     return p
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption, ``kill``), handled like Ctrl-C."""
+
+
+def _stop_on_sigterm():
+    """Make SIGTERM stop training as Ctrl-C does: a message and exit status 143 instead of a
+    silent death (the last finished epoch is in the checkpoint either way). Returns the previous
+    handler; None where handlers cannot be set (not the main thread)."""
+    def handler(signum, frame):
+        raise _Terminated()
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
+
+
 def train(argv) -> int:
     parser = _train_parser()
     args = parser.parse_args(argv)
@@ -122,6 +151,7 @@ def train(argv) -> int:
             allocator += ", huge pages for tensors of 2 MiB and more"
         print(f"spikecore: memory allocator: {allocator}")
     out_dir = args.out or default_out_dir()
+    previous = _stop_on_sigterm()
     try:
         result = fit(args.model, args.dataset, epochs=args.epochs, batch_size=args.batch_size,
                      lr=args.lr, timesteps=args.timesteps, encoding=args.encoding,
@@ -135,20 +165,24 @@ def train(argv) -> int:
         if args.debug:
             raise
         parser.error(str(exc))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, _Terminated) else "interrupted"
         if os.path.exists(os.path.join(out_dir, CHECKPOINT)):
             hint = (f"continue with the same options and --resume --out {out_dir} (the last "
                     "finished epoch is saved)")
         else:
             hint = "no epoch had finished, so nothing was saved"
-        print(f"\n{parser.prog}: interrupted; {hint}", file=sys.stderr)
-        return 130
+        print(f"\n{parser.prog}: {how}; {hint}", file=sys.stderr)
+        return 143 if isinstance(exc, _Terminated) else 130
     except Exception as exc:  # a bug or an environment problem: keep it to one line too
         if args.debug:
             raise
         print(f"{parser.prog}: error: {type(exc).__name__}: {exc} (--debug shows the "
               "traceback)", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if args.quiet and os.environ.get("RANK", "0") == "0":  # one line, from rank 0 only
         print(f"test accuracy {result.test_accuracy:.2%}")
     return 0

@@ -136,6 +136,27 @@ def test_interrupt_message(tmp_path, capsys, monkeypatch, saved):
         assert "no epoch had finished, so nothing was saved" in err
 
 
+@pytest.mark.parametrize("given, name", [("atan", "ATan"), ("SIGMOID", "Sigmoid"),
+                                         ("2", "PiecewiseQuadratic"), ("PiecewiseExp",
+                                                                      "PiecewiseExp")])
+def test_surrogate_option_takes_any_case_and_the_index(given, name):
+    assert cli._train_parser().parse_args(["--surrogate", given]).surrogate == name
+
+
+def test_sigterm_stops_like_an_interrupt(tmp_path, capsys, monkeypatch):
+    """A scheduler's SIGTERM (Slurm preemption) ends the run with a message and status 143;
+    the handler the caller had is back afterwards."""
+    import signal
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(cli, "fit", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["train", "--out", str(tmp_path)]) == 143
+    assert "spikecore train: terminated; no epoch had finished" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_fit_gives_back_the_callers_thread_count():
     before = torch.get_num_threads()
     other = 1 if before > 1 else 2
