@@ -172,7 +172,8 @@ def train(argv) -> int:
                     "finished epoch is saved)")
         else:
             hint = "no epoch had finished, so nothing was saved"
-        print(f"\n{parser.prog}: {how}; {hint}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":   # every torchrun worker gets the signal
+            print(f"\n{parser.prog}: {how}; {hint}", file=sys.stderr)
         return 143 if isinstance(exc, _Terminated) else 130
     except Exception as exc:  # a bug or an environment problem: keep it to one line too
         if args.debug:
