@@ -134,6 +134,9 @@ def test_interrupt_message(tmp_path, capsys, monkeypatch, saved):
         assert f"--resume --out {tmp_path}" in err and "same options" in err
     else:
         assert "no epoch had finished, so nothing was saved" in err
+    monkeypatch.setenv("RANK", "1")   # another torchrun worker: the same status, no message
+    assert cli.main(["train", "--out", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("given, name", [("atan", "ATan"), ("SIGMOID", "Sigmoid"),
