@@ -22,7 +22,7 @@ again, and on the CPU a small layer saves its input instead of H (see
 import torch
 
 from . import backends, dispatch
-from .config import LEARNED_K, NeuronConfig, check_reciprocal_tau
+from .config import NeuronConfig, check_reciprocal_tau
 
 __all__ = ["NeuronFunction", "PlannedNeuronFunction", "ParametricNeuronFunction",
            "PlannedParametricNeuronFunction", "LIFStep", "LIFMultiStep", "IFStep", "IFMultiStep"]
@@ -173,7 +173,7 @@ class PlannedParametricNeuronFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, v, k, plan):
-        k_value = check_reciprocal_tau(float(k), LEARNED_K)
+        k_value = check_reciprocal_tau(float(k))
         spike, v_next, saved = plan.train_forward_plif(x, v, k_value)   # (H or the input, v)
         ctx.save_for_backward(*saved, k)
         ctx.plan, ctx.k_value = plan, k_value
@@ -210,8 +210,8 @@ class ParametricNeuronFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, v, k, cfg, multi_step, backend, save_v=False):
-        return _forward(ctx, x, v, cfg.with_reciprocal_tau(float(k), LEARNED_K), multi_step,
-                        backend, save_v, also_save=(v, k))
+        return _forward(ctx, x, v, cfg.with_reciprocal_tau(float(k)), multi_step, backend,
+                        save_v, also_save=(v, k))
 
     @staticmethod
     def backward(ctx, grad_spike, grad_v_next, *_grad_v_seq):

@@ -33,15 +33,16 @@ def _check_real(name, value, *, positive=False):
     return value
 
 
-def check_reciprocal_tau(value, name="reciprocal_tau") -> float:
+#: how errors name a learnable k = 1/τ (a ParametricLIF node's), which can reach 0 only by
+#: underflow
+_LEARNED_K = ("reciprocal_tau (k = sigmoid(w) of a ParametricLIF node, which underflows to 0 "
+              "once w is below about -100 in float32)")
+
+
+def check_reciprocal_tau(value) -> float:
     """``value`` as a float 1/τ, or an error if it is not a finite number > 0 (what a learnable
     time constant is checked with at every call)."""
-    return _check_real(name, value, positive=True)
-
-
-#: how errors name the k = 1/τ of a ParametricLIF node, which can reach 0 only by underflow
-LEARNED_K = ("reciprocal_tau (k = sigmoid(w) of a ParametricLIF node, which underflows to 0 "
-             "once w is below about -100 in float32)")
+    return _check_real(_LEARNED_K, value, positive=True)
 
 
 def check_tau(name, value, above=0.0) -> float:
@@ -96,12 +97,11 @@ class NeuronConfig:
         return cls(neuron, v_threshold, v_reset, reciprocal_tau, detach_input, alpha,
                    _surrogate.resolve(surrogate), _check_bool("detach_reset", detach_reset))
 
-    def with_reciprocal_tau(self, reciprocal_tau: float, name="reciprocal_tau") -> "NeuronConfig":
-        """This LIF config with another 1/τ, checked as :meth:`build` checks it: the value a
-        learnable time constant has at this call (``name`` names it in an error)."""
+    def with_reciprocal_tau(self, reciprocal_tau: float) -> "NeuronConfig":
+        """This LIF config with another 1/τ, checked with :func:`check_reciprocal_tau`: the value
+        a learnable time constant has at this call."""
         self.check_learnable_tau()
-        return dataclasses.replace(self, reciprocal_tau=check_reciprocal_tau(reciprocal_tau,
-                                                                             name))
+        return dataclasses.replace(self, reciprocal_tau=check_reciprocal_tau(reciprocal_tau))
 
     def check_learnable_tau(self):
         """Raise unless this config can take a learnable 1/τ: only the LIF charge has one."""

@@ -42,7 +42,7 @@ from . import checkpoint as _checkpoint
 from . import dispatch, ops
 from .autograd import PlannedNeuronFunction, PlannedParametricNeuronFunction
 from . import surrogate as _surrogate
-from .config import LEARNED_K, NeuronConfig, check_reciprocal_tau, check_tau
+from .config import NeuronConfig, check_reciprocal_tau, check_tau
 
 __all__ = ["BaseNode", "IFNode", "MultiStepIFNode", "LIFNode", "MultiStepLIFNode"]
 
@@ -249,7 +249,7 @@ class BaseNode(nn.Module):
             if k is None:
                 return PlannedNeuronFunction.apply(x, v, plan)
             return PlannedParametricNeuronFunction.apply(x, v, k, plan)
-        k_value = None if k is None else check_reciprocal_tau(float(k), LEARNED_K)
+        k_value = None if k is None else check_reciprocal_tau(float(k))
         return plan.forward(x, v, save_h=False, reciprocal_tau=k_value)[:2]
 
     def _learns_tau(self):

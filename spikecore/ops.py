@@ -47,7 +47,7 @@ from torch import Tensor
 
 from . import dispatch
 from .autograd import NeuronFunction, ParametricNeuronFunction, first_order
-from .config import CHARGE_IF, CHARGE_LIF, CHARGE_LIF_DETACH_INPUT, LEARNED_K, NeuronConfig
+from .config import CHARGE_IF, CHARGE_LIF, CHARGE_LIF_DETACH_INPUT, NeuronConfig
 
 __all__ = ["neuron", "neuron_forward", "neuron_backward", "neuron_backward_plif",
            "config_scalars"]
@@ -265,7 +265,7 @@ def neuron(x: Tensor, v, cfg: NeuronConfig, *, multi_step: bool = True, backend=
                 out = ParametricNeuronFunction.apply(x, v_tensor, reciprocal_tau, cfg,
                                                      multi_step, backend, save_v)
                 return out[0], out[1], (out[2] if save_v else None)
-            cfg = cfg.with_reciprocal_tau(float(reciprocal_tau), LEARNED_K)
+            cfg = cfg.with_reciprocal_tau(float(reciprocal_tau))
         elif need_grad:
             if not save_v and h_dtype is None:   # (each argument of apply costs ~0.15 us)
                 spike, v_next = NeuronFunction.apply(x, v_tensor, cfg, multi_step, backend)
