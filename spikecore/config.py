@@ -19,6 +19,12 @@ CHARGE_LIF = 1
 CHARGE_LIF_DETACH_INPUT = 2
 
 NEURONS = ("IF", "LIF")
+
+#: the scalar arguments every compiled kernel takes, in their order (``NeuronConfig`` fields
+#: and properties); pyx/cpu_kernels.pyx and cuda/cuda_kernels.pyx declare them so
+KERNEL_ARG_NAMES = ("charge_mode", "hard_reset", "detach_reset", "surrogate", "v_threshold",
+                    "v_rest", "reciprocal_tau", "alpha")
+_KERNEL_K = KERNEL_ARG_NAMES.index("reciprocal_tau")
 _FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -120,11 +126,15 @@ class NeuronConfig:
 
     @cached_property
     def kernel_args(self) -> tuple:
-        """The scalar arguments every compiled kernel takes, in the order ``(charge_mode,
-        hard_reset, detach_reset, surrogate, v_threshold, v_rest, reciprocal_tau, alpha)``.
-        Computed once per config (a config is immutable)."""
-        return (self.charge_mode, self.hard_reset, self.detach_reset, self.surrogate,
-                self.v_threshold, self.v_rest, self.reciprocal_tau, self.alpha)
+        """The scalar arguments every compiled kernel takes, named in order by
+        :data:`KERNEL_ARG_NAMES`. Computed once per config (a config is immutable)."""
+        return tuple(getattr(self, name) for name in KERNEL_ARG_NAMES)
+
+    def kernel_args_with_k(self, reciprocal_tau: float) -> tuple:
+        """:attr:`kernel_args` with 1/τ replaced by ``reciprocal_tau`` (a learnable time
+        constant's value at this call), without building a config."""
+        args = self.kernel_args
+        return args[:_KERNEL_K] + (reciprocal_tau,) + args[_KERNEL_K + 1:]
 
     @property
     def hard_reset(self) -> bool:

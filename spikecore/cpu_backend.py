@@ -190,7 +190,7 @@ class _CPUPlan(Plan):
         """The kernels' scalar arguments, with 1/τ replaced when given."""
         if reciprocal_tau is None:
             return self._args
-        return self._args[:6] + (reciprocal_tau,) + self._args[7:]
+        return self.cfg.kernel_args_with_k(reciprocal_tau)
 
     # (the per-call methods below are written out rather than shared: each helper call costs
     # a node a few tenths of a microsecond per step)

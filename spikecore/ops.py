@@ -50,17 +50,24 @@ from .autograd import NeuronFunction, ParametricNeuronFunction, first_order
 from .config import CHARGE_IF, CHARGE_LIF, CHARGE_LIF_DETACH_INPUT, NeuronConfig
 
 __all__ = ["neuron", "neuron_forward", "neuron_backward", "neuron_backward_plif",
-           "config_scalars"]
+           "config_scalars", "OP_SCALAR_NAMES"]
 
 _HALF = (torch.float16, torch.bfloat16)
 
 
 # --- scalars <-> NeuronConfig -----------------------------------------------------------------
+#: the operators' scalar parameters after the tensors, in order (``v_reset`` is V_r: the
+#: config's ``v_rest``)
+OP_SCALAR_NAMES = ("charge_mode", "hard_reset", "v_threshold", "v_reset", "reciprocal_tau",
+                   "alpha", "surrogate", "detach_reset")
+_OP_K = OP_SCALAR_NAMES.index("reciprocal_tau")
+
+
 def config_scalars(cfg: NeuronConfig) -> tuple:
-    """``(charge_mode, hard_reset, v_threshold, v_reset, reciprocal_tau, alpha, surrogate,
-    detach_reset)`` of ``cfg``: the scalar arguments of the operators."""
-    return (cfg.charge_mode, cfg.hard_reset, cfg.v_threshold, cfg.v_rest, cfg.reciprocal_tau,
-            cfg.alpha, cfg.surrogate, cfg.detach_reset)
+    """The scalar arguments of the operators for ``cfg``, named in order by
+    :data:`OP_SCALAR_NAMES`."""
+    return tuple(getattr(cfg, "v_rest" if name == "v_reset" else name)
+                 for name in OP_SCALAR_NAMES)
 
 
 @functools.lru_cache(maxsize=256)
@@ -103,7 +110,7 @@ def _with_k(scalars, k):
     """The scalars with reciprocal_tau replaced by the value of the tensor k (if given)."""
     if k is None:
         return scalars
-    return scalars[:4] + (float(k),) + scalars[5:]
+    return scalars[:_OP_K] + (float(k),) + scalars[_OP_K + 1:]
 
 
 # --- forward --------------------------------------------------------------------------------
