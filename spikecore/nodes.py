@@ -48,6 +48,9 @@ __all__ = ["BaseNode", "IFNode", "MultiStepIFNode", "LIFNode", "MultiStepLIFNode
 
 # a node's state: the potential V and, when kept, the potential after every step
 _STATE = ("v", "v_seq")
+#: attributes set as plain values without retiring the plan: the state, and the mode that
+#: train()/eval() switch (every epoch's evaluation), which the plan does not depend on
+_KEEP_PLAN = _STATE + ("training",)
 _graph_task_id = _checkpoint.graph_task_id   # -1 outside a backward pass
 
 
@@ -128,8 +131,9 @@ class BaseNode(nn.Module):
     def __setattr__(self, name, value):
         # The state is set on every call and every reset; nn.Module.__setattr__ would first look
         # it up among parameters, buffers and submodules (about a microsecond). It is none of
-        # those: a plain attribute, as _apply and __getstate__ below expect.
-        if name in _STATE:
+        # those: a plain attribute, as _apply and __getstate__ below expect. So is ``training``
+        # (nn.Module keeps it in __dict__ too).
+        if name in _KEEP_PLAN:
             self.__dict__[name] = value
             return
         super().__setattr__(name, value)

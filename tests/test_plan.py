@@ -275,6 +275,25 @@ def test_changed_parameters_retire_the_plan():
         assert torch.equal(node(x), fresh(x)) and torch.equal(node.v, fresh.v)
 
 
+def test_train_and_eval_keep_the_plan():
+    """Switching mode (each epoch's evaluation) changes nothing a plan holds, so the plan stays;
+    the results in either mode are a fresh node's."""
+    x = (torch.rand(5, 3, 4) * 2).requires_grad_()
+    model = torch.nn.Sequential(spikecore.MultiStepLIFNode(tau=2.0))
+    node = model[0]
+    model(x).sum().backward()
+    plan = node.__dict__["_plan"]
+    assert plan is not None
+    for mode in (False, True):
+        model.train(mode)
+        assert node.training is mode and node.__dict__["_plan"] is plan
+        node.reset()
+        with torch.no_grad():
+            out = model(x)
+        assert node.__dict__["_plan"] is plan
+        assert torch.equal(out, reference.fptt(x.detach(), torch.zeros(3, 4), node.config())[0])
+
+
 def test_plan_follows_shape_dtype_and_backend():
     node = spikecore.MultiStepIFNode()
     node(torch.rand(3, 4))
