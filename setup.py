@@ -59,6 +59,12 @@ class BuildExt(build_ext):
         with open(stamp, "w") as f:   # only once the build succeeded
             f.write(flags)
 
+    def build_extension(self, ext):
+        if ext.name == "spikecore._cuda_kernels":
+            cuda_support.build_guarded(super().build_extension, ext)
+        else:
+            super().build_extension(ext)
+
     def _rebuild_if_flags_changed(self):
         """Switching SPIKECORE_PORTABLE, SPIKECORE_NO_OPENMP or SPIKECORE_CUDA_ARCHS changes
         only compiler flags, which setuptools does not track: objects newer than their sources
@@ -67,7 +73,7 @@ class BuildExt(build_ext):
         and the flags to write into it after the build."""
         cpu = next(e for e in self.extensions if e.name == "spikecore._cpu_kernels")
         flags = " ".join(cpu.extra_compile_args + cpu.extra_link_args
-                         + ["cuda-archs=" + os.environ.get("SPIKECORE_CUDA_ARCHS", "")])
+                         + ["cuda-archs=" + cuda_support.chosen_archs()])
         stamp = os.path.join(self.build_temp, "spikecore-flags.txt")
         old = None
         if os.path.exists(stamp):

@@ -5,7 +5,11 @@
   ``nvcc --dryrun`` prints. The build checks that ``cuda_runtime_api.h`` and
   ``libcudart_static.a`` exist.
 * ``SPIKECORE_NO_CUDA=1`` skips the CUDA module; ``SPIKECORE_REQUIRE_CUDA=1`` makes a missing
-  toolkit an error; ``SPIKECORE_CUDA_ARCHS="80;90"`` replaces the default architectures.
+  toolkit, or a CUDA build that fails, an error; ``SPIKECORE_CUDA_ARCHS="80;90"`` replaces the
+  default architectures, of which the build keeps those the toolkit's nvcc knows
+  (``nvcc --list-gpu-arch``: a CUDA 12.4 toolkit, say, knows neither 100 nor 120).
+* Without ``SPIKECORE_REQUIRE_CUDA`` a CUDA module that fails to compile or link is left out
+  with a warning, and the CPU backend is installed all the same.
 * ``.cu`` sources are routed to nvcc by wrapping the compiler's ``_compile``; cudart is linked
   statically and the extension is linked as C++, so the module needs no libcudart at run time
   and keeps its CUDA runtime symbols apart from torch's.
@@ -15,8 +19,11 @@ import re
 import shutil
 import subprocess
 
-# A100, RTX 30, RTX 40, H100/H200, B200, RTX 50; PTX of the newest for later GPUs.
-DEFAULT_ARCHS = "80;86;89;90;100;120"
+from setuptools.errors import CCompilerError, ExecError
+
+# T4/RTX 20, A100, RTX 30, RTX 40, H100/H200, B200, RTX 50; PTX of the newest and the oldest
+# (see gencode_flags).
+DEFAULT_ARCHS = "75;80;86;89;90;100;120"
 # nvcc flags: no FMA contraction (bit parity with PyTorch's float32 arithmetic in the forward
 # pass), no fast-math. --prec-div=false only touches divisions, which occur in the surrogate
 # derivatives (gradients, compared within a tolerance), never in charge, fire or reset.
@@ -69,17 +76,74 @@ def find_toolkit():
     return root, nvcc, lib_dir
 
 
+def _arch_number(code):
+    return int(re.match(r"\d+", code).group())
+
+
 def gencode_flags(archs):
-    """``-gencode`` flags: SASS for each architecture, PTX of the newest."""
+    """``-gencode`` flags: SASS for each architecture, and PTX of the newest (which the driver
+    compiles for later GPUs) and of the oldest (for a GPU between the listed ones whose SASS
+    none of them runs, e.g. compute capability 11.0 beside 100 and 120)."""
     codes = [a.strip() for a in archs.replace(",", ";").split(";") if a.strip()]
     if not codes or not all(re.fullmatch(r"\d+[af]?", c) for c in codes):
         raise SystemExit(f"spikecore: SPIKECORE_CUDA_ARCHS must look like '80;90', got {archs!r}")
     flags = []
     for c in codes:
         flags += ["-gencode", f"arch=compute_{c},code=sm_{c}"]
-    newest = max(codes, key=lambda c: int(re.match(r"\d+", c).group()))
-    flags += ["-gencode", f"arch=compute_{newest},code=compute_{newest}"]
+    # PTX of an arch-specific target (90a) runs on that GPU only: use the plain ones
+    plain = [c for c in codes if c.isdigit()] or codes
+    for c in sorted({max(plain, key=_arch_number), min(plain, key=_arch_number)},
+                    key=_arch_number):
+        flags += ["-gencode", f"arch=compute_{c},code=compute_{c}"]
     return flags
+
+
+def known_archs(nvcc):
+    """The architectures ``nvcc --list-gpu-arch`` names (``{'75', '80', ...}``), or None when
+    this nvcc cannot list them."""
+    try:
+        out = subprocess.run([nvcc, "--list-gpu-arch"], capture_output=True, text=True,
+                             timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = set(re.findall(r"compute_(\d+[af]?)", out.stdout))
+    return found if out.returncode == 0 and found else None
+
+
+def default_archs(nvcc):
+    """:data:`DEFAULT_ARCHS` less the architectures this nvcc does not know (one line names
+    them), or None when it knows none of them."""
+    wanted = DEFAULT_ARCHS.split(";")
+    known = known_archs(nvcc)
+    if known is None:
+        return DEFAULT_ARCHS
+    kept = [a for a in wanted if a in known]
+    dropped = [a for a in wanted if a not in known]
+    if dropped:
+        _say(f"{nvcc} cannot compile for sm {';'.join(dropped)}: left out of the default "
+             "architectures (a newer CUDA toolkit adds them)")
+    return ";".join(kept) or None
+
+
+#: what a failed compile or link of the CUDA module raises inside build_ext
+BUILD_ERRORS = (CCompilerError, ExecError, OSError)
+
+
+def build_guarded(build_one, ext):
+    """``build_one(ext)`` (build_ext.build_extension) for the CUDA module: a failure leaves the
+    module out with a warning, unless ``SPIKECORE_REQUIRE_CUDA`` is set. Returns whether it was
+    built."""
+    try:
+        build_one(ext)
+    except BUILD_ERRORS as exc:
+        if _flag("SPIKECORE_REQUIRE_CUDA"):
+            raise
+        print(f"WARNING: spikecore: the CUDA backend failed to build ({exc}); installing the "
+              "CPU backend only. Set SPIKECORE_CUDA_ARCHS to architectures your toolkit "
+              "supports, or SPIKECORE_NO_CUDA=1 to skip it, or SPIKECORE_REQUIRE_CUDA=1 to "
+              "make this an error.", flush=True)
+        return False
+    return True
 
 
 _TOOLKIT = {}
@@ -98,8 +162,16 @@ def extensions(include_dir):
             raise SystemExit(f"spikecore: SPIKECORE_REQUIRE_CUDA is set but {lib_dir}")
         _say(f"no CUDA toolkit ({lib_dir}): building the CPU backend only.")
         return []
-    archs = os.environ.get("SPIKECORE_CUDA_ARCHS", DEFAULT_ARCHS)
-    _TOOLKIT.update(root=root, nvcc=nvcc, gencode=gencode_flags(archs))
+    archs = os.environ.get("SPIKECORE_CUDA_ARCHS") or default_archs(nvcc)
+    if archs is None:
+        if _flag("SPIKECORE_REQUIRE_CUDA"):
+            raise SystemExit(f"spikecore: SPIKECORE_REQUIRE_CUDA is set but {nvcc} knows none "
+                             f"of the default architectures {DEFAULT_ARCHS}; set "
+                             "SPIKECORE_CUDA_ARCHS")
+        _say(f"{nvcc} knows none of the default architectures {DEFAULT_ARCHS}: building the "
+             "CPU backend only (set SPIKECORE_CUDA_ARCHS to build the CUDA one).")
+        return []
+    _TOOLKIT.update(root=root, nvcc=nvcc, archs=archs, gencode=gencode_flags(archs))
     _say(f"building the CUDA backend with {nvcc} (toolkit {root}) for sm {archs}.")
     return [Extension(
         "spikecore._cuda_kernels",
@@ -129,3 +201,8 @@ def prepare_compiler(compiler, extensions):
         compiler.spawn(cmd)
 
     compiler._compile = _compile
+
+
+def chosen_archs():
+    """The architectures this build compiles the CUDA module for ('' without one)."""
+    return _TOOLKIT.get("archs", "")
