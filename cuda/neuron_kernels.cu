@@ -17,7 +17,8 @@
  *
  * The training route saves H[t] in the storage dtype. For 16-bit storage a rounded H could
  * land on the other side of the threshold than the H that decided the spike; store_h() then
- * moves it by one unit in the last place, so the backward pass always recomputes the same S.
+ * moves it by one unit in the last place, so the backward pass always recomputes the same S;
+ * a finite H that overflows the 16-bit range is stored as its largest finite value.
  *
  * Two inputs may be NULL, as on the CPU: the initial potential v0 (every neuron starts at
  * rest: V_reset under hard reset, 0 under soft reset, rounded to the storage dtype as a tensor
@@ -98,16 +99,26 @@ __device__ __forceinline__ __nv_bfloat16 nudge(__nv_bfloat16 q, bool up) {
 }
 __device__ __forceinline__ float nudge(float q, bool) { return q; }
 
+/* A finite h that rounded to infinity as the largest finite value (spikecore::finite16). */
+__device__ __forceinline__ __half finite(__half q, float h) {
+    return __ushort_as_half(spikecore::finite16(__half_as_ushort(q), 0x7c00u, h));
+}
+__device__ __forceinline__ __nv_bfloat16 finite(__nv_bfloat16 q, float h) {
+    return __ushort_as_bfloat16(spikecore::finite16(__bfloat16_as_ushort(q), 0x7f80u, h));
+}
+__device__ __forceinline__ float finite(float q, float) { return q; }
+
 /* The resting potential as an absent v0 stands for it: rounded to the storage dtype. */
 template <typename S>
 __device__ __forceinline__ float rest_potential(const sc_params &p) {
     return to_float(from_float<S>(p.hard_reset ? p.v_reset : 0.0f));
 }
 
-/* H in storage precision, on the same side of the threshold as the float H that fired. */
+/* H in storage precision, finite where h is, on the same side of the threshold as the float H
+ * that fired. */
 template <typename S>
 __device__ __forceinline__ S store_h(float h, float s, float v_threshold) {
-    S q = from_float<S>(h);
+    S q = finite(from_float<S>(h), h);
     const bool fired = s != 0.0f;
     if ((to_float(q) >= v_threshold) != fired) q = nudge(q, fired);
     return q;

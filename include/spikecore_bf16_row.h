@@ -12,7 +12,8 @@
  * does. A group of sixteen goes to the scalar rule only where the instruction could differ
  * from it:
  *   - subnormal inputs (the instruction treats them as zero; the scalar rule keeps them),
- *   - NaN (the scalar rule's quiet NaN is the one that counts).
+ *   - NaN (the scalar rule's quiet NaN is the one that counts),
+ *   - values that round to infinity (the scalar rule keeps a finite H finite), and infinities.
  * Every other float rounds the same way under both (round to nearest even; bfloat16 has
  * float32's exponent range, so a normal input never becomes subnormal). The result is the
  * same bits as bf16_keep_spike on every input, with or without AVX512-BF16; only the speed
@@ -64,8 +65,6 @@ static inline void bf16_keep_spike_row(const float* h, const float* s, unsigned 
     const __mmask16 all = (__mmask16)0xffff;
     for (; j + 16 <= n; j += 16) {
         const __m512 hv = _mm512_loadu_ps(h + j);
-        /* nonzero subnormals and NaNs (quiet or signalling), in one classification */
-        const __mmask16 odd = _mm512_fpclass_ps_mask(hv, 0x20 | 0x01 | 0x80);
         const __m256i q = (__m256i)_mm512_cvtneps_pbh(hv);
         /* the rounded value back in float32 with integer operations (round to nearest even on
          * the upper 16 bits, as bf16_from_float): a widening shuffle of q would load the port
@@ -75,6 +74,10 @@ static inline void bf16_keep_spike_row(const float* h, const float* s, unsigned 
         const __m512i lsb = _mm512_and_si512(_mm512_maskz_srli_epi32(all, u, 16), one);
         const __m512 back = _mm512_castsi512_ps(_mm512_and_si512(
             _mm512_add_epi32(_mm512_add_epi32(u, rounding), lsb), upper));
+        /* for the scalar rule: nonzero subnormals and NaNs (quiet or signalling) in, or an
+         * infinity out (an infinite H, or a finite one that rounding overflowed) */
+        const __mmask16 odd = _mm512_fpclass_ps_mask(hv, 0x20 | 0x01 | 0x80) |
+                              _mm512_fpclass_ps_mask(back, 0x08 | 0x10);
         /* as the scalar rule: fired = s != 0 (unordered: NaN counts as fired); the rounded
          * value fires when back >= threshold (ordered: NaN does not) */
         const __mmask16 fired = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j), zero, _CMP_NEQ_UQ);

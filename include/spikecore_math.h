@@ -158,11 +158,21 @@ SC_FN float bf16_to_float(unsigned short b) {
     return f;
 }
 
+/* A finite h whose 16-bit rounding q overflowed to infinity, as the largest finite value of
+ * its sign instead (inf_bits: the format's +infinity, whose predecessor is that value). A
+ * stored H of inf would turn the backward's (V_r - H) * g' into inf * 0 = NaN where the float
+ * H gives a finite gradient; the spike rule below may still move it to inf, when only inf
+ * keeps S (a threshold above the format's range). */
+SC_FN unsigned short finite16(unsigned short q, unsigned short inf_bits, float h) {
+    const int overflowed = (q & 0x7fffu) == inf_bits && h - h == 0.0f;   /* h finite */
+    return overflowed ? (unsigned short)((q & 0x8000u) | (inf_bits - 1u)) : q;
+}
+
 /* H kept in bfloat16 on the same side of the threshold as the H that decided the spike S, so
  * that a backward pass recomputing S from the stored H finds the same spike (a one-ulp nudge
- * where rounding would cross the threshold). */
+ * where rounding would cross the threshold); finite where H is (finite16). */
 SC_FN unsigned short bf16_keep_spike(float h, float s, float v_threshold) {
-    const unsigned short q = bf16_from_float(h);
+    const unsigned short q = finite16(bf16_from_float(h), 0x7f80u, h);
     const int fired = s != 0.0f;
     const int crossed = (bf16_to_float(q) >= v_threshold) != fired;
     return crossed ? next16(q, fired) : q;

@@ -157,8 +157,12 @@ def bptt_from_h_plif(grad_spike_seq, grad_v_next, h_seq, v_init, cfg: NeuronConf
 def keep_spike_bf16(h_seq, spike_seq, cfg: NeuronConfig):
     """H rounded to bfloat16, moved by one unit in the last place wherever rounding would put
     it on the other side of the threshold than the H that decided the spike, so that S
-    recomputed from the stored H is the S of the forward pass."""
+    recomputed from the stored H is the S of the forward pass. A finite H that rounds to
+    infinity is kept as the largest finite bfloat16 of its sign (infinity would make the
+    backward's (V_r - H) g' a NaN), unless the spike needs the nudge to infinity."""
     q = h_seq.to(torch.bfloat16)
+    overflowed = q.isinf() & h_seq.isfinite()
+    q = torch.where(overflowed, torch.finfo(torch.bfloat16).max * q.sign(), q)
     fired = spike_seq != 0
     wrong = (q.to(h_seq.dtype) >= cfg.v_threshold) != fired
     toward = torch.where(fired, float("inf"), float("-inf")).to(torch.bfloat16)

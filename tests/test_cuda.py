@@ -171,6 +171,32 @@ def test_half_saved_h_keeps_the_spike_decision(target, dtype, eps):
     assert va.grad.item() == 1.0      # dV/dH = 1 - S = 1, dH/dV = 1
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_half_saved_h_beyond_the_range_stays_finite(target, dtype):
+    """H is computed in float32, so it can leave the 16-bit range (float16: 20 + 65504); saved
+    as infinity it would make the reset term (V_r - H) g' of the backward inf * 0 = NaN. It is
+    saved as the largest finite value instead, and the gradients are the CPU backend's (which
+    keeps H in float32 for 16-bit inputs) up to that rounding."""
+    big = torch.finfo(dtype).max
+    over = 20.0 if dtype is torch.float16 else 1.5 * 2.0 ** 119   # H past the rounding boundary
+    cfg = make_cfg("IF", False, 0.0)                   # hard reset, reset kept in the graph
+    x = torch.tensor([[big, -big, 0.5, big]], dtype=dtype)
+    v = torch.tensor([over, -over, 0.0, 0.0], dtype=dtype)
+    h = v.float() + x[0].float()
+    assert torch.isfinite(h).all() and torch.isinf(h[:2].to(dtype)).all()
+    got = dispatch.forward(target.put(x), target.put(v), cfg, backend=target.backend,
+                           save_h=True)
+    assert torch.equal(got.h_seq.cpu()[0, :2], torch.tensor([big, -big], dtype=dtype))
+    gs, gv = torch.ones_like(x), torch.ones_like(v)
+    gx, gvv = dispatch.backward(target.put(gs), target.put(gv), cfg, h_seq=got.h_seq,
+                                backend=target.backend)
+    wx, wv = dispatch.backward(gs, gv, cfg, h_seq=dispatch.forward(
+        x, v, cfg, backend="cpu", save_h=True).h_seq, backend="cpu")
+    assert torch.isfinite(gx.float()).all() and torch.isfinite(gvv.float()).all()
+    torch.testing.assert_close(gx.cpu(), wx, rtol=2e-3, atol=0)
+    torch.testing.assert_close(gvv.cpu(), wv, rtol=2e-3, atol=0)
+
+
 @pytest.mark.parametrize("node_cls, kw", [
     (spikecore.MultiStepLIFNode, dict(tau=2.0)), (spikecore.MultiStepIFNode, {}),
     (spikecore.MultiStepParametricLIFNode, dict(init_tau=3.0))], ids=["lif", "if", "plif"])

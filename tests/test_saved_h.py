@@ -86,7 +86,8 @@ def test_cpu_bf16_h_rounds_every_kind_of_value_as_the_reference(stream):
     tiny = torch.finfo(torch.float32).tiny
     special = [tiny / 3, -tiny / 3, 1e-45, -1e-45, tiny * (1 - 2 ** -23), tiny, -tiny, 0.0, -0.0,
                float("nan"), float("inf"), -float("inf"), 3.4028235e38, -3.4028235e38,
-               2 ** -133]
+               2 ** -133, 2.0 ** 128 - 2.0 ** 118, -(2.0 ** 128 - 2.0 ** 118),  # round to inf
+               2.0 ** 128 - 2.0 ** 120, 2.0 ** 128 - 2.0 ** 119]   # the largest bf16; a tie
     special += [1.0 + k * 2 ** -23 for k in range(-12, 13)]     # around the threshold
     gen = torch.Generator().manual_seed(5)
     n = 16 * 64 + 5                                             # full groups and a ragged tail
@@ -136,3 +137,32 @@ def test_h_dtype_rejected_where_unsupported():
     node.saved_h_dtype = torch.bfloat16
     with pytest.raises(ValueError, match="bfloat16"):
         node(torch.rand(3, 10, requires_grad=True))
+
+
+def test_bf16_h_beyond_the_range_keeps_gradients_finite():
+    """A finite float32 H that bfloat16 rounds to infinity is kept as the largest finite
+    bfloat16 (also where the threshold lies beyond it and only infinity keeps the spike, the one
+    case that stores inf); the backward from it gives the gradients of the float32 H, not the
+    NaN of (V_r - inf) * 0."""
+    big = 2.0 ** 128 - 2.0 ** 118
+    cfg = make_cfg("IF", False, 0.0)
+    x = torch.tensor([[big, -big, 0.5, 3e38], [0.25, big, -1.0, 1.0]])
+    kept = dispatch.forward(x, None, cfg, save_h=True, h_dtype=torch.bfloat16, backend="cpu")
+    exact = dispatch.forward(x, None, cfg, save_h=True, backend="cpu")
+    bf16_max = torch.finfo(torch.bfloat16).max
+    assert torch.equal(kept.h_seq[0, :2].float(), torch.tensor([bf16_max, -bf16_max]))
+    assert torch.isfinite(kept.h_seq.float()).all()
+    gs = torch.linspace(-1, 1, x.numel()).view(x.shape)
+    gv = torch.ones(x.shape[1:])
+    got = dispatch.backward(gs, gv, cfg, h_seq=kept.h_seq, backend="cpu")
+    want = dispatch.backward(gs, gv, cfg, h_seq=exact.h_seq, backend="cpu")
+    for g, w in zip(got, want):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g, w, rtol=1e-2, atol=1e-6)
+    # a threshold above the bfloat16 range: the spike of H = 3.4e38 survives only as inf
+    high = make_cfg("IF", False, 0.0, v_threshold=3.39e38)
+    h = dispatch.forward(torch.tensor([[3.4e38, 3.0e38]]), None, high, save_h=True,
+                         h_dtype=torch.bfloat16, backend="cpu").h_seq
+    assert h[0, 0].item() == float("inf") and h[0, 1].item() < 3.39e38
+    assert torch.equal(h, reference.keep_spike_bf16(torch.tensor([[3.4e38, 3.0e38]]),
+                                                    torch.tensor([[1.0, 0.0]]), high))
