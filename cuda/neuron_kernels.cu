@@ -324,14 +324,35 @@ backward_plif_kernel(const S *__restrict__ grad_spike, const S *__restrict__ gra
 }
 
 /* --- host side: device guard, launch, error reporting ------------------------------------ */
+/* Errors of a kernel that faulted: the context keeps them, and every later call returns them,
+ * whoever launched the kernel. */
+bool sticky(cudaError_t e) {
+    switch (e) {
+    case cudaErrorIllegalAddress: case cudaErrorAssert: case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction: case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace: case cudaErrorInvalidPc: case cudaErrorLaunchFailure:
+        return true;
+    default:
+        return false;
+    }
+}
+
 int report(cudaError_t e, const char *what, char *err, int err_len) {
     if (e == cudaSuccess) return 0;
     if (err && err_len > 0) {
+        const char *text = cudaGetErrorString(e);
         if (e == cudaErrorInsufficientDriver || e == cudaErrorNoDevice)
-            snprintf(err, err_len, "no CUDA device is usable (%s: %s)", what,
-                     cudaGetErrorString(e));
+            snprintf(err, err_len, "no CUDA device is usable (%s: %s)", what, text);
+        else if (e == cudaErrorNoKernelImageForDevice)
+            snprintf(err, err_len, "%s: %s (spikecore was not compiled for this GPU; rebuild it "
+                     "with SPIKECORE_CUDA_ARCHS set to the GPU's compute capability, e.g. "
+                     "SPIKECORE_CUDA_ARCHS=75 for compute capability 7.5)", what, text);
+        else if (sticky(e))
+            snprintf(err, err_len, "%s: %s (a kernel that faulted earlier, spikecore's or "
+                     "another library's, makes every later CUDA call report this; run with "
+                     "CUDA_LAUNCH_BLOCKING=1 to find it)", what, text);
         else
-            snprintf(err, err_len, "%s: %s", what, cudaGetErrorString(e));
+            snprintf(err, err_len, "%s: %s", what, text);
     }
     return (int)e;
 }
@@ -346,8 +367,28 @@ int on_device(int device, F launch, const char *what, char *err, int err_len) {
         return report(e, "cudaSetDevice", err, err_len);
     launch();
     e = cudaGetLastError();
-    if (previous != device) cudaSetDevice(previous);
+    if (previous != device) {
+        const cudaError_t restored = cudaSetDevice(previous);
+        if (e == cudaSuccess && restored != cudaSuccess)
+            return report(restored, "cudaSetDevice (restoring the caller's device)", err,
+                          err_len);
+    }
     return report(e, what, err, err_len);
+}
+
+/* What the Python layer guarantees, checked again for direct callers of the C API: a bad
+ * value would pick a wrong formula, or a kernel would dereference NULL. */
+int bad_arguments(const sc_params &p, const char *missing, char *err, int err_len) {
+    if (p.charge_mode < spikecore::CHARGE_IF || p.charge_mode > spikecore::CHARGE_LIF_DETACH_INPUT)
+        snprintf(err, err_len, "charge_mode must be 0, 1 or 2, got %d", p.charge_mode);
+    else if (p.surrogate < 0 || p.surrogate >= spikecore::SG_COUNT)
+        snprintf(err, err_len, "surrogate must be 0 to %d, got %d", spikecore::SG_COUNT - 1,
+                 p.surrogate);
+    else if (missing)
+        snprintf(err, err_len, "%s", missing);
+    else
+        return 0;
+    return -1;
 }
 
 unsigned int grid_for(long long threads) {
@@ -370,6 +411,12 @@ int forward_typed(const void *x, const void *v, void *spike, void *v_next, void 
                   void *v_seq, void *gs2h, void *gv2h, long long steps, long long n,
                   sc_params p, int device, void *stream, char *err, int err_len) {
     if (n <= 0) return 0;
+    const bool seq = steps > 0;   /* (the [T, N] buffers of no step may be NULL) */
+    if (int rc = bad_arguments(p, (seq && (!x || !spike)) || !v_next
+                                      ? "x, spike and v_next are required"
+                                  : !gs2h != !gv2h ? "grad_s_to_h and grad_v_to_h go together"
+                                                   : nullptr, err, err_len))
+        return rc;
     constexpr int vec = 16 / sizeof(S);
     const bool wide = can_vectorize<S>(n, {x, v, spike, v_next, h_seq, v_seq, gs2h, gv2h});
     return on_device(device, [&] {
@@ -387,6 +434,13 @@ int backward_typed(const void *gs, const void *gv_next, const void *h_seq, const
                    const void *gv2h, void *gx, void *gv, long long steps, long long n,
                    sc_params p, int device, void *stream, char *err, int err_len) {
     if (n <= 0) return 0;
+    const bool seq = steps > 0;
+    if (int rc = bad_arguments(p, (seq && (!gs || !gx)) || !gv
+                                      ? "grad_spike, grad_x and grad_v are required"
+                                  : seq && !h_seq && (!gs2h || !gv2h)
+                                      ? "h_seq, or grad_s_to_h and grad_v_to_h, are required"
+                                      : nullptr, err, err_len))
+        return rc;
     constexpr int vec = 16 / sizeof(S);
     const bool wide = can_vectorize<S>(n, {gs, gv_next, h_seq, gs2h, gv2h, gx, gv});
     using Kernel = decltype(&backward_kernel<S, 1, -1>);
@@ -411,6 +465,11 @@ int backward_plif_typed(const void *gs, const void *gv_next, const void *h_seq, 
                         void *gx, void *gv, float *grad_tau, long long steps, long long n,
                         sc_params p, int device, void *stream, char *err, int err_len) {
     if (n <= 0) return 0;
+    if (int rc = bad_arguments(p, (steps > 0 && (!gs || !h_seq || !gx)) || !gv || !grad_tau
+                                      ? "grad_spike, h_seq, grad_x, grad_v and grad_tau are "
+                                        "required"
+                                      : nullptr, err, err_len))
+        return rc;
     return on_device(device, [&] {
         backward_plif_kernel<S><<<grid_for(n), BLOCK, 0, (cudaStream_t)stream>>>(
             (const S *)gs, (const S *)gv_next, (const S *)h_seq, (const S *)v0, (S *)gx,

@@ -7,7 +7,10 @@
  * dtype named by `dtype`. Optional outputs are NULL when not wanted.
  *
  * Every function returns 0 on success, or a CUDA error code with a message copied into
- * `err` (at most `err_len` bytes, NUL-terminated). Nothing here throws or aborts.
+ * `err` (at most `err_len` bytes, NUL-terminated), or -1 with a message for arguments it
+ * refuses: an unknown dtype, charge mode or surrogate, or a required pointer that is NULL
+ * (with neurons > 0; the [T, N] buffers may be NULL when steps is 0). Nothing here throws or
+ * aborts.
  */
 #ifndef SPIKECORE_CUDA_H
 #define SPIKECORE_CUDA_H

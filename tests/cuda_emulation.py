@@ -122,6 +122,7 @@ _SIGNATURES = {   # the controls of the emulated runtime (cuda_runtime.h here)
     "sc_host_reset": [_INT, _INT],
     "sc_host_fail_next_launch": [_INT],
     "sc_host_fail_device_calls": [_INT],
+    "sc_host_fail_device_calls_after_launch": [_INT],
     "sc_host_current_device": [],
     "sc_host_last_launch": [ctypes.POINTER(_INT), ctypes.POINTER(_P),
                             ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint)],
@@ -156,6 +157,10 @@ class EmulatedKernels:
     def fail_device_calls(self, code):
         """Every device query (count, get, set) fails with ``code`` until :meth:`reset`."""
         self.lib.sc_host_fail_device_calls(code)
+
+    def fail_device_calls_after_launch(self, code):
+        """From the next launch on (which runs), every device query fails with ``code``."""
+        self.lib.sc_host_fail_device_calls_after_launch(code)
 
     def current_device(self):
         return self.lib.sc_host_current_device()

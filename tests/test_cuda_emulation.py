@@ -19,7 +19,10 @@ from helpers import grad_tol, make_cfg, make_inputs, random_configs
 
 EMULATED = EmulatedCUDABackend.name
 CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-LAUNCH_FAILURE, INSUFFICIENT_DRIVER = 719, 35   # cudaErrorLaunchFailure, ...InsufficientDriver
+# cudaErrorInvalidConfiguration, ...NoKernelImageForDevice, ...IllegalAddress,
+# ...LaunchFailure, ...InsufficientDriver, ...InvalidDevice
+INVALID_CONFIGURATION, NO_KERNEL_IMAGE, ILLEGAL_ADDRESS = 9, 209, 700
+LAUNCH_FAILURE, INSUFFICIENT_DRIVER, INVALID_DEVICE = 719, 35, 101
 
 
 def _misaligned(t):
@@ -99,18 +102,45 @@ def test_launches_run_on_the_tensors_device_and_stream(cuda_host):
 
 def test_a_failed_launch_raises_cudas_message_and_leaves_no_trace(cuda_host):
     x = torch.rand(4, 8)
-    cuda_host.fail_next_launch(LAUNCH_FAILURE)
+    cuda_host.fail_next_launch(INVALID_CONFIGURATION)   # an error CUDA does not keep
     with pytest.raises(RuntimeError, match="^CUDA error in spikecore: spikecore forward kernel: "
-                                           "unspecified launch failure$"):
+                                           "invalid configuration argument$"):
         dispatch.forward(x, None, make_cfg(), backend=EMULATED)
     assert cuda_host.current_device() == CALLER_DEVICE
-    got = dispatch.forward(x, None, make_cfg(), backend=EMULATED)   # the error is not sticky
+    got = dispatch.forward(x, None, make_cfg(), backend=EMULATED)
     want = dispatch.forward(x, None, make_cfg(), backend="cpu")
     assert torch.equal(got.spike, want.spike) and torch.equal(got.v_next, want.v_next)
-    cuda_host.fail_next_launch(LAUNCH_FAILURE)
-    with pytest.raises(RuntimeError, match="spikecore backward kernel: unspecified launch"):
+    cuda_host.fail_next_launch(INVALID_CONFIGURATION)
+    with pytest.raises(RuntimeError, match="spikecore backward kernel: invalid configuration"):
         dispatch.backward(torch.randn(4, 8), None, make_cfg(), h_seq=torch.rand(4, 8),
                           backend=EMULATED)
+
+
+@pytest.mark.parametrize("code, text, hint", [
+    (NO_KERNEL_IMAGE, "no kernel image is available for execution on the device",
+     "spikecore was not compiled for this GPU; rebuild it with SPIKECORE_CUDA_ARCHS"),
+    # errors a faulted kernel leaves in the context, which any later call reports
+    (ILLEGAL_ADDRESS, "an illegal memory access was encountered",
+     "a kernel that faulted earlier, spikecore's or another library's"),
+    (LAUNCH_FAILURE, "unspecified launch failure", "run with CUDA_LAUNCH_BLOCKING=1"),
+])
+def test_errors_that_need_a_hint_give_one(cuda_host, code, text, hint):
+    cuda_host.fail_next_launch(code)
+    with pytest.raises(RuntimeError) as info:
+        dispatch.forward(torch.rand(4, 8), None, make_cfg(), backend=EMULATED)
+    message = str(info.value)
+    assert message.startswith(f"CUDA error in spikecore: spikecore forward kernel: {text} (")
+    assert hint in message
+
+
+def test_a_failure_to_restore_the_callers_device_is_reported(cuda_host):
+    """The kernel ran, but the caller's device could not be made current again: the call must
+    not return as if all were well, with another device left current."""
+    cuda_host.fail_device_calls_after_launch(INVALID_DEVICE)
+    with pytest.raises(RuntimeError, match="cudaSetDevice \\(restoring the caller's device\\): "
+                                           "invalid device ordinal"):
+        dispatch.forward(torch.rand(4, 8), None, make_cfg(), backend=EMULATED)
+    assert cuda_host.last_launch()[0] == 1
 
 
 def test_a_device_that_does_not_exist(cuda_host, monkeypatch):
@@ -151,6 +181,47 @@ def test_an_unknown_dtype_code(cuda_host):
     args = (0,) * 8 + (2, 4) + make_cfg().kernel_args + (TENSOR_DEVICE, STREAM)
     with pytest.raises(RuntimeError, match="unsupported dtype code 7"):
         cuda_host.forward(7, *args)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"mode": 3}, "charge_mode must be 0, 1 or 2, got 3"),
+    ({"mode": -1}, "charge_mode must be 0, 1 or 2, got -1"),
+    ({"sg_index": 7}, "surrogate must be 0 to 6, got 7"),
+    ({"sg_index": -1}, "surrogate must be 0 to 6, got -1"),
+])
+def test_the_c_api_refuses_unknown_modes_and_surrogates(cuda_host, change, message):
+    """The Python layer never passes these; a direct caller of the compiled module gets an
+    error instead of a formula picked by a default branch."""
+    x, s, vn = torch.rand(2, 4), torch.empty(2, 4), torch.empty(4)
+    h, gx, gv, gt = torch.empty(2, 4), torch.empty(2, 4), torch.empty(4), torch.empty(4)
+    names = ("mode", "hard", "detach_reset", "sg_index", "v_threshold", "v_reset",
+             "reciprocal_tau", "alpha")
+    scalars = tuple(change.get(k, v) for k, v in zip(names, make_cfg().kernel_args))
+    tail = (2, 4) + scalars + (TENSOR_DEVICE, STREAM)
+    p = torch.Tensor.data_ptr
+    calls = [
+        lambda: cuda_host.forward(0, p(x), 0, p(s), p(vn), 0, 0, 0, 0, *tail),
+        lambda: cuda_host.backward(0, p(x), 0, p(h), 0, 0, p(gx), p(gv), *tail),
+        lambda: cuda_host.backward_plif(0, p(x), 0, p(h), 0, p(gx), p(gv), p(gt), *tail)]
+    for call in calls:
+        with pytest.raises(RuntimeError, match=message):
+            call()
+    assert cuda_host.last_launch()[0] == 0
+
+
+def test_the_c_api_refuses_missing_pointers(cuda_host):
+    x, s, vn, g = torch.rand(2, 4), torch.empty(2, 4), torch.empty(4), torch.empty(2, 4)
+    tail = (2, 4) + make_cfg().kernel_args + (TENSOR_DEVICE, STREAM)
+    p = torch.Tensor.data_ptr
+    with pytest.raises(RuntimeError, match="x, spike and v_next are required"):
+        cuda_host.forward(0, p(x), 0, 0, p(vn), 0, 0, 0, 0, *tail)
+    with pytest.raises(RuntimeError, match="grad_s_to_h and grad_v_to_h go together"):
+        cuda_host.forward(0, p(x), 0, p(s), p(vn), 0, 0, p(g), 0, *tail)
+    with pytest.raises(RuntimeError, match="h_seq, or grad_s_to_h and grad_v_to_h, are required"):
+        cuda_host.backward(0, p(x), 0, 0, p(g), 0, p(s), p(vn), *tail)
+    with pytest.raises(RuntimeError, match="grad_spike, h_seq, grad_x, grad_v and grad_tau are"):
+        cuda_host.backward_plif(0, p(x), 0, p(g), 0, p(s), p(vn), 0, *tail)
+    assert cuda_host.last_launch()[0] == 0
 
 
 def test_no_neurons_no_launch(cuda_host):

@@ -55,6 +55,14 @@ typedef enum cudaError {
     cudaErrorInsufficientDriver = 35,
     cudaErrorNoDevice = 100,
     cudaErrorInvalidDevice = 101,
+    cudaErrorNoKernelImageForDevice = 209,
+    cudaErrorIllegalAddress = 700,
+    cudaErrorAssert = 710,
+    cudaErrorHardwareStackError = 714,
+    cudaErrorIllegalInstruction = 715,
+    cudaErrorMisalignedAddress = 716,
+    cudaErrorInvalidAddressSpace = 717,
+    cudaErrorInvalidPc = 718,
     cudaErrorLaunchFailure = 719
 } cudaError_t;
 typedef struct sc_host_stream *cudaStream_t;
@@ -67,7 +75,11 @@ inline const char *cudaGetErrorString(cudaError_t e) {
         return "CUDA driver version is insufficient for CUDA runtime version";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorNoKernelImageForDevice:
+        return "no kernel image is available for execution on the device";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
+    default: break;
     }
     return "unrecognized error code";
 }
@@ -78,6 +90,7 @@ inline int sc_host_current = 0;                       /* the current device */
 inline cudaError_t sc_host_last_error = cudaSuccess;  /* what cudaGetLastError returns */
 inline cudaError_t sc_host_fail_next = cudaSuccess;   /* injected into the next launch */
 inline cudaError_t sc_host_device_error = cudaSuccess;/* returned by every device query */
+inline cudaError_t sc_host_device_error_after = cudaSuccess; /* ... from the next launch on */
 inline long long sc_host_launch_count = 0;
 inline int sc_host_launch_device = -1;
 inline void *sc_host_launch_stream = nullptr;
@@ -126,6 +139,10 @@ struct sc_host_launcher {
             return;
         }
         ++sc_host_launch_count;
+        if (sc_host_device_error_after) {
+            sc_host_device_error = sc_host_device_error_after;
+            sc_host_device_error_after = cudaSuccess;
+        }
         sc_host_launch_device = sc_host_current;
         sc_host_launch_stream = (void *)stream;
         sc_host_launch_grid = grid.x;
@@ -153,6 +170,7 @@ void sc_host_reset(int devices, int current) {
     sc_host_devices = devices;
     sc_host_current = current;
     sc_host_last_error = sc_host_fail_next = sc_host_device_error = cudaSuccess;
+    sc_host_device_error_after = cudaSuccess;
     sc_host_launch_count = 0;
     sc_host_launch_device = -1;
     sc_host_launch_stream = nullptr;
@@ -160,6 +178,9 @@ void sc_host_reset(int devices, int current) {
 }
 void sc_host_fail_next_launch(int code) { sc_host_fail_next = (cudaError_t)code; }
 void sc_host_fail_device_calls(int code) { sc_host_device_error = (cudaError_t)code; }
+void sc_host_fail_device_calls_after_launch(int code) {
+    sc_host_device_error_after = (cudaError_t)code;
+}
 int sc_host_current_device(void) { return sc_host_current; }
 long long sc_host_last_launch(int *device, void **stream, unsigned int *grid,
                               unsigned int *block) {
