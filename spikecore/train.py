@@ -511,6 +511,11 @@ def _fit(model, dataset, d: _Dist, t_start, a) -> FitResult:
     _say(quiet, f"training {model_name}/{a['neuron']} on {ds.name} "
                 f"({len(ds.train_y)} train, {len(ds.test_y)} test, T={a['timesteps']}) "
                 f"on {dev} x{d.world} process(es), {threads} thread(s) each")
+    shard = -(-len(ds.train_y) // d.world)   # each process's share (DistributedSampler pads)
+    if a["batch_size"] > shard and d.main:
+        print(f"spikecore: note: the batch size {a['batch_size']} is larger than the {shard} "
+              f"training samples of {'each process' if d.world > 1 else 'the dataset'}, so "
+              f"every epoch is a single step of {shard} samples", file=sys.stderr)
     for epoch in range(start_epoch + 1, a["epochs"] + 1):
         for group in opt.param_groups:
             group["lr"] = _cosine_lr(a["lr"], epoch, a["epochs"])

@@ -108,6 +108,18 @@ def test_a_surrogate_that_gives_no_gradient_is_reported(capsys):
     assert result.history[-1]["train_loss"] < math.log(10) - 0.05
 
 
+def test_a_batch_larger_than_the_dataset_is_noted(capsys):
+    small = data.load_dataset("digits")
+    n = len(small.train_y)
+    result = train.fit(epochs=1, **{**TINY, "batch_size": n + 1, "max_steps": None})
+    err = capsys.readouterr().err
+    assert (f"the batch size {n + 1} is larger than the {n} training samples of the dataset, "
+            f"so every epoch is a single step of {n} samples") in err
+    assert result.epochs == 1
+    train.fit(epochs=1, **{**TINY, "batch_size": n})
+    assert "larger than" not in capsys.readouterr().err
+
+
 def test_resuming_with_more_epochs_says_the_schedule_changed(tmp_path, capsys):
     train.fit(epochs=1, out_dir=str(tmp_path), **TINY)
     capsys.readouterr()
