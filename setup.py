@@ -6,7 +6,7 @@
 * ``cuda/`` (the CUDA backend) is built only where a CUDA toolkit is found; see
   ``build_support/cuda.py``.
 * The CPU kernels are compiled for the building machine's instruction set (``-march=native``:
-  AVX2/AVX-512 where present), since vectorisation decides their speed.
+  AVX2/AVX-512 where present; ``-mcpu=native`` on Arm), since vectorisation decides their speed.
   ``SPIKECORE_PORTABLE=1`` builds for the baseline of the architecture instead (a wheel that
   must run on older CPUs); it gives the same results, only slower.
 
@@ -21,7 +21,7 @@ from setuptools.command.build_ext import build_ext
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from build_support import cuda as cuda_support  # noqa: E402
-from build_support.openmp import probe_openmp  # noqa: E402
+from build_support.openmp import probe_native, probe_openmp  # noqa: E402
 
 INCLUDE = os.path.join("include")
 
@@ -43,8 +43,10 @@ class BuildExt(build_ext):
             print("WARNING: spikecore: SPIKECORE_NO_OPENMP is set; building the CPU kernels "
                   "serially (one thread).", flush=True)
         portable = os.environ.get("SPIKECORE_PORTABLE", "") in ("1", "true", "yes")
-        isa = [] if portable else ["-march=native", "-mprefer-vector-width=512"]
-        target = "the baseline ISA (portable)" if portable else "this machine (-march=native)"
+        isa = [] if portable else probe_native(self.compiler)
+        target = ("the baseline ISA (portable)" if portable else
+                  f"this machine ({' '.join(isa)})" if isa else
+                  "the baseline ISA (the compiler takes no native flag)")
         print(f"spikecore: CPU kernels built for {target}", flush=True)
         for ext in self.extensions:
             if ext.name == "spikecore._cpu_kernels":

@@ -11,6 +11,8 @@ tensor is filled for a fresh state. The one exception is a 16-bit state at rest 
 that its dtype cannot hold exactly: it is still filled, so that it holds exactly what
 ``torch.full`` stores (see :meth:`CUDABackend._rest`).
 """
+import importlib.util
+
 import torch
 
 from . import backends
@@ -21,6 +23,13 @@ _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 #: the current stream of a device as an int, without building a torch.cuda.Stream (the getter
 #: PyTorch's own compiled code uses; absent from CPU-only builds of PyTorch)
 _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+
+
+def _module_exists(name):
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):   # ValueError: a None placeholder in sys.modules
+        return False
 
 
 class CUDABackend(backends.Backend):
@@ -34,9 +43,14 @@ class CUDABackend(backends.Backend):
             from . import _cuda_kernels
         except ImportError as exc:
             self._kernels = None
+            # a module that is there but does not load is another problem than none at all
+            found = _module_exists(f"{__package__}._cuda_kernels")
             self._build_error = (
-                f"the CUDA backend of spikecore is not built ({exc}); install a CUDA toolkit "
-                "(nvcc) and rebuild with `SPIKECORE_REQUIRE_CUDA=1 pip install -e .`")
+                f"the CUDA backend of spikecore does not load ({exc})" if found else
+                "the CUDA backend of spikecore was not built (the build found no CUDA toolkit, "
+                "or was told to skip it)") + (
+                "; install a CUDA toolkit (nvcc) and reinstall spikecore from its source with "
+                "SPIKECORE_REQUIRE_CUDA=1 set (e.g. `SPIKECORE_REQUIRE_CUDA=1 pip install .`)")
         else:
             self._kernels, self._build_error = _cuda_kernels, None
         self._device_error = None

@@ -96,3 +96,33 @@ def test_a_failed_cuda_build_leaves_the_cpu_build(monkeypatch, capsys):
     monkeypatch.setenv("SPIKECORE_REQUIRE_CUDA", "1")
     with pytest.raises(CompileError, match="Unsupported gpu architecture"):
         cuda.build_guarded(failing, "ext")
+
+
+class _Compiler:
+    """Accepts the flags in ``known`` only, as a compiler for another architecture would."""
+
+    def __init__(self, known):
+        self.known, self.tried = set(known), []
+
+    def compile(self, sources, output_dir, extra_postargs):
+        self.tried.append([f for f in extra_postargs if f != "-Werror"])
+        if not set(self.tried[-1]) <= self.known:
+            raise CompileError(f"unrecognized command-line option {extra_postargs[0]!r}")
+        return [os.path.join(output_dir, "probe.o")]
+
+    def link_executable(self, objs, name, output_dir, extra_postargs, target_lang):
+        pass
+
+
+@pytest.mark.parametrize("known, chosen", [
+    ({"-march=native", "-mprefer-vector-width=512"}, ["-march=native",
+                                                      "-mprefer-vector-width=512"]),   # x86
+    ({"-march=native"}, ["-march=native"]),        # a compiler without the x86 width option
+    ({"-mcpu=native"}, ["-mcpu=native"]),          # Arm and POWER
+    (set(), []),                                   # none: the baseline instruction set
+])
+def test_native_flags_are_the_first_set_the_compiler_takes(known, chosen):
+    from build_support.openmp import NATIVE_FLAGS, probe_native
+    compiler = _Compiler(known)
+    assert probe_native(compiler) == chosen
+    assert compiler.tried == list(NATIVE_FLAGS[:len(compiler.tried)])

@@ -8,8 +8,10 @@ null pointer it must be, even where no GPU is present. (tests/test_cuda.py check
 arithmetic on every configuration, on a GPU and on the emulation.)
 """
 import ctypes
+import sys
 
 import numpy as np
+
 import pytest
 import torch
 
@@ -236,3 +238,23 @@ def test_launch_args_name_the_tensors_device_and_its_current_stream(monkeypatch)
     tensor = _OnDevice(3)
     assert CUDABackend._launch_args(tensor) == (3, 4242)
     assert asked[-1] is tensor.device
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_a_backend_that_is_not_built_or_does_not_load_says_which(monkeypatch, exists):
+    """No compiled module at all (a build without a toolkit) and a module that fails to load
+    are different problems; each message names its own and how to rebuild."""
+    import importlib.util as iu
+    import spikecore
+    from spikecore import cuda_backend
+    monkeypatch.setitem(sys.modules, "spikecore._cuda_kernels", None)   # the import fails
+    monkeypatch.delattr(spikecore, "_cuda_kernels", raising=False)
+    monkeypatch.setattr(iu, "find_spec", lambda name: object() if exists else None)
+    reason = cuda_backend.CUDABackend().load_error()
+    if exists:
+        assert reason.startswith("the CUDA backend of spikecore does not load (")
+    else:
+        assert reason.startswith("the CUDA backend of spikecore was not built (the build found "
+                                 "no CUDA toolkit, or was told to skip it)")
+        assert "circular import" not in reason
+    assert reason.endswith("`SPIKECORE_REQUIRE_CUDA=1 pip install .`)")
