@@ -344,7 +344,7 @@ int report(cudaError_t e, const char *what, char *err, int err_len) {
         if (e == cudaErrorInsufficientDriver || e == cudaErrorNoDevice)
             snprintf(err, err_len, "no CUDA device is usable (%s: %s%s)", what, text,
                      e == cudaErrorInsufficientDriver
-                         ? "; also what CUDA reports where no NVIDIA driver is installed" : "");
+                         ? "; CUDA also says this where no NVIDIA driver is installed" : "");
         else if (e == cudaErrorNoKernelImageForDevice)
             snprintf(err, err_len, "%s: %s (spikecore was not compiled for this GPU; rebuild it "
                      "with SPIKECORE_CUDA_ARCHS set to the GPU's compute capability, e.g. "

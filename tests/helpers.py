@@ -21,11 +21,17 @@ def make_cfg(neuron="LIF", detach_input=False, v_reset=0.0, surrogate_index=0,
                               surrogate_index, detach_reset)
 
 
+#: the grid's threshold, time constant and surrogate sharpness: values at which distinct
+#: formulas differ (at θ = 1, τ = 2, α = 2, the defaults, H - S·θ equals H - S, dH/dX equals
+#: dH/dV for LIF, and α/2 = 1 hides a lost factor α in several surrogates)
+GRID_PARAMS = dict(v_threshold=0.8, tau=3.0, alpha=3.0)
+
+
 def all_configs():
-    """Every neuron x reset x detach_reset x surrogate combination."""
+    """Every neuron x reset x detach_reset x surrogate combination, at :data:`GRID_PARAMS`."""
     for (neuron, di), v_reset, dr, sg in itertools.product(
             CHARGES, RESETS, (False, True), range(len(surrogate.SURROGATES))):
-        yield make_cfg(neuron, di, v_reset, sg, dr)
+        yield make_cfg(neuron, di, v_reset, sg, dr, **GRID_PARAMS)
 
 
 def cfg_id(cfg):

@@ -157,27 +157,91 @@ def test_v_reset_none_is_soft_everywhere():
 
 
 @pytest.mark.parametrize("multi_step", [False, True])
-@pytest.mark.parametrize("kind", ["LIF", "IF"])
-def test_spec_autograd_functions_match_reference(kind, multi_step):
-    x = torch.rand(5, 4, 3, dtype=torch.float64) * 1.5
+@pytest.mark.parametrize("kind, detach_input", [("LIF", False), ("LIF", True), ("IF", False)])
+@pytest.mark.parametrize("v_reset", [-0.1, None], ids=["hard", "soft"])
+@pytest.mark.parametrize("detach_reset", [False, True])
+@pytest.mark.parametrize("surrogate_index", [1, 4])
+def test_spec_autograd_functions_match_reference(kind, detach_input, v_reset, detach_reset,
+                                                 surrogate_index, multi_step):
+    """Each argument of LIFStep/LIFMultiStep/IFStep/IFMultiStep reaches its place: every
+    reset, detach option and two surrogates, at θ = 0.8, τ = 3, α = 1.5 (where no two of them
+    can stand in for each other), against autograd of the reference."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(5, 4, 3, generator=gen, dtype=torch.float64) * 1.5
     if not multi_step:
         x = x[0]
-    v = torch.rand(x.shape[1:] if multi_step else x.shape, dtype=torch.float64)
-    cfg = make_cfg(kind, False, -0.1, surrogate_index=1, alpha=3.0, tau=3.0)
+    v = torch.rand(x.shape[1:] if multi_step else x.shape, generator=gen, dtype=torch.float64)
+    cfg = make_cfg(kind, detach_input, v_reset, surrogate_index=surrogate_index,
+                   detach_reset=detach_reset, v_threshold=0.8, tau=3.0, alpha=1.5)
     xr, vr = x.clone().requires_grad_(), v.clone().requires_grad_()
     if kind == "LIF":
         fn = neuron.LIFMultiStep if multi_step else neuron.LIFStep
-        s, vn = fn.apply(xr, vr, 1.0, -0.1, 3.0, False, 1, 1 / 3.0, False)
+        s, vn = fn.apply(xr, vr, 0.8, v_reset, 1.5, detach_reset, surrogate_index, 1 / 3.0,
+                         detach_input)
     else:
         fn = neuron.IFMultiStep if multi_step else neuron.IFStep
-        s, vn = fn.apply(xr, vr, 1.0, -0.1, 3.0, False, 1)
-    (s.sum() * 2 + vn.sum()).backward()
+        s, vn = fn.apply(xr, vr, 0.8, v_reset, 1.5, detach_reset, surrogate_index)
+    ws = torch.linspace(-1, 2, s.numel(), dtype=torch.float64).view(s.shape)
+    (s * ws).sum().backward(retain_graph=True)
+    (vn * 0.5).sum().backward()
     xa, va = x.clone().requires_grad_(), v.clone().requires_grad_()
     sr, vnr = reference.fptt_autograd(xa if multi_step else xa.unsqueeze(0), va, cfg)
-    (sr.sum() * 2 + vnr.sum()).backward()
-    assert torch.equal(s, sr if multi_step else sr[0])
+    sr = sr if multi_step else sr[0]
+    ((sr * ws).sum() + (vnr * 0.5).sum()).backward()
+    assert torch.equal(s, sr) and torch.equal(vn, vnr)
     torch.testing.assert_close(xr.grad, xa.grad, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(vr.grad, va.grad, rtol=1e-10, atol=1e-12)
+
+
+NAMED_FUNCTIONS = sorted(name for name in neuron.__all__ if name.startswith(("LIF_", "IF_")))
+
+
+@pytest.mark.parametrize("detach_input", [False, True])
+@pytest.mark.parametrize("detach_reset", [False, True])
+@pytest.mark.parametrize("name", NAMED_FUNCTIONS)
+def test_named_functions_match_reference(name, detach_reset, detach_input):
+    """Every function of the spec's named family against the reference's fptt,
+    fptt_with_grad and bptt, at θ = 0.8, V_r = -0.2, τ = 2.5, α = 3, surrogate 5: each
+    argument must reach the formula it names."""
+    fn = getattr(neuron, name)
+    kind = name.split("_")[0]
+    soft = "_soft_reset_" in name
+    multi = "fptt" in name or "bptt" in name
+    scalars = dict(v_threshold=0.8, v_reset=-0.2, reciprocal_tau=0.4, alpha=3.0,
+                   detach_reset=detach_reset, detach_input=detach_input,
+                   grad_surrogate_function_index=5)
+    cfg = make_cfg(kind, detach_input and kind == "LIF", None if soft else -0.2,
+                   surrogate_index=5, detach_reset=detach_reset, v_threshold=0.8, tau=2.5,
+                   alpha=3.0)
+    gen = torch.Generator().manual_seed(len(name))
+    shape = (6, 3, 5)
+    t = dict(x=torch.rand(shape, generator=gen, dtype=torch.float64) * 1.5,
+             v=torch.rand(shape[1:], generator=gen, dtype=torch.float64),
+             grad_spike=torch.randn(shape, generator=gen, dtype=torch.float64),
+             grad_v_next=torch.randn(shape[1:], generator=gen, dtype=torch.float64),
+             grad_s_to_h=torch.rand(shape, generator=gen, dtype=torch.float64),
+             grad_v_to_h=torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 0.5)
+    if not multi:
+        for k in ("x", "grad_spike", "grad_s_to_h", "grad_v_to_h"):
+            t[k] = t[k][0]
+    t.update(x_seq=t["x"], grad_spike_seq=t["grad_spike"])
+    params = [p for p in inspect.signature(fn).parameters if p != "backend"]
+    got = fn(*[t[p] if p in t else scalars[p] for p in params], backend="cpu")
+    seq = (lambda a: a) if multi else (lambda a: a.unsqueeze(0))
+    unseq = (lambda a: a) if multi else (lambda a: a[0])
+    if "backward" in name or "bptt" in name:
+        want = reference.bptt(seq(t["grad_spike"]), t["grad_v_next"], seq(t["grad_s_to_h"]),
+                              seq(t["grad_v_to_h"]), cfg)
+        want = (unseq(want[0]), want[1])
+    elif "with_grad" in name:
+        s, vn, gs2h, gv2h = reference.fptt_with_grad(seq(t["x"]), t["v"], cfg)
+        want = (unseq(s), vn, unseq(gs2h), unseq(gv2h))
+    else:
+        s, vn = reference.fptt(seq(t["x"]), t["v"], cfg)[:2]
+        want = (unseq(s), vn)
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_package_reports_build():

@@ -154,7 +154,8 @@ def test_a_device_that_does_not_exist(cuda_host, monkeypatch):
     (0, None, "no CUDA device is usable (cudaGetDeviceCount: no CUDA-capable device is "
               "detected)"),
     (2, INSUFFICIENT_DRIVER, "no CUDA device is usable (cudaGetDeviceCount: CUDA driver version "
-                             "is insufficient for CUDA runtime version)")],
+                             "is insufficient for CUDA runtime version; CUDA also says this where "
+                             "no NVIDIA driver is installed)")],
     ids=["no-device", "old-driver"])
 def test_without_a_usable_device_the_backend_says_why(cuda_host, monkeypatch, devices, fault,
                                                       message):

@@ -170,7 +170,6 @@ def test_operators_match_the_autograd_function():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.skipif(not hasattr(dispatch, "backward_plif"), reason="no learnable-τ backward")
 @pytest.mark.parametrize("detach_input", [False, True])
 def test_learnable_reciprocal_tau_extension_point(detach_input):
     cfg = make_cfg("LIF", detach_input, None)
@@ -487,7 +486,6 @@ def test_same_seed_gives_bit_identical_training_on_cpu():
     assert not torch.equal(a["0.weight"], c["0.weight"])
 
 
-@pytest.mark.skipif(not hasattr(dispatch, "backward_plif"), reason="no learnable-τ backward")
 def test_node_with_learnable_reciprocal_tau_compiles():
     """The hook a learnable-τ node overrides: ``_reciprocal_tau_tensor`` returns k = 1/τ as a
     tensor; BaseNode does the rest, eager and compiled alike."""

@@ -82,7 +82,7 @@ def test_cpu_bf16_h_rounds_every_kind_of_value_as_the_reference(stream):
     so the stored bits must be keep_spike_bf16(x). Builds with AVX512-BF16 round groups of 16
     with one instruction and hand groups holding such values to the scalar rule
     (_cpu_kernels.bf16_rows_vectorised() says which build this is); the bits are the same."""
-    kernels = pytest.importorskip("spikecore._cpu_kernels")
+    from spikecore import _cpu_kernels as kernels
     tiny = torch.finfo(torch.float32).tiny
     special = [tiny / 3, -tiny / 3, 1e-45, -1e-45, tiny * (1 - 2 ** -23), tiny, -tiny, 0.0, -0.0,
                float("nan"), float("inf"), -float("inf"), 3.4028235e38, -3.4028235e38,
@@ -111,7 +111,7 @@ def test_cpu_bf16_h_nudges_whole_groups_as_the_reference(v_threshold, stream):
     no NaN), so that groups of 16 with several lanes to nudge, up and down, positive and
     negative, stay on the vectorised route of AVX512-BF16 builds: the stored bits must be
     keep_spike_bf16(x) and every spike must survive the rounding."""
-    kernels = pytest.importorskip("spikecore._cpu_kernels")
+    from spikecore import _cpu_kernels as kernels
     gen = torch.Generator().manual_seed(7)
     n = 16 * 40 + 3
     ulp = abs(v_threshold) * 2 ** -23

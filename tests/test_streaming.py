@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from spikecore import _cpu_kernels, dispatch, reference
-from helpers import all_configs, cfg_id, cfg_seed, make_inputs
+from helpers import all_configs, cfg_id, cfg_seed, grad_tol, make_inputs
 
 CONFIGS = list(all_configs())
 # 3 full chunks and a ragged one, so both the streamed middle and the partial edges are exercised
@@ -42,6 +42,12 @@ def test_streamed_equals_cached(streaming, cfg, h_dtype, steps):
         assert torch.equal(a, b)
     ref_spike, ref_v = reference.fptt(x, v, cfg)[:2]
     assert torch.equal(streamed[0], ref_spike) and torch.equal(streamed[1], ref_v)
+    assert torch.equal(streamed[5], ref_spike) and torch.equal(streamed[6], ref_v)  # inference
+    # the BPTT over several chunks of neurons, from the H the kernel kept (bfloat16: the
+    # reference reads the same rounded values)
+    ref_gx, ref_gv = reference.bptt_from_h(g, torch.ones_like(v), streamed[2].float(), cfg)
+    torch.testing.assert_close(streamed[3], ref_gx, **grad_tol(torch.float32))
+    torch.testing.assert_close(streamed[4], ref_gv, **grad_tol(torch.float32))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import spikecore
-from spikecore import _cpu_kernels, backends, cpu_backend, dispatch
-from helpers import make_cfg, make_inputs
+from spikecore import _cpu_kernels, backends, cpu_backend, dispatch, reference
+from helpers import grad_tol, make_cfg, make_inputs
 
 
 @pytest.fixture
@@ -33,6 +33,12 @@ def test_one_and_many_threads_agree(restore_threads, dtype):
         results.append(_run(cfg, x, v, g))
     for other in results[1:]:
         assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+    spike, v_next, h_seq, gx, gv = results[0]
+    ref = reference.fptt(x, v, cfg)
+    assert torch.equal(spike, ref[0]) and torch.equal(v_next, ref[1])
+    ref_gx, ref_gv = reference.bptt_from_h(g, torch.ones_like(v), ref[2], cfg)
+    torch.testing.assert_close(gx, ref_gx, **grad_tol(dtype))
+    torch.testing.assert_close(gv, ref_gv, **grad_tol(dtype))
 
 
 def test_kernel_thread_argument_directly():
