@@ -11,7 +11,7 @@ import signal
 import sys
 
 from . import surrogate as _surrogate
-from .data import DATASETS, ENCODERS
+from .data import DATASETS, ENCODERS, torchvision_requirement
 from .models import MODELS, NEURONS
 from .train import CHECKPOINT, DEFAULTS, TrainError, default_out_dir, fit
 
@@ -65,7 +65,9 @@ def _train_parser(prog="spikecore train"):
                    help="folder holding MNIST/ or FashionMNIST/ (torchvision layout; default: "
                         "%(default)s)")
     g.add_argument("--download", action="store_true",
-                   help="download MNIST/Fashion-MNIST into --data-dir (needs torchvision)")
+                   help="download MNIST/Fashion-MNIST into --data-dir (needs the torchvision "
+                        "that matches your torch: pip install "
+                        f"{torchvision_requirement()})")
     g.add_argument("--encoding", choices=tuple(ENCODERS), default=DEFAULTS["encoding"],
                    help="direct: the image as a constant input current; poisson: random spikes "
                         "at the pixel intensity (default: %(default)s)")

@@ -123,14 +123,24 @@ def _import_torchvision():
         return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
+def torchvision_requirement() -> str:
+    """The pip requirement of the torchvision release built for the installed torch (torch 2.x
+    pairs with torchvision 0.(x + 15)); an unpinned ``pip install torchvision`` would replace
+    torch with the newest release, and a CPU build with a CUDA one."""
+    major, minor = (int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+    if major != 2:
+        return "torchvision (the release that matches your torch)"
+    return f'"torchvision=={0}.{minor + 15}.*"'
+
+
 def _idx_dataset(name: str, data_dir: str, download: bool) -> Dataset:
     cls_name, folder = _IDX_SETS[name]
     raw_dir = os.path.join(data_dir, folder, "raw")
     tv, tv_error = _import_torchvision()
     if download and tv is None:
         raise DataError(f"--download needs torchvision, which does not import ({tv_error}); "
-                        f"install a torchvision that matches your torch, or put the IDX files "
-                        f"in {raw_dir}")
+                        f"install the one that matches your torch (pip install "
+                        f"{torchvision_requirement()}), or put the IDX files in {raw_dir}")
     splits = {}
     if tv is not None:
         try:

@@ -253,7 +253,17 @@ def test_download_without_torchvision(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(data, "_import_torchvision", lambda: (None, "ImportError: absent"))
     code, _, err = run_cli(capsys, "--dataset", "fashion-mnist", "--data-dir", str(tmp_path),
                            "--download", "--out", str(tmp_path / "run"))
-    assert_usage_error(code, err, "torchvision")
+    # the release built for this torch: torch 2.x pairs with torchvision 0.(x + 15)
+    minor = int(torch.__version__.split(".")[1])
+    assert_usage_error(code, err, f'pip install "torchvision==0.{minor + 15}.*"')
+
+
+@pytest.mark.parametrize("version, requirement", [
+    ("2.13.0+cpu", '"torchvision==0.28.*"'), ("2.4.1", '"torchvision==0.19.*"'),
+    ("3.0.0", "torchvision (the release that matches your torch)")])
+def test_torchvision_requirement_follows_torch(monkeypatch, version, requirement):
+    monkeypatch.setattr(torch, "__version__", version)
+    assert data.torchvision_requirement() == requirement
 
 
 def test_unreadable_checkpoint(tmp_path, capsys):
