@@ -55,9 +55,13 @@ using spikecore::reset_grad;
 using spikecore::soft_reset;
 
 /* The surrogate derivative. The BPTT kernel on the vectorised path from H is instantiated per
- * surrogate (SG = 0..6: the switch folds away and the formula is inlined); elsewhere (SG = -1)
- * the switch stays in one out-of-line function, because inlined into every unrolled step it
- * multiplies the code size and the build time several-fold. */
+ * surrogate (SG = 0..6: the switch folds away and the formula is inlined); elsewhere (SG =
+ * SG_ANY) the switch stays in one out-of-line function, because inlined into every unrolled
+ * step it multiplies the code size and the build time several-fold. SG_STORED marks the BPTT
+ * kernel of the stored route (the teaching path's dS/dH and dV/dH), which needs none. */
+constexpr int SG_ANY = -1;
+constexpr int SG_STORED = -2;
+
 __device__ __noinline__ float surrogate_grad_call(int index, float x, float alpha) {
     return spikecore::surrogate_grad(index, x, alpha);
 }
@@ -190,7 +194,7 @@ forward_kernel(const S *__restrict__ x, const S *__restrict__ v0, S *__restrict_
                     sp.e[k] = from_float<S>(s);
                     if (h_seq) hp.e[k] = store_h<S>(h, s, p.v_threshold);
                     if (TEACH && grad_s_to_h) {
-                        const float sg = surrogate_grad<-1>(p.surrogate, h - p.v_threshold,
+                        const float sg = surrogate_grad<SG_ANY>(p.surrogate, h - p.v_threshold,
                                                             p.alpha);
                         gsp.e[k] = from_float<S>(sg);
                         gvp.e[k] = from_float<S>(reset_grad(p.hard_reset, p.detach_reset, h, s,
@@ -225,9 +229,9 @@ backward_kernel(const S *__restrict__ grad_spike, const S *__restrict__ grad_v_n
     using P = Pack<S, VEC>;
     const float dh_dx = charge_grad_x(p.charge_mode, p.reciprocal_tau);
     const float dh_dv = charge_grad_v(p.charge_mode, p.reciprocal_tau);
-    /* A kernel of one surrogate (SG >= 0) is launched from H only, so the compiler drops the
-     * stored route and its loads: fewer registers (more warps per SM) and no spills. */
-    const bool recompute = SG >= 0 || h_seq != nullptr;
+    /* The route is fixed at compile time, so each kernel holds the loads and registers of one
+     * route only (with both, the bfloat16 kernel of 8 neurons a thread spilled registers). */
+    constexpr bool recompute = SG != SG_STORED;
     const long long groups = n / VEC;
     for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x; j < groups;
          j += (long long)gridDim.x * blockDim.x) {
@@ -242,7 +246,7 @@ backward_kernel(const S *__restrict__ grad_spike, const S *__restrict__ grad_v_n
                 if (t < 0) break;
                 const long long at = t * n + i;
                 gs[u] = load_pack<S, VEC>(grad_spike + at);
-                if (recompute) {
+                if constexpr (recompute) {
                     a[u] = load_pack<S, VEC>(h_seq + at);
                 } else {
                     a[u] = load_pack<S, VEC>(grad_s_to_h + at);
@@ -257,7 +261,7 @@ backward_kernel(const S *__restrict__ grad_spike, const S *__restrict__ grad_v_n
 #pragma unroll
                 for (int k = 0; k < VEC; ++k) {
                     float sg, dv_dh;
-                    if (recompute) {
+                    if constexpr (recompute) {
                         const float h = to_float(a[u].e[k]);
                         const float s = fire(h, p.v_threshold);
                         sg = surrogate_grad<SG>(p.surrogate, h - p.v_threshold, p.alpha);
@@ -301,7 +305,7 @@ backward_plif_kernel(const S *__restrict__ grad_spike, const S *__restrict__ gra
         for (long long t = steps - 1; t >= 0; --t) {
             const float h = load(h_seq + t * n + i);
             const float s = fire(h, p.v_threshold);
-            const float sg = surrogate_grad<-1>(p.surrogate, h - p.v_threshold, p.alpha);
+            const float sg = surrogate_grad<SG_ANY>(p.surrogate, h - p.v_threshold, p.alpha);
             const float grad_h = load(grad_spike + t * n + i) * sg +
                 carry * reset_grad(p.hard_reset, p.detach_reset, h, s, sg, p.v_threshold,
                                    p.v_reset);
@@ -445,17 +449,16 @@ int backward_typed(const void *gs, const void *gv_next, const void *h_seq, const
         return rc;
     constexpr int vec = 16 / sizeof(S);
     const bool wide = can_vectorize<S>(n, {gs, gv_next, h_seq, gs2h, gv2h, gx, gv});
-    using Kernel = decltype(&backward_kernel<S, 1, -1>);
+    using Kernel = decltype(&backward_kernel<S, 1, SG_ANY>);
     static const Kernel per_surrogate[spikecore::SG_COUNT] = {
         backward_kernel<S, vec, 0>, backward_kernel<S, vec, 1>, backward_kernel<S, vec, 2>,
         backward_kernel<S, vec, 3>, backward_kernel<S, vec, 4>, backward_kernel<S, vec, 5>,
         backward_kernel<S, vec, 6>};
     return on_device(device, [&] {
-        const bool inline_sg =
-            wide && h_seq && p.surrogate >= 0 && p.surrogate < spikecore::SG_COUNT;
-        Kernel kernel = inline_sg ? per_surrogate[p.surrogate]
-                                  : wide ? backward_kernel<S, vec, -1>
-                                         : backward_kernel<S, 1, -1>;
+        Kernel kernel = !h_seq ? (wide ? backward_kernel<S, vec, SG_STORED>
+                                       : backward_kernel<S, 1, SG_STORED>)
+                        : wide ? per_surrogate[p.surrogate]   /* (checked: 0 <= surrogate < 7) */
+                               : backward_kernel<S, 1, SG_ANY>;
         kernel<<<grid_for(wide ? n / vec : n), BLOCK, 0, (cudaStream_t)stream>>>(
             (const S *)gs, (const S *)gv_next, (const S *)h_seq, (const S *)gs2h,
             (const S *)gv2h, (S *)gx, (S *)gv, steps, n, p);
