@@ -8,10 +8,10 @@ import spikecore
 from spikecore import ops, reference
 from spikecore.autograd import ParametricNeuronFunction, PlannedParametricNeuronFunction
 from spikecore.plif import MultiStepParametricLIFNode, ParametricLIFNode
-from helpers import make_cfg
+from helpers import grad_tol, make_cfg
 
 CASES = [(di, v_reset, dr, sg) for di in (False, True) for v_reset in (0.0, None, -0.2)
-         for dr in (False, True) for sg in (0, 1, 2, 5)]
+         for dr in (False, True) for sg in range(7)]
 
 
 def _autograd_reference(x, v0, w, cfg, g_s, g_v):
@@ -29,14 +29,15 @@ def test_plif_matches_autograd(detach_input, v_reset, detach_reset, sg, dtype, b
     torch.manual_seed(0)
     node = MultiStepParametricLIFNode(init_tau=3.0, detach_input=detach_input, v_reset=v_reset,
                                       surrogate_function=sg, detach_reset=detach_reset,
-                                      backend=backend).to(dtype)
+                                      v_threshold=0.8, alpha=3.0, backend=backend).to(dtype)
     with torch.no_grad():
         node.w.fill_(0.3)
     x = (torch.rand(7, 4, 9, dtype=dtype) * 1.5).requires_grad_()
     g_s, g_v = torch.randn(7, 4, 9, dtype=dtype), torch.randn(4, 9, dtype=dtype)
     s = node(x)
     ((s * g_s).sum() + (node.v * g_v).sum()).backward()
-    cfg = make_cfg("LIF", detach_input, v_reset, sg, detach_reset, tau=3.0)
+    cfg = make_cfg("LIF", detach_input, v_reset, sg, detach_reset, tau=3.0, v_threshold=0.8,
+                   alpha=3.0)
     v0 = torch.full((4, 9), 0.0 if v_reset is None else v_reset, dtype=dtype)
     s_ref, v_ref, gx_ref, gw_ref = _autograd_reference(x, v0, node.w, cfg, g_s, g_v)
     assert torch.equal(s, s_ref) and torch.equal(node.v, v_ref)
@@ -122,8 +123,10 @@ def test_plif_gradient_bit_identical_across_threads():
 
 
 def test_single_step_equals_multi_step():
-    multi, single = MultiStepParametricLIFNode(init_tau=4.0), ParametricLIFNode(init_tau=4.0)
-    x = torch.rand(5, 3, 8, dtype=torch.float64) * 2
+    # float64 throughout (w too: a float32 w would round its gradient once per call)
+    multi = MultiStepParametricLIFNode(init_tau=4.0).double()
+    single = ParametricLIFNode(init_tau=4.0).double()
+    x = torch.rand(5, 3, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 2
     xm, xs = x.clone().requires_grad_(), x.clone().requires_grad_()
     out_m = multi(xm)
     out_s = torch.stack([single(xs[t]) for t in range(5)])
@@ -192,3 +195,26 @@ def test_plif_cuda_matches_cpu(dtype, detach_input, v_reset):
     tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(grads["cuda"][1], grads["cpu"][1], **tol)
     torch.testing.assert_close(grads["cuda"][2], grads["cpu"][2], **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("v_reset", [0.0, None])
+def test_plif_half_inputs_compute_in_float32(dtype, v_reset):
+    """16-bit inputs on the CPU run the float32 kernels: the spikes of a float32 node given the
+    same (rounded) inputs, and gradients of x and w equal to its, rounded, against autograd
+    of the reference in float32."""
+    gen = torch.Generator().manual_seed(4)
+    x16 = (torch.rand(6, 3, 8, generator=gen) * 1.5).to(dtype).requires_grad_()
+    g_s = torch.randn(6, 3, 8, generator=gen).to(dtype)
+    kw = dict(init_tau=3.0, v_reset=v_reset, surrogate_function="SoftSign", v_threshold=0.8)
+    half = MultiStepParametricLIFNode(**kw).to(dtype)
+    s16 = half(x16)
+    (s16 * g_s).sum().backward()
+    cfg = make_cfg("LIF", False, v_reset, 3, tau=3.0, v_threshold=0.8)
+    v0 = torch.full((3, 8), 0.0 if v_reset is None else v_reset)
+    w32 = half.w.detach().float()
+    s_ref, _, gx_ref, gw_ref = _autograd_reference(x16.detach().float(), v0, w32, cfg,
+                                                   g_s.float(), torch.zeros(3, 8))
+    assert s16.dtype == dtype and torch.equal(s16.float(), s_ref)
+    torch.testing.assert_close(x16.grad, gx_ref.to(dtype), **grad_tol(dtype))
+    torch.testing.assert_close(half.w.grad.float(), gw_ref, **grad_tol(dtype))
