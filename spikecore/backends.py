@@ -33,7 +33,7 @@ import torch
 
 from . import reference
 
-__all__ = ["Backend", "Plan", "register", "get", "for_device", "available", "names",
+__all__ = ["Backend", "Plan", "CastPlan", "register", "get", "for_device", "available", "names",
            "holds_exactly"]
 
 #: True for the wrapped tensors of a torch.func transform (vmap, grad, ...), whose memory native
@@ -134,8 +134,65 @@ class Plan:
         return self.backward_plif(grad_spike, grad_v_next, saved[0], saved[1], reciprocal_tau)
 
 
+class CastPlan(Plan):
+    """The :class:`Plan` of float16/bfloat16 calls on a backend that computes them in float32
+    (the CPU): the float32 plan ``inner`` runs them on inputs cast up, and this one casts the
+    results back to the caller's dtype, as :func:`spikecore.dispatch.forward` does. What a
+    training call saves stays in float32 (H, or the input cast up). Made only where a fresh
+    state is the same in both dtypes (the caller's dtype holds V_r exactly, see
+    ``dispatch._rest_upcast``)."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner, cfg, x, v_given, steps, state_shape, h_dtype):
+        super().__init__(inner.backend, cfg, x, v_given, steps, state_shape, h_dtype)
+        self._inner = inner
+
+    @property
+    def recompute(self):
+        return self._inner.recompute
+
+    def _down(self, *tensors):
+        return tuple(t.to(self.dtype) for t in tensors)
+
+    def forward(self, x, v, save_h=True, reciprocal_tau=None):
+        spike, v_next, h_seq = self._inner.forward(x.float(), _float(v), save_h=save_h,
+                                                   reciprocal_tau=reciprocal_tau)
+        return (*self._down(spike, v_next), h_seq)
+
+    def backward(self, grad_spike, grad_v_next, h_seq):
+        return self._down(*self._inner.backward(grad_spike.float(), _float(grad_v_next), h_seq))
+
+    def backward_plif(self, grad_spike, grad_v_next, h_seq, v_init, reciprocal_tau):
+        grad_x, grad_v, grad_k = self._inner.backward_plif(
+            grad_spike.float(), _float(grad_v_next), h_seq, _float(v_init), reciprocal_tau)
+        return (*self._down(grad_x, grad_v), grad_k)
+
+    def train_forward(self, x, v):
+        spike, v_next, saved = self._inner.train_forward(x.float(), _float(v))
+        return (*self._down(spike, v_next), saved)
+
+    def train_backward(self, grad_spike, grad_v_next, saved):
+        return self._down(*self._inner.train_backward(grad_spike.float(), _float(grad_v_next),
+                                                      saved))
+
+    def train_forward_plif(self, x, v, reciprocal_tau):
+        spike, v_next, saved = self._inner.train_forward_plif(x.float(), _float(v),
+                                                              reciprocal_tau)
+        return (*self._down(spike, v_next), saved)
+
+    def train_backward_plif(self, grad_spike, grad_v_next, saved, reciprocal_tau):
+        grad_x, grad_v, grad_k = self._inner.train_backward_plif(
+            grad_spike.float(), _float(grad_v_next), saved, reciprocal_tau)
+        return (*self._down(grad_x, grad_v), grad_k)
+
+
 def _contiguous(t):
     return None if t is None else t.contiguous()
+
+
+def _float(t):
+    return None if t is None else t.float()
 
 
 class Backend:

@@ -158,17 +158,24 @@ def plan(x_seq, v, cfg, *, multi_step=True, backend=None, h_dtype=None,
          names=("x_seq", "v")) -> Optional[backends.Plan]:
     """Check a call as :func:`forward` does and return a :class:`~spikecore.backends.Plan` that
     runs it, and every later call whose tensors the plan :meth:`accepts
-    <spikecore.backends.Plan.accepts>`, without checking again; ``None`` when the call needs a
-    cast (float16/bfloat16 on a backend without half kernels), which only :func:`forward` does.
+    <spikecore.backends.Plan.accepts>`, without checking again. Float16/bfloat16 calls on a
+    backend without half kernels get a :class:`~spikecore.backends.CastPlan` around its float32
+    plan; ``None`` for those whose fresh state :func:`forward` must fill (a V_r their dtype
+    does not hold exactly), which only :func:`forward` runs.
 
     ``v`` is ``None`` for a fresh state (at rest): the plan then takes ``None`` only.
     """
     impl, dtype, steps, step_shape = _forward_inputs(x_seq, v, multi_step, backend, h_dtype,
                                                      names)
     _check_fits(cfg, dtype)
-    if dtype != x_seq.dtype:
+    if dtype == x_seq.dtype:
+        return impl.plan(cfg, x_seq, v is not None, steps, step_shape, h_dtype)
+    if v is None and not backends.holds_exactly(x_seq.dtype, cfg.v_rest):
         return None
-    return impl.plan(cfg, x_seq, v is not None, steps, step_shape, h_dtype)
+    # the float32 plan reads only the shape, dtype and device of its example: no memory needed
+    like = torch.empty((), dtype=dtype, device=x_seq.device).expand(x_seq.shape)
+    inner = impl.plan(cfg, like, v is not None, steps, step_shape, h_dtype)
+    return backends.CastPlan(inner, cfg, x_seq, v is not None, steps, step_shape, h_dtype)
 
 
 def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_v=False,

@@ -230,7 +230,8 @@ class BaseNode(nn.Module):
         """``(spike, v_next)`` through the node's :class:`~spikecore.backends.Plan`, made by the
         first call that can use one and kept while the calls stay alike (any change of the
         node's attributes retires it); ``None`` where the general route must run: while
-        keeping ``v_seq``, for a call that casts (half inputs on the CPU), from a float state
+        keeping ``v_seq``, for a fresh 16-bit state that must be filled in (a V_r the dtype
+        does not hold; other 16-bit calls on the CPU get a plan that casts), from a float state
         other than the rest potential, or with a learnable τ and H kept in bfloat16 (which the
         general route refuses). (Under torch.compile the caller takes the general route.)"""
         plan = self.__dict__.get("_plan")

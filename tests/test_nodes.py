@@ -106,11 +106,15 @@ def _spy_training_forwards(monkeypatch, route):
     return calls
 
 
-# bfloat16 inputs are computed in float32, which takes the general route; float32 a plan
-@pytest.mark.parametrize("route, dtype", [("general", torch.bfloat16), ("plan", torch.float32)])
-def test_inference_saves_nothing_and_training_saves_one_sequence(monkeypatch, route, dtype):
+# bfloat16 inputs are computed in float32, through a plan that casts; the general route where a
+# fresh state must be filled in (a V_r bfloat16 does not hold)
+@pytest.mark.parametrize("route, dtype, v_reset", [
+    ("general", torch.bfloat16, 0.1), ("plan", torch.float32, 0.0),
+    ("plan", torch.bfloat16, 0.0)])
+def test_inference_saves_nothing_and_training_saves_one_sequence(monkeypatch, route, dtype,
+                                                                 v_reset):
     calls = _spy_training_forwards(monkeypatch, route)
-    node = spikecore.MultiStepLIFNode(tau=2.0)
+    node = spikecore.MultiStepLIFNode(tau=2.0, v_reset=v_reset)
     x = torch.rand(5, 8, dtype=dtype)
     with torch.no_grad():
         assert node(x.requires_grad_()).grad_fn is None
@@ -142,11 +146,13 @@ def test_training_graph_across_calls():
     torch.testing.assert_close(x1.grad, xr.grad)
 
 
-@pytest.mark.parametrize("dtype, function", [(torch.float32, PlannedNeuronFunction),
-                                             (torch.bfloat16, NeuronFunction)])
-def test_node_runs_through_neuron_function(dtype, function):
-    """A plan where the backend computes in the input's dtype, the general Function otherwise."""
-    node = spikecore.MultiStepIFNode()
+@pytest.mark.parametrize("dtype, v_reset, function", [
+    (torch.float32, 0.1, PlannedNeuronFunction), (torch.bfloat16, 0.0, PlannedNeuronFunction),
+    (torch.bfloat16, 0.1, NeuronFunction)])
+def test_node_runs_through_neuron_function(dtype, v_reset, function):
+    """A plan, unless the input's dtype cannot hold the fresh state (V_r = 0.1 in bfloat16):
+    the general Function fills that one in."""
+    node = spikecore.MultiStepIFNode(v_reset=v_reset)
     x = torch.rand(3, 4, dtype=dtype, requires_grad=True)
     out = node(x)
     assert type(out.grad_fn).__name__ == function.__name__ + "Backward"

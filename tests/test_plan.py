@@ -207,12 +207,56 @@ def test_accepts_only_what_was_checked():
         assert not fresh.accepts(other, None)
 
 
-def test_no_plan_for_inputs_that_need_a_cast():
-    """float16/bfloat16 run in float32 on the CPU: the general route casts, a plan would not."""
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("given_v", [False, True], ids=["fresh", "given-v"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_half_inputs_get_a_cast_plan_equal_to_the_general_route(dtype, given_v, backend):
+    """float16/bfloat16 run in float32 on the CPU: their plan wraps the float32 plan and casts
+    as the general route does, so every result is the general route's, bit for bit."""
+    cfg = make_cfg("LIF", False, -0.25, 1, tau=3.0, v_threshold=0.8)   # V_r exact in 16 bits
+    gen = torch.Generator().manual_seed(6)
+    x = (torch.rand(5, 3, 7, generator=gen) * 1.5).to(dtype)
+    v = torch.rand(3, 7, generator=gen).to(dtype) if given_v else None
+    g, gv = torch.randn(5, 3, 7, generator=gen).to(dtype), torch.randn(3, 7, generator=gen).to(dtype)
+    plan = dispatch.plan(x, v, cfg, backend=backend)
+    assert isinstance(plan, backends.CastPlan) and plan.accepts(x, v)
+    assert not plan.accepts(x.float(), None if v is None else v.float())
+    want = dispatch.forward(x, v, cfg, backend=backend, save_h=True)
+    got = plan.forward(x, v)
+    assert [t.dtype for t in got] == [dtype, dtype, torch.float32]
+    assert all(torch.equal(a, b) for a, b in zip(got, want[:3]))
+    assert all(torch.equal(a, b) for a, b in zip(
+        plan.backward(g, gv, got[2]), dispatch.backward(g, gv, cfg, h_seq=want.h_seq,
+                                                         backend=backend)))
+    # a training call, through the autograd Function the nodes use (small layer: it saves x)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    va = vb = None
+    if given_v:
+        va, vb = v.clone().requires_grad_(), v.clone().requires_grad_()
+    s_plan, vn_plan = PlannedNeuronFunction.apply(xa, va, plan)
+    s_gen, vn_gen = NeuronFunction.apply(xb, vb, cfg, True, backend)
+    assert torch.equal(s_plan, s_gen) and torch.equal(vn_plan, vn_gen)
+    ((s_plan * g).sum() + (vn_plan * gv).sum()).backward()
+    ((s_gen * g).sum() + (vn_gen * gv).sum()).backward()
+    assert xa.grad.dtype == dtype and torch.equal(xa.grad, xb.grad)
+    if given_v:
+        assert torch.equal(va.grad, vb.grad)
+    # the learnable-1/τ backward
+    got_k = plan.backward_plif(g, gv, got[2], v, 0.4)
+    want_k = dispatch.backward_plif(g, gv, cfg.with_reciprocal_tau(0.4), h_seq=want.h_seq,
+                                    v_init=v, backend=backend)
+    assert all(torch.equal(a, b) for a, b in zip(got_k, want_k))
+
+
+def test_no_cast_plan_where_a_fresh_state_must_be_filled():
+    """A V_r bfloat16 cannot hold: a fresh state is then the rounded V_r, which only the
+    general route fills in; a given state needs no filling."""
+    cfg = make_cfg("LIF", False, 0.1, 0)
     x = torch.rand(4, 3, dtype=torch.bfloat16)
-    assert dispatch.plan(x, None, CONFIGS[0]) is None
-    assert dispatch.plan(x, None, CONFIGS[0], backend="reference") is None
-    assert dispatch.plan(x.float(), None, CONFIGS[0]) is not None
+    assert dispatch.plan(x, None, cfg) is None
+    assert isinstance(dispatch.plan(x, torch.zeros(3, dtype=torch.bfloat16), cfg),
+                      backends.CastPlan)
+    assert type(dispatch.plan(x.float(), None, cfg)) is not backends.CastPlan
 
 
 def test_plan_checks_like_forward():
