@@ -127,6 +127,13 @@ def test_step_breakdown_profile(bench, capsys):
         assert chain[-1] > 0 and chain == sorted(chain, reverse=True)
 
 
+def test_half_calls(bench, capsys):
+    assert bench("half_calls").main(["--repeat", "1", "--number", "3", "--warmup", "1"]) == 0
+    rows = capsys.readouterr().out.splitlines()[3:]
+    assert [r.split("|")[1].strip() for r in rows] == ["float32", "bfloat16", "float16"]
+    assert all(float(v) > 0 for r in rows for v in r.split("|")[2:4])
+
+
 def test_stream_threshold(bench, capsys):
     """Both tables print, and the kernels' threshold is restored afterwards."""
     from spikecore import _cpu_kernels
