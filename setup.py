@@ -56,16 +56,19 @@ class BuildExt(build_ext):
                     ext.extra_link_args = ext.extra_link_args + ["-fopenmp"]
         stamp, flags = self._rebuild_if_flags_changed()
         cuda_support.prepare_compiler(self.compiler, self.extensions)
+        self._left_out = set()
         super().build_extensions()
+        # an extension left out must not be copied or installed afterwards
+        self.extensions = [e for e in self.extensions if e.name not in self._left_out]
         os.makedirs(self.build_temp, exist_ok=True)
         with open(stamp, "w") as f:   # only once the build succeeded
             f.write(flags)
 
     def build_extension(self, ext):
-        if ext.name == "spikecore._cuda_kernels":
-            cuda_support.build_guarded(super().build_extension, ext)
-        else:
+        if ext.name != "spikecore._cuda_kernels":
             super().build_extension(ext)
+        elif not cuda_support.build_guarded(super().build_extension, ext):
+            self._left_out.add(ext.name)
 
     def _rebuild_if_flags_changed(self):
         """Switching SPIKECORE_PORTABLE, SPIKECORE_NO_OPENMP or SPIKECORE_CUDA_ARCHS changes
