@@ -16,7 +16,6 @@
   the checkpoint holds the model, optimizer and RNG states, so a resumed run ends with the same
   weights as an uninterrupted one. A worker restarted by torchrun resumes on its own.
 """
-import csv
 import json
 import math
 import numbers
@@ -37,14 +36,14 @@ from torch.utils.data.distributed import DistributedSampler
 from . import backends
 from . import data as _data
 from . import models as _models
+from . import run_files
 from . import surrogate as _surrogate
 from .optim import Adam
+from .run_files import CHECKPOINT
 from .utils import reset_net
 
 __all__ = ["fit", "FitResult", "TrainError", "CHECKPOINT", "DEFAULTS", "make_optimizer"]
 
-CHECKPOINT = "checkpoint.pt"
-_FORMAT = "spikecore-train/1"
 CRASH_ENV = "SPIKECORE_TEST_CRASH_AT"   # tests only: rank 1 exits once mid-way through epoch N
 
 # The defaults of the CLI and of fit(); tuned so that the plain run reaches >= 95 % on digits
@@ -151,46 +150,11 @@ def _epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
                                              .generate_state(1)[0]))
 
 
-# --- checkpoints ----------------------------------------------------------------------------
-def _rng_state() -> dict:
-    # Kept free of numpy objects so the checkpoint loads with weights_only=True. The data order
-    # and the Poisson draws need no state: each epoch makes its own from (seed, epoch, rank).
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
-                       float(gauss))}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict):
-    torch.set_rng_state(state["torch"])
-    random.setstate(_tuplify(state["python"]))
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _tuplify(x):
-    return tuple(_tuplify(i) for i in x) if isinstance(x, (list, tuple)) else x
-
-
-def _atomic_save(obj, path: str):
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a crash never leaves a half-written checkpoint behind
-
-
 def _load_checkpoint(path: str, config: dict) -> dict:
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise TrainError(f"cannot read checkpoint {path}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-    if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
-        raise TrainError(f"{path} is not a spikecore training checkpoint")
+        ckpt = run_files.read_checkpoint(path)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None
     saved = ckpt.get("config", {})
     # (a key that a checkpoint of an older version lacks had its default then)
     diffs = [f"{k}={saved.get(k, DEFAULTS.get(k))!r} (now {config[k]!r})" for k in _RESUME_KEYS
@@ -201,26 +165,7 @@ def _load_checkpoint(path: str, config: dict) -> dict:
     return ckpt
 
 
-# --- metrics and console --------------------------------------------------------------------
-_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time_s",
-            "samples_per_s")
-
-
-def _write_metrics(out_dir: str, history: List[dict]):
-    for name, write in (("metrics.json", lambda f: json.dump(history, f, indent=1)),
-                        ("metrics.csv", lambda f: _csv(f, history))):
-        path = os.path.join(out_dir, name)
-        with open(path + ".tmp", "w", newline="") as f:
-            write(f)
-        os.replace(path + ".tmp", path)
-
-
-def _csv(f, history):
-    w = csv.DictWriter(f, _COLUMNS, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(history)
-
-
+# --- console --------------------------------------------------------------------------------
 def _say(quiet: bool, msg: str):
     if not quiet:
         from tqdm import tqdm
@@ -479,7 +424,7 @@ def _fit(model, dataset, d: _Dist, t_start, a) -> FitResult:
         except (RuntimeError, ValueError, KeyError) as exc:
             raise TrainError(f"checkpoint {ckpt_path} does not fit the model: "
                              f"{str(exc).splitlines()[0]}") from None
-        _set_rng_state(ckpt["rng"])
+        run_files.set_rng_state(ckpt["rng"])
         history, start_epoch = list(ckpt["history"]), int(ckpt["epoch"])
         _say(quiet, f"resumed from {ckpt_path} after epoch {start_epoch}")
         planned = ckpt["config"].get("epochs")
@@ -500,7 +445,7 @@ def _fit(model, dataset, d: _Dist, t_start, a) -> FitResult:
         with open(os.path.join(out_dir, "config.json"), "w") as f:
             json.dump(cfg, f, indent=1)
         if history:
-            _write_metrics(out_dir, history)
+            run_files.write_metrics(out_dir, history)
 
     train_net = net
     if d.world > 1:
@@ -529,10 +474,8 @@ def _fit(model, dataset, d: _Dist, t_start, a) -> FitResult:
         _say(quiet, f"epoch {epoch:3d}/{a['epochs']}  loss {tr_loss:.4f}  train {tr_acc:6.2%}  "
                     f"test {te_acc:6.2%}  ({rate:.0f} samples/s)")
         if out_dir and d.main:
-            _atomic_save({"format": _FORMAT, "epoch": epoch, "config": cfg,
-                          "model": net.state_dict(), "optimizer": opt.state_dict(),
-                          "history": history, "rng": _rng_state()}, ckpt_path)
-            _write_metrics(out_dir, history)
+            run_files.atomic_save(run_files.checkpoint(epoch, cfg, net, opt, history), ckpt_path)
+            run_files.write_metrics(out_dir, history)
         if d.world > 1:
             dist.barrier()  # nobody starts the next epoch before the checkpoint is on disk
 
