@@ -70,6 +70,22 @@ class BuildExt(build_ext):
         elif not cuda_support.build_guarded(super().build_extension, ext):
             self._left_out.add(ext.name)
 
+    def run(self):
+        super().run()   # (setuptools builds in build/ and copies in place afterwards)
+        self._drop_stale_cuda_module()
+
+    def _drop_stale_cuda_module(self):
+        """An in-place build (``pip install -e .``) without the CUDA module, skipped or left out,
+        must not leave an earlier build's module next to the new CPU one: the package would
+        load it."""
+        name = "spikecore._cuda_kernels"
+        if not self.inplace or any(e.name == name for e in self.extensions):
+            return
+        path = self.get_ext_fullpath(name)
+        if os.path.exists(path):
+            os.remove(path)
+            print(f"spikecore: removed {path}, the CUDA module of an earlier build", flush=True)
+
     def _rebuild_if_flags_changed(self):
         """Switching SPIKECORE_PORTABLE, SPIKECORE_NO_OPENMP or SPIKECORE_CUDA_ARCHS changes
         only compiler flags, which setuptools does not track: objects newer than their sources
