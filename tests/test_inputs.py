@@ -270,6 +270,56 @@ def test_non_contiguous_inputs():
     check_non_contiguous(torch.float64)
 
 
+def _train(node, x, weights):
+    """Spikes, final v and dL/dx of sum(spikes * weights) through ``node`` from a fresh state."""
+    node.reset()
+    x = x.detach().requires_grad_()
+    spikes = node(x)
+    (spikes * weights).sum().backward()
+    return spikes.detach(), node.v.detach(), x.grad
+
+
+@pytest.mark.parametrize("node_cls, kw", [
+    (spikecore.MultiStepLIFNode, dict(tau=3.0, v_threshold=0.8)),
+    (spikecore.MultiStepIFNode, dict(v_reset=None)),
+    (spikecore.MultiStepParametricLIFNode, dict(init_tau=3.0))], ids=["lif", "if", "plif"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_non_contiguous_training_calls(node_cls, kw, dtype):
+    """The training route (plans, the learnable-τ Function, 16-bit casts) on a transposed input
+    and with a broadcast incoming gradient (what sum() passes): the results of contiguous
+    tensors, bit for bit."""
+    gen = torch.Generator().manual_seed(9)
+    base = (torch.rand(6, 7, 4, generator=gen) * 2).to(dtype)
+    x_t = base.transpose(1, 2)                                           # [6, 4, 7], strided
+    weights = torch.rand(7, generator=gen).to(dtype).expand(6, 4, 7)     # stride 0
+    node = node_cls(**kw).to(dtype)
+    strided = _train(node, x_t, weights)
+    if node_cls is spikecore.MultiStepParametricLIFNode:
+        grad_w, node.w.grad = node.w.grad.clone(), None
+    plain = _train(node, x_t.contiguous(), weights.contiguous())
+    for a, b in zip(strided, plain):
+        assert torch.equal(a, b)
+    if node_cls is spikecore.MultiStepParametricLIFNode:
+        assert torch.equal(grad_w, node.w.grad)
+
+
+def test_non_contiguous_saved_h_and_incoming_gradients():
+    cfg = make_cfg("LIF", False, 0.0, 2, tau=3.0, v_threshold=0.8)
+    x = torch.rand(5, 6, 8) * 2
+    res = spikecore.dispatch.forward(x, None, cfg, save_h=True)
+    h_t = res.h_seq.transpose(1, 2).contiguous().transpose(1, 2)         # same values, strided
+    g = torch.randn(5, 8, 6).transpose(1, 2)
+    gv = torch.randn(8, 6).t()
+    assert not (h_t.is_contiguous() or g.is_contiguous() or gv.is_contiguous())
+    a = spikecore.dispatch.backward(g, gv, cfg, h_seq=h_t)
+    b = spikecore.dispatch.backward(g.contiguous(), gv.contiguous(), cfg, h_seq=res.h_seq)
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    c = spikecore.dispatch.backward_plif(g, gv, cfg, h_seq=h_t, v_init=None)
+    d = spikecore.dispatch.backward_plif(g.contiguous(), gv.contiguous(), cfg,
+                                         h_seq=res.h_seq, v_init=None)
+    assert all(torch.equal(p, q) for p, q in zip(c, d))
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_computed_in_float32(dtype):
     x = (torch.rand(6, 33) * 2).to(dtype)
