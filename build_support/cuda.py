@@ -19,7 +19,10 @@ import re
 import shutil
 import subprocess
 
-from setuptools.errors import CCompilerError, ExecError
+try:
+    from setuptools.errors import CCompilerError, ExecError
+except ImportError:   # setuptools before 59 (an offline machine's own, under --no-build-isolation)
+    from distutils.errors import CCompilerError, DistutilsExecError as ExecError
 
 # T4/RTX 20, A100, RTX 30, RTX 40, H100/H200, B200, RTX 50; PTX of the newest and the oldest
 # (see gencode_flags).
