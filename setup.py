@@ -65,7 +65,7 @@ class BuildExt(build_ext):
             f.write(flags)
 
     def build_extension(self, ext):
-        if ext.name != "spikecore._cuda_kernels":
+        if ext.name != cuda_support.MODULE:
             super().build_extension(ext)
         elif not cuda_support.build_guarded(super().build_extension, ext):
             self._left_out.add(ext.name)
@@ -78,10 +78,9 @@ class BuildExt(build_ext):
         """An in-place build (``pip install -e .``) without the CUDA module, skipped or left out,
         must not leave an earlier build's module next to the new CPU one: the package would
         load it."""
-        name = "spikecore._cuda_kernels"
-        if not self.inplace or any(e.name == name for e in self.extensions):
+        if not self.inplace or any(e.name == cuda_support.MODULE for e in self.extensions):
             return
-        path = self.get_ext_fullpath(name)
+        path = self.get_ext_fullpath(cuda_support.MODULE)
         if os.path.exists(path):
             os.remove(path)
             print(f"spikecore: removed {path}, the CUDA module of an earlier build", flush=True)

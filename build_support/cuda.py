@@ -27,6 +27,8 @@ except ImportError:   # setuptools before 59 (an offline machine's own, under --
 # T4/RTX 20, A100, RTX 30, RTX 40, H100/H200, B200, RTX 50; PTX of the newest and the oldest
 # (see gencode_flags).
 DEFAULT_ARCHS = "75;80;86;89;90;100;120"
+#: the CUDA extension module
+MODULE = "spikecore._cuda_kernels"
 # nvcc flags: no FMA contraction (bit parity with PyTorch's float32 arithmetic in the forward
 # pass), no fast-math. --prec-div=false only touches divisions, which occur in the surrogate
 # derivatives (gradients, compared within a tolerance), never in charge, fire or reset.
@@ -177,7 +179,7 @@ def extensions(include_dir):
     _TOOLKIT.update(root=root, nvcc=nvcc, archs=archs, gencode=gencode_flags(archs))
     _say(f"building the CUDA backend with {nvcc} (toolkit {root}) for sm {archs}.")
     return [Extension(
-        "spikecore._cuda_kernels",
+        MODULE,
         ["cuda/cuda_kernels.pyx", "cuda/neuron_kernels.cu"],
         include_dirs=[include_dir, "cuda", os.path.join(root, "include")],
         library_dirs=[lib_dir],
@@ -189,7 +191,7 @@ def extensions(include_dir):
 
 def prepare_compiler(compiler, extensions):
     """Teach the compiler instance to send ``.cu`` files to nvcc."""
-    if not _TOOLKIT or not any(e.name == "spikecore._cuda_kernels" for e in extensions):
+    if not _TOOLKIT or not any(e.name == MODULE for e in extensions):
         return
     if ".cu" not in compiler.src_extensions:
         compiler.src_extensions = compiler.src_extensions + [".cu"]

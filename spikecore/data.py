@@ -130,7 +130,7 @@ def torchvision_requirement() -> str:
     major, minor = (int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
     if major != 2:
         return "torchvision (the release that matches your torch)"
-    return f'"torchvision=={0}.{minor + 15}.*"'
+    return f'"torchvision==0.{minor + 15}.*"'
 
 
 def _idx_dataset(name: str, data_dir: str, download: bool) -> Dataset:

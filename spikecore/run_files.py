@@ -15,7 +15,7 @@ from typing import List
 import numpy as np
 import torch
 
-__all__ = ["CHECKPOINT", "COLUMNS", "rng_state", "set_rng_state", "atomic_save",
+__all__ = ["CHECKPOINT", "COLUMNS", "rng_state", "set_rng_state", "atomic_save", "checkpoint",
            "read_checkpoint", "write_metrics"]
 
 CHECKPOINT = "checkpoint.pt"
