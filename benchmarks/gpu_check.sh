@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-shot GPU check for a machine without internet: build the CUDA backend, run the CUDA
-# tests, then the GPU benchmark (and CPU thread scaling); the benchmark table prints last.
+# tests, CPU thread scaling, the kernels' launch-shape variants side by side, then the GPU
+# benchmark, whose table prints last.
 #   bash benchmarks/gpu_check.sh          (SPIKECORE_CUDA_ARCHS defaults to 90 here)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,11 +19,14 @@ $PY -c "import spikecore; print('cuda_available:', spikecore.cuda_available(), s
 echo "== CUDA tests"
 # on the GPU and on the host emulation of the same kernels (the summary line counts both)
 $PY -m pytest -p no:cacheprovider --maxfail=10 --tb=line tests/test_cuda.py \
-    tests/test_cuda_emulation.py tests/test_cuda_python_layer.py 2>&1 | tail -n 25
+    tests/test_cuda_emulation.py tests/test_cuda_python_layer.py tests/test_cuda_variants.py \
+    2>&1 | tail -n 25
 echo "== CPU core tests"
 $PY -m pytest -p no:cacheprovider tests/test_backend_vs_reference.py tests/test_threads.py 2>&1 | tail -n 3
 echo "== CPU thread scaling"
 $PY benchmarks/cpu_threads.py
+echo "== kernel variants (launch shapes; the package keeps its defaults)"
+$PY benchmarks/cuda_variants.py --repeat 15
 echo "== GPU benchmark"
 $PY benchmarks/bench_gpu.py "$@"
 echo "total $(( $(date +%s) - t0 )) s"

@@ -3,21 +3,22 @@
  *
  * Design
  * ------
- * One CUDA thread owns a group of VEC neighbouring neurons (16 bytes: 4 float32 or 8 16-bit
- * values; a grid-stride loop covers any N) and runs their whole time recurrence in registers:
- * the potentials in the forward pass, the carried dL/dV in the backward pass. At step t the
- * threads of a warp touch 512 consecutive bytes of row t of every [T, N] buffer with 16-byte
- * accesses, so every access is coalesced. Time is walked in chunks of UNROLL steps whose loads
- * are issued before any arithmetic, which keeps enough bytes in flight to run at memory
- * bandwidth. Where N or a pointer does not allow 16-byte accesses, VEC = 1.
+ * One CUDA thread owns a group of VEC neighbouring neurons (GROUP_BYTES, 16 by default: 4
+ * float32 or 8 16-bit values; a grid-stride loop covers any N) and runs their whole time
+ * recurrence in registers: the potentials in the forward pass, the carried dL/dV in the
+ * backward pass. At step t the threads of a warp touch 512 consecutive bytes of row t of every
+ * [T, N] buffer with 16-byte accesses, so every access is coalesced. Time is walked in chunks
+ * of UNROLL steps whose loads are issued before any arithmetic, which keeps enough bytes in
+ * flight to run at memory bandwidth. Where N or a pointer does not allow grouped accesses,
+ * VEC = 1.
  *
  * Storage may be float32, float16 or bfloat16; arithmetic is float32 throughout and uses the
  * scalar formulas of include/spikecore_math.h, the header the CPU kernels include too. Build
  * with --fmad=false so that the forward pass is bit-identical to PyTorch's float32 arithmetic.
  *
  * The training route saves H[t] in the storage dtype. For 16-bit storage a rounded H could
- * land on the other side of the threshold than the H that decided the spike; store_h() then
- * moves it by one unit in the last place, so the backward pass always recomputes the same S;
+ * land on the other side of the threshold than the H that decided the spike; keep_spike_side()
+ * then moves it by one unit in the last place, so the backward pass always recomputes the same S;
  * a finite H that overflows the 16-bit range is stored as its largest finite value.
  *
  * Two inputs may be NULL, as on the CPU: the initial potential v0 (every neuron starts at
@@ -41,9 +42,30 @@
 
 namespace {
 
-constexpr int UNROLL = 4;
+/* Launch shape. Each can be overridden at compile time (-DSPIKECORE_CUDA_UNROLL=8 ...) so that
+ * benchmarks/cuda_variants.py can time other shapes of the same kernels side by side; the
+ * package is built with these defaults. */
+#ifndef SPIKECORE_CUDA_UNROLL
+#define SPIKECORE_CUDA_UNROLL 4        /* steps whose loads are issued together */
+#endif
+#ifndef SPIKECORE_CUDA_GROUP_BYTES
+#define SPIKECORE_CUDA_GROUP_BYTES 16  /* bytes of neighbouring neurons a thread owns: 4, 8, 16 */
+#endif
+#ifndef SPIKECORE_CUDA_MIN_BLOCKS
+#define SPIKECORE_CUDA_MIN_BLOCKS 2    /* 2 caps registers at 128: 512 resident threads per SM */
+#endif
+constexpr int UNROLL = SPIKECORE_CUDA_UNROLL;
+constexpr int GROUP_BYTES = SPIKECORE_CUDA_GROUP_BYTES;
 constexpr int BLOCK = 256;
-constexpr int MIN_BLOCKS_PER_SM = 2;  /* caps registers at 128: 512 resident threads per SM */
+constexpr int MIN_BLOCKS_PER_SM = SPIKECORE_CUDA_MIN_BLOCKS;
+static_assert(UNROLL >= 1 && UNROLL <= 16, "SPIKECORE_CUDA_UNROLL: 1 to 16");
+static_assert(GROUP_BYTES == 4 || GROUP_BYTES == 8 || GROUP_BYTES == 16,
+              "SPIKECORE_CUDA_GROUP_BYTES: 4, 8 or 16");
+static_assert(MIN_BLOCKS_PER_SM >= 1 && MIN_BLOCKS_PER_SM <= 8, "SPIKECORE_CUDA_MIN_BLOCKS: 1 to 8");
+
+/* Neurons a thread owns on the grouped path. */
+template <typename S>
+constexpr int group_size() { return GROUP_BYTES / (int)sizeof(S); }
 
 using spikecore::charge;
 using spikecore::charge_grad_tau;
@@ -118,17 +140,14 @@ __device__ __forceinline__ float rest_potential(const sc_params &p) {
     return to_float(from_float<S>(p.hard_reset ? p.v_reset : 0.0f));
 }
 
-/* H in storage precision, finite where h is, on the same side of the threshold as the float H
- * that fired. */
+/* Whether H rounded to storage precision, q, lies on the other side of the threshold than the
+ * float H that decided the spike s (never for float32). */
 template <typename S>
-__device__ __forceinline__ S store_h(float h, float s, float v_threshold) {
-    S q = finite(from_float<S>(h), h);
-    const bool fired = s != 0.0f;
-    if ((to_float(q) >= v_threshold) != fired) q = nudge(q, fired);
-    return q;
+__device__ __forceinline__ bool crossed(S q, float s, float v_threshold) {
+    return (to_float(q) >= v_threshold) != (s != 0.0f);
 }
 
-/* A group of VEC neighbouring neurons' values, moved as one (16-byte when VEC > 1) access. */
+/* A group of VEC neighbouring neurons' values, moved as one access (GROUP_BYTES wide). */
 template <typename S, int VEC>
 struct alignas(sizeof(S) * VEC) Pack {
     S e[VEC];
@@ -141,6 +160,21 @@ __device__ __forceinline__ Pack<S, VEC> load_pack(const S *p) {
 template <typename S, int VEC>
 __device__ __forceinline__ void store_pack(S *p, const Pack<S, VEC> &v) {
     *reinterpret_cast<Pack<S, VEC> *>(p) = v;
+}
+
+/* Moves each rounded H of a group that crossed the threshold back by one unit in the last
+ * place, to the side of the H that decided its spike. Rare (H within half a 16-bit ulp of the
+ * threshold), so the forward tests a whole group once and branches here: one branch per
+ * group and step rather than one per neuron, which also keeps nvcc's optimiser fast on
+ * 8-byte groups. */
+template <typename S, int VEC>
+__device__ __forceinline__ void keep_spike_side(Pack<S, VEC> &h, const Pack<S, VEC> &spike,
+                                                float v_threshold) {
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+        const float s = to_float(spike.e[k]);
+        if (crossed(h.e[k], s, v_threshold)) h.e[k] = nudge(h.e[k], s != 0.0f);
+    }
 }
 
 /* The VEC state values from row + i as float32, or `absent` for each when row is NULL. */
@@ -158,8 +192,8 @@ __device__ __forceinline__ void load_state(const S *row, long long i, float abse
 }
 
 /* --- kernels ------------------------------------------------------------------------------
- * Thread j owns neurons [j*VEC, j*VEC + VEC). VEC = 16 / sizeof(S) when N and every pointer
- * allow 16-byte accesses, else 1. The forward kernel writes the teaching outputs (v_seq,
+ * Thread j owns neurons [j*VEC, j*VEC + VEC). VEC = group_size<S>() when N and every pointer
+ * allow GROUP_BYTES-wide accesses, else 1. The forward kernel writes the teaching outputs (v_seq,
  * grad_s_to_h, grad_v_to_h) only when TEACH is set: the training and inference forwards, which
  * never ask for them, then carry no registers for them (more warps per SM). */
 template <typename S, int VEC, bool TEACH>
@@ -186,13 +220,17 @@ forward_kernel(const S *__restrict__ x, const S *__restrict__ v0, S *__restrict_
                 if (t0 + u >= steps) break;
                 const long long at = (t0 + u) * n + i;
                 P sp, hp, gsp, gvp, vsp;
+                bool moved = false;   /* some rounded H crossed the threshold */
 #pragma unroll
                 for (int k = 0; k < VEC; ++k) {
                     const float h = charge(p.charge_mode, to_float(xs[u].e[k]), v[k], v_rest,
                                            p.reciprocal_tau);
                     const float s = fire(h, p.v_threshold);
                     sp.e[k] = from_float<S>(s);
-                    if (h_seq) hp.e[k] = store_h<S>(h, s, p.v_threshold);
+                    if (h_seq) {   /* H in storage precision, finite where h is */
+                        hp.e[k] = finite(from_float<S>(h), h);
+                        moved |= crossed(hp.e[k], s, p.v_threshold);
+                    }
                     if (TEACH && grad_s_to_h) {
                         const float sg = surrogate_grad<SG_ANY>(p.surrogate, h - p.v_threshold,
                                                             p.alpha);
@@ -205,7 +243,10 @@ forward_kernel(const S *__restrict__ x, const S *__restrict__ v0, S *__restrict_
                     vsp.e[k] = from_float<S>(v[k]);
                 }
                 store_pack(spike + at, sp);
-                if (h_seq) store_pack(h_seq + at, hp);
+                if (h_seq) {
+                    if (moved) keep_spike_side(hp, sp, p.v_threshold);
+                    store_pack(h_seq + at, hp);
+                }
                 if (TEACH && grad_s_to_h) {
                     store_pack(grad_s_to_h + at, gsp);
                     store_pack(grad_v_to_h + at, gvp);
@@ -402,13 +443,13 @@ unsigned int grid_for(long long threads) {
     return (unsigned int)(blocks < (1LL << 30) ? blocks : (1LL << 30));
 }
 
-/* 16-byte accesses need N to be a multiple of the group and every pointer to be aligned. */
+/* Grouped accesses need N to be a multiple of the group and every pointer to be aligned to it. */
 template <typename S>
 bool can_vectorize(long long n, std::initializer_list<const void *> ptrs) {
-    constexpr int vec = 16 / sizeof(S);
+    constexpr int vec = group_size<S>();
     if (n % vec) return false;
     for (const void *q : ptrs)
-        if (reinterpret_cast<uintptr_t>(q) % 16) return false;
+        if (reinterpret_cast<uintptr_t>(q) % GROUP_BYTES) return false;
     return true;
 }
 
@@ -423,7 +464,7 @@ int forward_typed(const void *x, const void *v, void *spike, void *v_next, void 
                                   : !gs2h != !gv2h ? "grad_s_to_h and grad_v_to_h go together"
                                                    : nullptr, err, err_len))
         return rc;
-    constexpr int vec = 16 / sizeof(S);
+    constexpr int vec = group_size<S>();
     const bool wide = can_vectorize<S>(n, {x, v, spike, v_next, h_seq, v_seq, gs2h, gv2h});
     return on_device(device, [&] {
         const bool teach = v_seq || gs2h;
@@ -447,7 +488,7 @@ int backward_typed(const void *gs, const void *gv_next, const void *h_seq, const
                                       ? "h_seq, or grad_s_to_h and grad_v_to_h, are required"
                                       : nullptr, err, err_len))
         return rc;
-    constexpr int vec = 16 / sizeof(S);
+    constexpr int vec = group_size<S>();
     const bool wide = can_vectorize<S>(n, {gs, gv_next, h_seq, gs2h, gv2h, gx, gv});
     using Kernel = decltype(&backward_kernel<S, 1, SG_ANY>);
     static const Kernel per_surrogate[spikecore::SG_COUNT] = {

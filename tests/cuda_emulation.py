@@ -101,12 +101,19 @@ def build_bounds_checker(out_dir):
     return exe
 
 
+def build_library(out_dir, defines=(), name="neuron_kernels_host"):
+    """Compile the kernel file for the host, with extra ``-D`` flags, into ``out_dir``; the path
+    of the shared library (``lib<name>.so``)."""
+    src = rewrite(out_dir)
+    lib = os.path.join(out_dir, f"lib{name}.so")
+    _compile(HOST_FLAGS + list(defines) + [src, "-o", lib])
+    return lib
+
+
 def build(out_dir):
     """Compile the kernel file for the host into ``out_dir``, and the Cython wrapper against it;
     ``(library, module)``: the paths of the kernels' shared library and of the wrapper."""
-    src = rewrite(out_dir)
-    lib = os.path.join(out_dir, "libneuron_kernels_host.so")
-    _compile(HOST_FLAGS + [src, "-o", lib])
+    lib = build_library(out_dir)
     pyx = os.path.join(out_dir, MODULE + ".pyx")
     shutil.copy(os.path.join(CUDA_DIR, "cuda_kernels.pyx"), pyx)
     _run([sys.executable, "-m", "cython", "-3", "--cplus", pyx, "-I", CUDA_DIR])
