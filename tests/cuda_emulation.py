@@ -90,14 +90,14 @@ def require_sanitizers(out_dir):
         pytest.skip("needs a C++ compiler with AddressSanitizer and UBSan (g++ with libasan)")
 
 
-def build_bounds_checker(out_dir):
-    """tests/native/check_cuda_bounds.cpp around the rewritten kernels, built with
-    AddressSanitizer and UBSan into ``out_dir``; the path of the program."""
+def build_bounds_checker(out_dir, defines=()):
+    """tests/native/check_cuda_bounds.cpp around the rewritten kernels (with extra ``-D``
+    flags), built with AddressSanitizer and UBSan into ``out_dir``; the path of the program."""
     rewrite(out_dir)
     exe = os.path.join(out_dir, "check_cuda_bounds")
-    _run([compiler()] + HOST_FLAGS + SANITIZE + ["-I", out_dir, f'-DKERNELS="{HOST_SOURCE}"',
-                                                 os.path.join(NATIVE, "check_cuda_bounds.cpp"),
-                                                 "-o", exe])
+    _run([compiler()] + HOST_FLAGS + SANITIZE + list(defines) +
+         ["-I", out_dir, f'-DKERNELS="{HOST_SOURCE}"',
+          os.path.join(NATIVE, "check_cuda_bounds.cpp"), "-o", exe])
     return exe
 
 

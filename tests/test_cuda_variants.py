@@ -11,6 +11,7 @@ size, so a macro that does not take effect fails too.
 import ctypes
 import math
 import os
+import subprocess
 import sys
 
 import pytest
@@ -114,6 +115,19 @@ def test_variant_launch_has_its_group_size(variant, dtype):
                                              ctypes.byref(last), ctypes.byref(block))
     group = _group_bytes(name) // x.element_size()
     assert last.value == math.ceil(n / group / block.value)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_variant_stays_inside_its_buffers(name, tmp_path):
+    """tests/native/check_cuda_bounds.cpp (AddressSanitizer and UBSan, buffers of exactly their
+    size, aligned and misaligned) on the variant's build: a wider group or a longer unroll must
+    not read past a buffer or make a misaligned grouped access."""
+    cuda_emulation.require_sanitizers(str(tmp_path))
+    exe = cuda_emulation.build_bounds_checker(str(tmp_path), cuda_variants.defines(name))
+    run = subprocess.run([exe], capture_output=True, text=True,
+                         env=dict(os.environ, ASAN_OPTIONS="detect_leaks=0"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.startswith("checked ")
 
 
 def test_variant_specs():
