@@ -178,3 +178,39 @@ def test_bench_gpu_candidates_on_the_cuda_emulation(bench, cuda_host, dtype):
         run()
     check()
     assert cuda_host.last_launch()[0] == before + 5   # node: 2, kernels only: 2, check: 1
+
+
+def test_bench_gpu_main_on_the_cuda_emulation(bench, cuda_host, monkeypatch, capsys):
+    """bench_gpu.py's whole report, with the emulated kernels, CPU tensors and a CPU clock in
+    place of the device and CUDA events: every case and candidate (the back-to-back rows
+    included) reaches the table."""
+    import functools
+    import time
+
+    import torch
+    bench_gpu = bench("bench_gpu")
+    def cpu_time(fn, repeat, warmup=3):
+        samples = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+        return samples
+
+    monkeypatch.setattr(bench_gpu, "N", 512)
+    monkeypatch.setattr(bench_gpu, "time_cuda", cpu_time)
+    monkeypatch.setattr(bench_gpu, "copy_bandwidth", lambda: 1e10)
+    monkeypatch.setattr(bench_gpu, "make_case", functools.partial(
+        bench_gpu.make_case, n=512, device="cpu", backend="cuda-host-emulation"))
+    monkeypatch.setattr(bench_gpu.spikecore, "cuda_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda: "emulated")
+    monkeypatch.setattr(sys, "argv", ["bench_gpu.py", "--repeat", "2", "--no-compile"])
+    before = cuda_host.last_launch()[0]
+    bench_gpu.main()
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("T=")]
+    assert len(rows) == 4 * 5   # 4 cases x (spikecore, kernels, loop, 2 back-to-back rows)
+    assert sum("10 in a row" in r for r in rows) == 8
+    # per case: 2 samples of 3 single candidates, 2 of 10 calls of the node and of the kernels,
+    # 2 launches each; the spike check launches once
+    assert cuda_host.last_launch()[0] - before == 4 * (2 * 2 + 2 * 2 + 2 * 10 * 2 * 2 + 1)

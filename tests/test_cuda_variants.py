@@ -173,3 +173,43 @@ def test_measure_checks_every_variant_then_times_it(variant, cuda_host):
                                {("default", "T=5"): (1.0, 1.5), (name, "T=5"): (0.5, 0.75)},
                                ["T=5"], 2)
     assert "fastest: T=5: " + name in text and "80/?" in text
+
+
+def test_main_on_the_emulation(cuda_host, monkeypatch, capsys, tmp_path):
+    """The script's whole run (build every variant, check, time, print the table), with host
+    builds in place of nvcc's, CPU tensors and a CPU clock: what a GPU session will run."""
+    import functools
+    import time
+
+    import bench_gpu
+
+    def host_build(variant, out_dir, archs):
+        assert archs == "90"
+        lib = cuda_emulation.build_library(out_dir, cuda_variants.defines(variant),
+                                           variant.replace("-", "_"))
+        kernels = ctypes.CDLL(lib)
+        kernels.sc_host_reset(cuda_emulation.DEVICES, cuda_emulation.CALLER_DEVICE)
+        return lib, {("forward", "f32"): "56"}
+
+    def cpu_timer(fn):
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    monkeypatch.setattr(cuda_variants, "build", host_build)
+    monkeypatch.setattr(cuda_variants, "LibraryBackend", cuda_emulation.EmulatedCUDABackend)
+    monkeypatch.setattr(cuda_variants, "measure", functools.partial(
+        cuda_variants.measure, device="cpu", timer=cpu_timer))
+    monkeypatch.setattr(bench_gpu, "N", 256)
+    monkeypatch.setattr(bench_gpu, "copy_bandwidth", lambda: 1e10)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda: (9, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda: "emulated")
+    monkeypatch.setattr(sys, "argv", ["cuda_variants.py", "--repeat", "1",
+                                      "--variants", "group8,u3g4b1"])
+    cuda_variants.main()
+    out = capsys.readouterr().out
+    table = out[out.index("kernel variants"):].splitlines()
+    assert [line.split()[0] for line in table[2:5]] == ["default", "group8", "u3g4b1"]
+    assert table[2].split()[1] == "56/?" and table[-1].startswith("fastest: T=32 float32: ")
+    assert len(table[2].split("(")) == 1 + len(bench_gpu.CASES)   # a cell per case
