@@ -330,7 +330,8 @@ backward_kernel(const S *__restrict__ grad_spike, const S *__restrict__ grad_v_n
  * dL/dH[t] * dH[t]/d(1/tau) over time for its neuron into grad_tau[i] (float32). The sum over
  * neurons is left to the caller (torch.sum), so no atomics are needed and the result does not
  * depend on the launch configuration. V[t-1] is rebuilt from H[t-1] as the forward computed
- * it; V[-1] is v0 (NULL: at rest). One neuron per thread: this path is not on the hot list. */
+ * it, with each H[t] loaded once and carried to step t-1; V[-1] is v0 (NULL: at rest). One
+ * neuron per thread: this path is not on the hot list. */
 template <typename S>
 __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS_PER_SM)
 backward_plif_kernel(const S *__restrict__ grad_spike, const S *__restrict__ grad_v_next,
@@ -343,25 +344,26 @@ backward_plif_kernel(const S *__restrict__ grad_spike, const S *__restrict__ gra
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
         float carry = grad_v_next ? load(grad_v_next + i) : 0.0f, acc = 0.0f;
+        float h = steps > 0 ? load(h_seq + (steps - 1) * n + i) : 0.0f;
         for (long long t = steps - 1; t >= 0; --t) {
-            const float h = load(h_seq + t * n + i);
             const float s = fire(h, p.v_threshold);
             const float sg = surrogate_grad<SG_ANY>(p.surrogate, h - p.v_threshold, p.alpha);
             const float grad_h = load(grad_spike + t * n + i) * sg +
                 carry * reset_grad(p.hard_reset, p.detach_reset, h, s, sg, p.v_threshold,
                                    p.v_reset);
-            float v_prev;
+            float h_prev = 0.0f, v_prev;   /* H[t-1]: V[t-1] now, step t-1's H next */
             if (t > 0) {
-                const float hp = load(h_seq + (t - 1) * n + i);
-                const float sp = fire(hp, p.v_threshold);
-                v_prev = p.hard_reset ? hard_reset(hp, sp, p.v_reset)
-                                      : soft_reset(hp, sp, p.v_threshold);
+                h_prev = load(h_seq + (t - 1) * n + i);
+                const float sp = fire(h_prev, p.v_threshold);
+                v_prev = p.hard_reset ? hard_reset(h_prev, sp, p.v_reset)
+                                      : soft_reset(h_prev, sp, p.v_threshold);
             } else {
                 v_prev = v0 ? load(v0 + i) : rest_potential<S>(p);
             }
             acc += grad_h * charge_grad_tau(p.charge_mode, h, v_prev, v_rest, p.reciprocal_tau);
             grad_x[t * n + i] = from_float<S>(grad_h * dh_dx);
             carry = grad_h * dh_dv;
+            h = h_prev;
         }
         grad_v[i] = from_float<S>(carry);
         grad_tau[i] = acc;
