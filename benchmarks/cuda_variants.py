@@ -1,12 +1,13 @@
 """Other launch shapes of the CUDA kernels, timed side by side on one GPU.
 
-cuda/neuron_kernels.cu takes its launch shape from three macros: SPIKECORE_CUDA_UNROLL (steps
+cuda/neuron_kernels.cu takes its launch shape from four macros: SPIKECORE_CUDA_UNROLL (steps
 whose loads a thread issues together), SPIKECORE_CUDA_GROUP_BYTES (bytes of neighbouring
-neurons a thread owns) and SPIKECORE_CUDA_MIN_BLOCKS (blocks of 256 threads per SM that the
-register budget must allow). The package is built with their defaults; this script is how to
-choose them. It compiles the kernel file once per variant with nvcc into a shared library,
-drives each through ctypes with the package's own CUDA backend code, checks that every
-variant's outputs equal the default's bit for bit, and times the case of
+neurons a thread owns), SPIKECORE_CUDA_MIN_BLOCKS (blocks of 256 threads per SM that the
+register budget must allow) and SPIKECORE_CUDA_PREFETCH (1: the loads of the next chunk of
+steps are issued before this one computes). The package is built with their defaults; this
+script is how to choose them. It compiles the kernel file once per variant with nvcc into a
+shared library, drives each through ctypes with the package's own CUDA backend code, checks
+that every variant's outputs equal the default's bit for bit, and times the case of
 benchmarks/bench_gpu.py (multi-step LIF, forward with H saved + BPTT, the two kernels alone)
 for each, round-robin, as a multiple of the memory floor.
 
@@ -30,7 +31,8 @@ from spikecore.cuda_backend import CUDABackend  # noqa: E402
 
 KERNELS = os.path.join(ROOT, "cuda", "neuron_kernels.cu")
 
-#: name -> the macros it sets (the rest keep their defaults: unroll 4, 16 bytes, 2 blocks)
+#: name -> the macros it sets (the rest keep their defaults: unroll 4, 16 bytes, 2 blocks, no
+#: prefetch)
 VARIANTS = {
     "default": {},
     "group8": {"SPIKECORE_CUDA_GROUP_BYTES": 8},
@@ -38,23 +40,28 @@ VARIANTS = {
     "group4-unroll8": {"SPIKECORE_CUDA_GROUP_BYTES": 4, "SPIKECORE_CUDA_UNROLL": 8},
     "unroll8": {"SPIKECORE_CUDA_UNROLL": 8},
     "unroll2": {"SPIKECORE_CUDA_UNROLL": 2},
+    "prefetch": {"SPIKECORE_CUDA_PREFETCH": 1},
+    "group8-prefetch": {"SPIKECORE_CUDA_GROUP_BYTES": 8, "SPIKECORE_CUDA_PREFETCH": 1},
 }
 
 
-_SPEC = re.compile(r"u(\d+)g(\d+)b(\d+)")
+_SPEC = re.compile(r"u(\d+)g(\d+)b(\d+)(p?)")
 
 
 def macros(variant):
     """The macros a variant sets: a name of VARIANTS, or a spec u<unroll>g<group bytes>b<blocks
-    per SM> (u4g16b2 is the default); ValueError for anything else."""
+    per SM>, with a final p for prefetching (u4g16b2 is the default, u4g8b3p another shape);
+    ValueError for anything else."""
     if variant in VARIANTS:
         return VARIANTS[variant]
     m = _SPEC.fullmatch(variant)
     if m is None:
         raise ValueError(f"unknown variant {variant!r}: one of {', '.join(VARIANTS)}, or "
-                         "u<unroll>g<group bytes>b<blocks per SM> such as u6g8b3")
-    return dict(zip(("SPIKECORE_CUDA_UNROLL", "SPIKECORE_CUDA_GROUP_BYTES",
-                     "SPIKECORE_CUDA_MIN_BLOCKS"), map(int, m.groups())))
+                         "u<unroll>g<group bytes>b<blocks per SM>[p] such as u6g8b3 or u4g8b3p")
+    unroll, group, blocks, prefetch = m.groups()
+    return {"SPIKECORE_CUDA_UNROLL": int(unroll), "SPIKECORE_CUDA_GROUP_BYTES": int(group),
+            "SPIKECORE_CUDA_MIN_BLOCKS": int(blocks),
+            "SPIKECORE_CUDA_PREFETCH": int(bool(prefetch))}
 
 
 def defines(variant):
@@ -230,7 +237,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated: {', '.join(VARIANTS)}, or u<unroll>g<group "
-                             "bytes>b<blocks per SM> such as u6g8b3")
+                             "bytes>b<blocks per SM>[p] such as u6g8b3 or u4g8b3p")
     parser.add_argument("--archs", default=None,
                         help="architectures to compile for (default: this GPU's)")
     args = parser.parse_args()

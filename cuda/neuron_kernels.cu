@@ -9,8 +9,9 @@
  * backward pass. At step t the threads of a warp touch 512 consecutive bytes of row t of every
  * [T, N] buffer with 16-byte accesses, so every access is coalesced. Time is walked in chunks
  * of UNROLL steps whose loads are issued before any arithmetic, which keeps enough bytes in
- * flight to run at memory bandwidth. Where N or a pointer does not allow grouped accesses,
- * VEC = 1.
+ * flight to run at memory bandwidth (with SPIKECORE_CUDA_PREFETCH, one chunk ahead: the next
+ * chunk's loads are in flight while this one computes). Where N or a pointer does not allow
+ * grouped accesses, VEC = 1.
  *
  * Storage may be float32, float16 or bfloat16; arithmetic is float32 throughout and uses the
  * scalar formulas of include/spikecore_math.h, the header the CPU kernels include too. Build
@@ -54,10 +55,14 @@ namespace {
 #ifndef SPIKECORE_CUDA_MIN_BLOCKS
 #define SPIKECORE_CUDA_MIN_BLOCKS 2    /* 2 caps registers at 128: 512 resident threads per SM */
 #endif
+#ifndef SPIKECORE_CUDA_PREFETCH
+#define SPIKECORE_CUDA_PREFETCH 0      /* 1: a chunk's loads are issued while the one before computes */
+#endif
 constexpr int UNROLL = SPIKECORE_CUDA_UNROLL;
 constexpr int GROUP_BYTES = SPIKECORE_CUDA_GROUP_BYTES;
 constexpr int BLOCK = 256;
 constexpr int MIN_BLOCKS_PER_SM = SPIKECORE_CUDA_MIN_BLOCKS;
+constexpr bool PREFETCH = SPIKECORE_CUDA_PREFETCH != 0;
 static_assert(UNROLL >= 1 && UNROLL <= 16, "SPIKECORE_CUDA_UNROLL: 1 to 16");
 static_assert(GROUP_BYTES == 4 || GROUP_BYTES == 8 || GROUP_BYTES == 16,
               "SPIKECORE_CUDA_GROUP_BYTES: 4, 8 or 16");
@@ -210,11 +215,23 @@ forward_kernel(const S *__restrict__ x, const S *__restrict__ v0, S *__restrict_
         const long long i = j * VEC;
         float v[VEC];
         load_state<S, VEC>(v0, i, rest_potential<S>(p), v);
-        for (long long t0 = 0; t0 < steps; t0 += UNROLL) {
-            P xs[UNROLL];
+        struct Chunk { P x[UNROLL]; };
+        auto load_chunk = [&](Chunk &c, long long t0) {   /* steps t0 to t0+UNROLL-1 */
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u)
-                if (t0 + u < steps) xs[u] = load_pack<S, VEC>(x + (t0 + u) * n + i);
+                if (t0 + u < steps) c.x[u] = load_pack<S, VEC>(x + (t0 + u) * n + i);
+        };
+        Chunk ahead;
+        if constexpr (PREFETCH) load_chunk(ahead, 0);
+        for (long long t0 = 0; t0 < steps; t0 += UNROLL) {
+            Chunk c;
+            if constexpr (PREFETCH) {
+                c = ahead;
+                load_chunk(ahead, t0 + UNROLL);
+            } else {
+                load_chunk(c, t0);
+            }
+            const P *xs = c.x;
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
                 if (t0 + u >= steps) break;
@@ -279,21 +296,33 @@ backward_kernel(const S *__restrict__ grad_spike, const S *__restrict__ grad_v_n
         const long long i = j * VEC;
         float carry[VEC];
         load_state<S, VEC>(grad_v_next, i, 0.0f, carry);
-        for (long long t1 = steps; t1 > 0; t1 -= UNROLL) {   /* steps t1-1 down to t1-UNROLL */
-            P gs[UNROLL], a[UNROLL], b[UNROLL];
+        struct Chunk { P gs[UNROLL], a[UNROLL], b[UNROLL]; };
+        auto load_chunk = [&](Chunk &c, long long t1) {   /* steps t1-1 down to t1-UNROLL */
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
                 const long long t = t1 - 1 - u;
                 if (t < 0) break;
                 const long long at = t * n + i;
-                gs[u] = load_pack<S, VEC>(grad_spike + at);
+                c.gs[u] = load_pack<S, VEC>(grad_spike + at);
                 if constexpr (recompute) {
-                    a[u] = load_pack<S, VEC>(h_seq + at);
+                    c.a[u] = load_pack<S, VEC>(h_seq + at);
                 } else {
-                    a[u] = load_pack<S, VEC>(grad_s_to_h + at);
-                    b[u] = load_pack<S, VEC>(grad_v_to_h + at);
+                    c.a[u] = load_pack<S, VEC>(grad_s_to_h + at);
+                    c.b[u] = load_pack<S, VEC>(grad_v_to_h + at);
                 }
             }
+        };
+        Chunk ahead;
+        if constexpr (PREFETCH) load_chunk(ahead, steps);
+        for (long long t1 = steps; t1 > 0; t1 -= UNROLL) {
+            Chunk c;
+            if constexpr (PREFETCH) {
+                c = ahead;
+                load_chunk(ahead, t1 - UNROLL);
+            } else {
+                load_chunk(c, t1);
+            }
+            const P *gs = c.gs, *a = c.a, *b = c.b;
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
                 const long long t = t1 - 1 - u;

@@ -23,8 +23,8 @@ from spikecore.config import NeuronConfig
 sys.path.insert(0, os.path.join(cuda_emulation.ROOT, "benchmarks"))
 import cuda_variants  # noqa: E402
 
-#: the named variants, and one written as a spec: an unroll that divides no step count here
-VARIANTS = [v for v in cuda_variants.VARIANTS if v != "default"] + ["u3g4b1"]
+#: the named variants, and two written as specs: an unroll that divides no step count here
+VARIANTS = [v for v in cuda_variants.VARIANTS if v != "default"] + ["u3g4b1", "u3g16b1p"]
 CONFIGS = {
     "LIF hard ATan": NeuronConfig.build("LIF", 1.0, 0.0, 0.5, False, 2.0, "ATan", False),
     "IF soft Sigmoid detach_reset": NeuronConfig.build("IF", 0.8, None, None, False, 4.0,
@@ -133,7 +133,8 @@ def test_variant_stays_inside_its_buffers(name, tmp_path):
 def test_variant_specs():
     assert cuda_variants.defines("u6g8b3") == [
         "-DSPIKECORE_CUDA_UNROLL=6", "-DSPIKECORE_CUDA_GROUP_BYTES=8",
-        "-DSPIKECORE_CUDA_MIN_BLOCKS=3"]
+        "-DSPIKECORE_CUDA_MIN_BLOCKS=3", "-DSPIKECORE_CUDA_PREFETCH=0"]
+    assert cuda_variants.defines("u2g4b1p")[-1] == "-DSPIKECORE_CUDA_PREFETCH=1"
     assert cuda_variants.defines("default") == []
     with pytest.raises(ValueError, match="unknown variant 'fast'"):
         cuda_variants.macros("fast")
