@@ -149,6 +149,7 @@ __device__ __forceinline__ float rest_potential(const sc_params &p) {
  * float H that decided the spike s (never for float32). */
 template <typename S>
 __device__ __forceinline__ bool crossed(S q, float s, float v_threshold) {
+    if constexpr (sizeof(S) == sizeof(float)) return false;   /* q is the float H itself */
     return (to_float(q) >= v_threshold) != (s != 0.0f);
 }
 
@@ -178,7 +179,8 @@ __device__ __forceinline__ void keep_spike_side(Pack<S, VEC> &h, const Pack<S, V
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
         const float s = to_float(spike.e[k]);
-        if (crossed(h.e[k], s, v_threshold)) h.e[k] = nudge(h.e[k], s != 0.0f);
+        const S moved = nudge(h.e[k], s != 0.0f);   /* a select, not a branch per neuron */
+        h.e[k] = crossed(h.e[k], s, v_threshold) ? moved : h.e[k];
     }
 }
 
