@@ -6,21 +6,23 @@
  * One CUDA thread owns a group of VEC neighbouring neurons (GROUP_BYTES, 16 by default: 4
  * float32 or 8 16-bit values; a grid-stride loop covers any N) and runs their whole time
  * recurrence in registers: the potentials in the forward pass, the carried dL/dV in the
- * backward pass. At step t the threads of a warp touch 512 consecutive bytes of row t of every
- * [T, N] buffer with 16-byte accesses, so every access is coalesced. Time is walked in chunks
- * of UNROLL steps whose loads are issued before any arithmetic, which keeps enough bytes in
- * flight to run at memory bandwidth (with SPIKECORE_CUDA_PREFETCH, one chunk ahead: the next
- * chunk's loads are in flight while this one computes). Where N or a pointer does not allow
- * grouped accesses, VEC = 1.
+ * backward pass. At step t the threads of a warp touch consecutive groups of row t of every
+ * [T, N] buffer (512 bytes with 16-byte groups), so every access is coalesced. Time is walked
+ * in chunks of UNROLL steps whose loads are issued before any arithmetic, which keeps enough
+ * bytes in flight to run at memory bandwidth (with SPIKECORE_CUDA_PREFETCH, one chunk ahead:
+ * the next chunk's loads are in flight while this one computes). Where N or a pointer does not
+ * allow grouped accesses, VEC = 1. The launch shape's constants are macros (see below), so
+ * benchmarks/cuda_variants.py can time other shapes; the package builds with the defaults.
  *
  * Storage may be float32, float16 or bfloat16; arithmetic is float32 throughout and uses the
  * scalar formulas of include/spikecore_math.h, the header the CPU kernels include too. Build
  * with --fmad=false so that the forward pass is bit-identical to PyTorch's float32 arithmetic.
  *
  * The training route saves H[t] in the storage dtype. For 16-bit storage a rounded H could
- * land on the other side of the threshold than the H that decided the spike; keep_spike_side()
- * then moves it by one unit in the last place, so the backward pass always recomputes the same S;
- * a finite H that overflows the 16-bit range is stored as its largest finite value.
+ * land on the other side of the threshold than the H that decided the spike;
+ * keep_spike_side() then moves it by one unit in the last place, so the backward pass always
+ * recomputes the same S; a finite H that overflows the 16-bit range is stored as its largest
+ * finite value.
  *
  * Two inputs may be NULL, as on the CPU: the initial potential v0 (every neuron starts at
  * rest: V_reset under hard reset, 0 under soft reset, rounded to the storage dtype as a tensor
@@ -43,9 +45,7 @@
 
 namespace {
 
-/* Launch shape. Each can be overridden at compile time (-DSPIKECORE_CUDA_UNROLL=8 ...) so that
- * benchmarks/cuda_variants.py can time other shapes of the same kernels side by side; the
- * package is built with these defaults. */
+/* Launch shape, each constant overridable at compile time (-DSPIKECORE_CUDA_UNROLL=8 ...). */
 #ifndef SPIKECORE_CUDA_UNROLL
 #define SPIKECORE_CUDA_UNROLL 4        /* steps whose loads are issued together */
 #endif
@@ -56,7 +56,7 @@ namespace {
 #define SPIKECORE_CUDA_MIN_BLOCKS 2    /* 2 caps registers at 128: 512 resident threads per SM */
 #endif
 #ifndef SPIKECORE_CUDA_PREFETCH
-#define SPIKECORE_CUDA_PREFETCH 0      /* 1: a chunk's loads are issued while the one before computes */
+#define SPIKECORE_CUDA_PREFETCH 0      /* 1: load a chunk while the one before computes */
 #endif
 constexpr int UNROLL = SPIKECORE_CUDA_UNROLL;
 constexpr int GROUP_BYTES = SPIKECORE_CUDA_GROUP_BYTES;
@@ -66,7 +66,8 @@ constexpr bool PREFETCH = SPIKECORE_CUDA_PREFETCH != 0;
 static_assert(UNROLL >= 1 && UNROLL <= 16, "SPIKECORE_CUDA_UNROLL: 1 to 16");
 static_assert(GROUP_BYTES == 4 || GROUP_BYTES == 8 || GROUP_BYTES == 16,
               "SPIKECORE_CUDA_GROUP_BYTES: 4, 8 or 16");
-static_assert(MIN_BLOCKS_PER_SM >= 1 && MIN_BLOCKS_PER_SM <= 8, "SPIKECORE_CUDA_MIN_BLOCKS: 1 to 8");
+static_assert(MIN_BLOCKS_PER_SM >= 1 && MIN_BLOCKS_PER_SM <= 8,
+              "SPIKECORE_CUDA_MIN_BLOCKS: 1 to 8");
 
 /* Neurons a thread owns on the grouped path. */
 template <typename S>
@@ -200,9 +201,9 @@ __device__ __forceinline__ void load_state(const S *row, long long i, float abse
 
 /* --- kernels ------------------------------------------------------------------------------
  * Thread j owns neurons [j*VEC, j*VEC + VEC). VEC = group_size<S>() when N and every pointer
- * allow GROUP_BYTES-wide accesses, else 1. The forward kernel writes the teaching outputs (v_seq,
- * grad_s_to_h, grad_v_to_h) only when TEACH is set: the training and inference forwards, which
- * never ask for them, then carry no registers for them (more warps per SM). */
+ * allow GROUP_BYTES-wide accesses, else 1. The forward kernel writes the teaching outputs
+ * (v_seq, grad_s_to_h, grad_v_to_h) only when TEACH is set: the training and inference
+ * forwards, which never ask for them, then carry no registers for them (more warps per SM). */
 template <typename S, int VEC, bool TEACH>
 __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS_PER_SM)
 forward_kernel(const S *__restrict__ x, const S *__restrict__ v0, S *__restrict__ spike,

@@ -53,16 +53,16 @@ def _compile(args):
     _run([compiler(), "-fPIC", "-shared"] + args)
 
 
-def rewrite(out_dir):
-    """Write the kernel file with its launches rewritten for the host into ``out_dir``; the
-    path of the result, a C++ file."""
+def rewrite(out_dir, filename=HOST_SOURCE):
+    """Write the kernel file with its launches rewritten for the host into ``out_dir`` (as
+    ``filename``); the path of the result, a C++ file."""
     with open(KERNELS) as f:
         source = f.read()
     rewritten, launches = _LAUNCH.subn(r"sc_host_launch(\1, \2)(", source)
     if launches == 0 or launches != source.count("<<<"):
         raise RuntimeError(f"{KERNELS}: found {source.count('<<<')} launches, rewrote "
                            f"{launches}")
-    src = os.path.join(out_dir, HOST_SOURCE)
+    src = os.path.join(out_dir, filename)
     with open(src, "w") as f:
         f.write(f'#line 1 "{KERNELS}"\n' + rewritten)
     return src
@@ -103,8 +103,9 @@ def build_bounds_checker(out_dir, defines=()):
 
 def build_library(out_dir, defines=(), name="neuron_kernels_host"):
     """Compile the kernel file for the host, with extra ``-D`` flags, into ``out_dir``; the path
-    of the shared library (``lib<name>.so``)."""
-    src = rewrite(out_dir)
+    of the shared library (``lib<name>.so``). Libraries of other names may be built into the
+    same folder at the same time: each has its own source file."""
+    src = rewrite(out_dir, f"{name}.cpp")
     lib = os.path.join(out_dir, f"lib{name}.so")
     _compile(HOST_FLAGS + list(defines) + [src, "-o", lib])
     return lib
