@@ -100,20 +100,21 @@ class LibraryKernels:
         if fn(*args, err, len(err)) != 0:
             raise RuntimeError("CUDA error in spikecore: " + err.value.decode(errors="replace"))
 
-    def _launch(self, fn, dtype, pointers, steps, neurons, scalars, device, stream):
+    def _launch(self, fn, dtype, args):
+        """``args`` as the Cython wrapper takes them: the pointers, steps, neurons, the eight
+        fields of sc_params, device, stream."""
+        *pointers, steps, neurons = args[:-10]
+        scalars, (device, stream) = args[-10:-2], args[-2:]
         self._call(fn, dtype, *pointers, steps, neurons, Params(*scalars), device, stream)
 
     def forward(self, dtype, *args):
-        self._launch(self.lib.sc_cuda_forward, dtype, args[:8], args[8], args[9], args[10:18],
-                     args[18], args[19])
+        self._launch(self.lib.sc_cuda_forward, dtype, args)
 
     def backward(self, dtype, *args):
-        self._launch(self.lib.sc_cuda_backward, dtype, args[:7], args[7], args[8], args[9:17],
-                     args[17], args[18])
+        self._launch(self.lib.sc_cuda_backward, dtype, args)
 
     def backward_plif(self, dtype, *args):
-        self._launch(self.lib.sc_cuda_backward_plif, dtype, args[:7], args[7], args[8],
-                     args[9:17], args[17], args[18])
+        self._launch(self.lib.sc_cuda_backward_plif, dtype, args)
 
     def device_count(self):
         count, err = _I(0), ctypes.create_string_buffer(512)
