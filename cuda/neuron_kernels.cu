@@ -58,6 +58,8 @@ namespace {
 #ifndef SPIKECORE_CUDA_PREFETCH
 #define SPIKECORE_CUDA_PREFETCH 0      /* 1: load a chunk while the one before computes */
 #endif
+/* (and SPIKECORE_CUDA_FAST_DIV, read by include/spikecore_math.h: 1 lets the surrogate
+ * derivatives divide with __fdividef) */
 constexpr int UNROLL = SPIKECORE_CUDA_UNROLL;
 constexpr int GROUP_BYTES = SPIKECORE_CUDA_GROUP_BYTES;
 constexpr int BLOCK = 256;

@@ -178,6 +178,19 @@ SC_FN unsigned short bf16_keep_spike(float h, float s, float v_threshold) {
     return crossed ? next16(q, fired) : q;
 }
 
+/* a / b in the surrogate derivatives, whose denominators are at least 1. A CUDA build with
+ * SPIKECORE_CUDA_FAST_DIV (a launch-shape variant for benchmarks/cuda_variants.py, off in the
+ * package) divides in float with __fdividef: a reciprocal and a multiply, without the range
+ * checks of the full-range division, which such denominators never need. Everywhere else it is
+ * the plain division. */
+template <typename T>
+SC_FN T sc_div(T a, T b) {
+#if defined(__CUDA_ARCH__) && defined(SPIKECORE_CUDA_FAST_DIV) && SPIKECORE_CUDA_FAST_DIV
+    if constexpr (sizeof(T) == sizeof(float)) return __fdividef(a, b);
+#endif
+    return a / b;
+}
+
 /* Surrogate derivative g'(x; alpha), x = H - V_threshold. */
 template <typename T>
 SC_FN T surrogate_grad(int index, T x, T alpha) {
@@ -186,10 +199,10 @@ SC_FN T surrogate_grad(int index, T x, T alpha) {
     switch (index) {
     case SG_ATAN: {
         const T z = (T)1.5707963267948966 * alpha * x;
-        return alpha * half / (one + z * z);
+        return sc_div(alpha * half, one + z * z);
     }
     case SG_SIGMOID: {
-        const T sig = one / (one + sc_exp(-alpha * x));
+        const T sig = sc_div(one, one + sc_exp(-alpha * x));
         return alpha * sig * (one - sig);
     }
     case SG_PIECEWISE_QUADRATIC: {
@@ -198,7 +211,7 @@ SC_FN T surrogate_grad(int index, T x, T alpha) {
     }
     case SG_SOFTSIGN: {
         const T d = one + alpha * sc_abs(x);
-        return alpha / ((T)2 * d * d);
+        return sc_div(alpha, (T)2 * d * d);
     }
     case SG_ERF: {
         const T z = alpha * x;
@@ -206,7 +219,7 @@ SC_FN T surrogate_grad(int index, T x, T alpha) {
     }
     case SG_SUPERSPIKE: {
         const T d = one + alpha * sc_abs(x);
-        return one / (d * d);
+        return sc_div(one, d * d);
     }
     default: /* SG_PIECEWISE_EXP */
         return alpha * half * sc_exp(-alpha * sc_abs(x));

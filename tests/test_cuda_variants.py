@@ -133,11 +133,38 @@ def test_variant_stays_inside_its_buffers(name, tmp_path):
 def test_variant_specs():
     assert cuda_variants.defines("u6g8b3") == [
         "-DSPIKECORE_CUDA_UNROLL=6", "-DSPIKECORE_CUDA_GROUP_BYTES=8",
-        "-DSPIKECORE_CUDA_MIN_BLOCKS=3", "-DSPIKECORE_CUDA_PREFETCH=0"]
-    assert cuda_variants.defines("u2g4b1p")[-1] == "-DSPIKECORE_CUDA_PREFETCH=1"
+        "-DSPIKECORE_CUDA_MIN_BLOCKS=3", "-DSPIKECORE_CUDA_PREFETCH=0",
+        "-DSPIKECORE_CUDA_FAST_DIV=0"]
+    assert cuda_variants.defines("u2g4b1pf")[-2:] == ["-DSPIKECORE_CUDA_PREFETCH=1",
+                                                      "-DSPIKECORE_CUDA_FAST_DIV=1"]
+    assert cuda_variants.exact("u2g4b1p") and cuda_variants.exact("group8")
+    assert not cuda_variants.exact("u2g4b1pf") and not cuda_variants.exact("fastdiv")
     assert cuda_variants.defines("default") == []
     with pytest.raises(ValueError, match="unknown variant 'fast'"):
         cuda_variants.macros("fast")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_check_is_exact_except_for_approximate_gradients(dtype):
+    """Forward outputs always bit for bit; gradients too, unless the variant divides
+    approximately: then within a few units in the last place, not more."""
+    gen = torch.Generator().manual_seed(5)
+    expected = [torch.randn(4, 64, generator=gen).to(dtype) for _ in range(5)]
+    ulp = torch.finfo(dtype).eps
+
+    def nudged(index, rel):
+        out = [t.clone() for t in expected]
+        out[index] = (out[index].float() * (1 + rel)).to(dtype)
+        return out
+
+    cuda_variants.check("group8", [t.clone() for t in expected], expected)
+    cuda_variants.check("fastdiv", nudged(3, 2 * ulp), expected)   # grad_x, 2 ulp
+    with pytest.raises(AssertionError, match="variant group8: grad_x differs"):
+        cuda_variants.check("group8", nudged(3, 2 * ulp), expected)
+    with pytest.raises(AssertionError, match="variant fastdiv: h_seq differs"):
+        cuda_variants.check("fastdiv", nudged(2, 2 * ulp), expected)
+    with pytest.raises(AssertionError, match="variant fastdiv: grad_v"):
+        cuda_variants.check("fastdiv", nudged(4, 0.01), expected)
 
 
 class _OneSpikeFlipped(cuda_emulation.EmulatedCUDABackend):
