@@ -140,9 +140,6 @@ class LibraryBackend(CUDABackend):
 
     name = "cuda-variant"
 
-    def __init__(self, kernels):
-        self._kernels, self._build_error, self._device_error = kernels, None, None
-
 
 # --- building ---------------------------------------------------------------------------------
 #: registers of the hot kernels, read from ptxas's report: (kernel, storage type) -> pattern of

@@ -38,7 +38,13 @@ class CUDABackend(backends.Backend):
     native_dtypes = tuple(_DTYPE_CODES)
     reads_memory = True
 
-    def __init__(self):
+    def __init__(self, kernels=None):
+        """``kernels``: a module with the functions of ``spikecore._cuda_kernels`` to use
+        instead of it (another build of the same kernel file, e.g. for benchmarks and tests);
+        the caller then vouches for the device, which is not probed."""
+        if kernels is not None:
+            self._kernels, self._build_error, self._device_error = kernels, None, ""
+            return
         try:
             from . import _cuda_kernels
         except ImportError as exc:
