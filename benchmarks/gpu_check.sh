@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-shot GPU check for a machine without internet: build the CUDA backend, run the CUDA
-# tests, CPU thread scaling, the kernels' launch-shape variants side by side, then the GPU
-# benchmark, whose table prints last.
+# tests, CPU thread scaling, the kernels' launch-shape variants side by side, a profile of the
+# node's host and device time, then the GPU benchmark, whose table prints last.
 #   bash benchmarks/gpu_check.sh          (SPIKECORE_CUDA_ARCHS defaults to 90 here)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,8 @@ echo "== CPU thread scaling"
 $PY benchmarks/cpu_threads.py
 echo "== kernel variants (launch shapes, each checked bit for bit against the default)"
 $PY benchmarks/cuda_variants.py --repeat 15
+echo "== node profile (host and device time of one call, T=8)"
+$PY benchmarks/profile_node.py --steps 8
 echo "== GPU benchmark"
 $PY benchmarks/bench_gpu.py "$@"
 echo "total $(( $(date +%s) - t0 )) s"
