@@ -69,6 +69,8 @@ def make_case(steps, dtype, n=N, device="cuda", backend=None, compiled=None):
         node.reset()
         node(x).backward(g)
 
+    run_spikecore.tensors = (x, g)   # for benchmarks/profile_node.py
+
     def run_kernels():  # the two kernels alone, no autograd and no Python node
         h = kernels.forward(x2d, v0, CFG, steps, save_h=True)[2]
         kernels.backward(g2d, v0, CFG, steps, h_seq=h)

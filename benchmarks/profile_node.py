@@ -4,7 +4,9 @@ bench_gpu.py times each candidate between two CUDA events, so the host's work to
 adds to the GPU's whenever the host is the slower of the two. This script separates them for
 the bench_gpu cases: the host's time to enqueue one call (no synchronisation inside it), the
 GPU's time for it, and the operations the profiler saw, with their device time, so that any
-launch beyond the two kernels shows up by name.
+launch beyond the two kernels shows up by name. A third row is PyTorch's own floor for a
+training call: one differentiable operation (``x * 1``) and its backward through the autograd
+engine, on the same tensors.
 
     python benchmarks/profile_node.py [--steps 8] [--repeat 20]
 """
@@ -54,11 +56,18 @@ def report(steps, dtype, repeat, n=bench_gpu.N, device="cuda", backend=None):
     on_gpu = device == "cuda"
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    x, g = candidates["spikecore"].tensors
+
+    def one_op():   # the autograd engine's round trip for the simplest differentiable call
+        x.grad = None
+        (x * 1).backward(g)
+
+    candidates["autograd, x * 1"] = one_op
     print(f"\n== T={steps} {str(dtype).split('.')[1]}, N={n}", flush=True)
-    for name in ("spikecore", "kernels only"):
+    for name in ("spikecore", "kernels only", "autograd, x * 1"):
         fn = candidates[name]
         host = host_time(fn, repeat, sync)
-        line = f"{name:<14} host {host * 1e3:7.3f} ms"
+        line = f"{name:<16} host {host * 1e3:7.3f} ms"
         if on_gpu:
             line += f"   device {statistics.median(bench_gpu.time_cuda(fn, repeat)) * 1e3:7.3f} ms"
         print(line, flush=True)
