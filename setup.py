@@ -33,6 +33,11 @@ CPU_FLAGS = ["-O3", "-std=c++17", "-fno-trapping-math", "-fno-math-errno", "-ffp
 class BuildExt(build_ext):
     """build_ext that probes OpenMP and compiles ``.cu`` sources with nvcc."""
 
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:   # (no -j given) the CPU and CUDA modules compile side by side
+            self.parallel = True
+
     def build_extensions(self):
         use_openmp = os.environ.get("SPIKECORE_NO_OPENMP", "") not in ("1", "true", "yes")
         if use_openmp and not probe_openmp(self.compiler):

@@ -214,3 +214,24 @@ def test_bench_gpu_main_on_the_cuda_emulation(bench, cuda_host, monkeypatch, cap
     # per case: 2 samples of 3 single candidates, 2 of 10 calls of the node and of the kernels,
     # 2 launches each; the spike check launches once
     assert cuda_host.last_launch()[0] - before == 4 * (2 * 2 + 2 * 2 + 2 * 10 * 2 * 2 + 1)
+
+
+def test_profile_node_on_the_cuda_emulation(bench, cuda_host, capsys):
+    """benchmarks/profile_node.py's report for one case on the host emulation (CPU tensors, no
+    device times): the node, its kernels and PyTorch's one-op floor each get a host time, and the
+    profiler's table names the node's autograd Function; the kernels launch as often as the
+    calls made."""
+    import torch
+    profile_node = bench("profile_node")
+    before = cuda_host.last_launch()[0]
+    profile_node.report(4, torch.float16, 3, n=1024, device="cpu",
+                        backend="cuda-host-emulation")
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if " host " in line]
+    assert [r.split(" host ")[0].strip() for r in rows] == [
+        "spikecore", "kernels only", "autograd, x * 1"]
+    assert all(float(r.split()[-2]) > 0 and "device" not in r for r in rows)   # CPU: no events
+    assert "PlannedNeuronFunction" in out
+    # the check: 1; 3 timed calls of the node and of the kernels, 2 launches each; the
+    # profiled node call and its warm-up, 2 each
+    assert cuda_host.last_launch()[0] - before == 1 + 3 * 2 + 3 * 2 + 2 * 2
