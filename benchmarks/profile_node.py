@@ -4,11 +4,13 @@ bench_gpu.py times each candidate between two CUDA events, so the host's work to
 adds to the GPU's whenever the host is the slower of the two. This script separates them for
 the bench_gpu cases: the host's time to enqueue one call (no synchronisation inside it), the
 GPU's time for it, and the operations the profiler saw, with their device time, so that any
-launch beyond the two kernels shows up by name. A third row is PyTorch's own floor for a
-training call: one differentiable operation (``x * 1``) and its backward through the autograd
-engine, on the same tensors.
+launch beyond the two kernels shows up by name. Two more rows are PyTorch's own floors for a
+training call on the same tensors: one differentiable operation (``x * 1``) and its backward
+through the autograd engine, and a Python autograd Function shaped like the node's (two
+outputs, one saved tensor) that computes nothing.
 
     python benchmarks/profile_node.py [--steps 8] [--repeat 20]
+    OMP_NUM_THREADS=1 python benchmarks/profile_node.py --device cpu --neurons 64 --repeat 5000
 """
 import argparse
 import statistics
@@ -41,11 +43,28 @@ def device_ops(fn, activities, rows=12):
         fn()
         if ProfilerActivity.CUDA in activities:
             torch.cuda.synchronize()
-    key = "self_device_time_total" if ProfilerActivity.CUDA in activities else "self_cpu_time_total"
+    on_gpu = ProfilerActivity.CUDA in activities
+    key = "self_device_time_total" if on_gpu else "self_cpu_time_total"
     try:
         return prof.key_averages().table(sort_by=key, row_limit=rows)
     except (KeyError, AttributeError):   # older torch spells the device column "cuda"
         return prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=rows)
+
+
+class IdleFunction(torch.autograd.Function):
+    """The autograd shape of the node's Function without its work: two fresh outputs (spike,
+    v_next) and one saved tensor forward, one fresh gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        spike, v_next = torch.empty_like(x), x.new_empty(x.shape[1:])
+        ctx.save_for_backward(spike)
+        return spike, v_next
+
+    @staticmethod
+    def backward(ctx, grad_spike, grad_v_next):
+        ctx.saved_tensors
+        return torch.empty_like(grad_spike)
 
 
 def report(steps, dtype, repeat, n=bench_gpu.N, device="cuda", backend=None):
@@ -62,9 +81,14 @@ def report(steps, dtype, repeat, n=bench_gpu.N, device="cuda", backend=None):
         x.grad = None
         (x * 1).backward(g)
 
+    def idle_function():   # a Python Function of the node's shape that computes nothing
+        x.grad = None
+        IdleFunction.apply(x)[0].backward(g)
+
     candidates["autograd, x * 1"] = one_op
+    candidates["idle Function"] = idle_function
     print(f"\n== T={steps} {str(dtype).split('.')[1]}, N={n}", flush=True)
-    for name in ("spikecore", "kernels only", "autograd, x * 1"):
+    for name in ("spikecore", "kernels only", "autograd, x * 1", "idle Function"):
         fn = candidates[name]
         host = host_time(fn, repeat, sync)
         line = f"{name:<16} host {host * 1e3:7.3f} ms"
@@ -79,12 +103,17 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--neurons", type=int, default=bench_gpu.N)
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                        help="cpu: the CPU backend, float32, host times only")
     args = parser.parse_args()
-    if not spikecore.cuda_available():
+    if args.device == "cuda" and not spikecore.cuda_available():
         sys.exit(f"profile_node: {spikecore.cuda_unavailable_reason()}")
     torch.manual_seed(0)
-    for dtype in (torch.float32, torch.float16):
-        report(args.steps, dtype, args.repeat)
+    on_gpu = args.device == "cuda"
+    for dtype in (torch.float32, torch.float16) if on_gpu else (torch.float32,):
+        report(args.steps, dtype, args.repeat, n=args.neurons, device=args.device,
+               backend=None if on_gpu else "cpu")
 
 
 if __name__ == "__main__":

@@ -220,7 +220,7 @@ def test_profile_node_on_the_cuda_emulation(bench, cuda_host, capsys):
     """benchmarks/profile_node.py's report for one case on the host emulation (CPU tensors, no
     device times): the node, its kernels and PyTorch's one-op floor each get a host time, and the
     profiler's table names the node's autograd Function; the kernels launch as often as the
-    calls made."""
+    calls made. The script's CPU mode runs end to end."""
     import torch
     profile_node = bench("profile_node")
     before = cuda_host.last_launch()[0]
@@ -229,9 +229,12 @@ def test_profile_node_on_the_cuda_emulation(bench, cuda_host, capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if " host " in line]
     assert [r.split(" host ")[0].strip() for r in rows] == [
-        "spikecore", "kernels only", "autograd, x * 1"]
+        "spikecore", "kernels only", "autograd, x * 1", "idle Function"]
     assert all(float(r.split()[-2]) > 0 and "device" not in r for r in rows)   # CPU: no events
     assert "PlannedNeuronFunction" in out
     # the check: 1; 3 timed calls of the node and of the kernels, 2 launches each; the
     # profiled node call and its warm-up, 2 each
     assert cuda_host.last_launch()[0] - before == 1 + 3 * 2 + 3 * 2 + 2 * 2
+    out, _ = _run(sys.executable, os.path.join(BENCH, "profile_node.py"), "--device", "cpu",
+                  "--neurons", "64", "--repeat", "20")
+    assert out.count(" host ") == 4 and "float16" not in out and "PlannedNeuronFunction" in out
