@@ -5,6 +5,17 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest  # noqa: E402
 
+try:   # property tests: the same examples on every run unless asked to explore
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:   # the property tests then fail to import, naming hypothesis
+    pass
+else:
+    # "repeatable" (the default, CI): examples derived from each test, so a failure is
+    # reproducible and a green run stays green; HYPOTHESIS_PROFILE=explore draws new ones.
+    _hypothesis_settings.register_profile("repeatable", derandomize=True)
+    _hypothesis_settings.register_profile("explore", derandomize=False)
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+
 
 @pytest.fixture(scope="session")
 def _cuda_host_build(tmp_path_factory):
