@@ -38,12 +38,12 @@ def host_time(fn, repeat, sync):
 
 def device_ops(fn, activities, rows=12):
     """The profiler's table of one call of ``fn``, its operations sorted by device time."""
+    on_gpu = ProfilerActivity.CUDA in activities
     fn()   # warm
     with profile(activities=activities) as prof:
         fn()
-        if ProfilerActivity.CUDA in activities:
+        if on_gpu:
             torch.cuda.synchronize()
-    on_gpu = ProfilerActivity.CUDA in activities
     key = "self_device_time_total" if on_gpu else "self_cpu_time_total"
     try:
         return prof.key_averages().table(sort_by=key, row_limit=rows)
@@ -63,12 +63,13 @@ class IdleFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_spike, grad_v_next):
-        ctx.saved_tensors
+        _ = ctx.saved_tensors   # unpacked, as the node's backward does
         return torch.empty_like(grad_spike)
 
 
 def report(steps, dtype, repeat, n=bench_gpu.N, device="cuda", backend=None):
-    """Print the host and device time of spikecore's node and of its kernels alone."""
+    """Print the host (and on a GPU the device) time of spikecore's node, of its kernels alone
+    and of PyTorch's two floors, then the profiler's table of one node call."""
     candidates, check, _ = bench_gpu.make_case(steps, dtype, n=n, device=device,
                                                backend=backend)
     check()
