@@ -10,6 +10,8 @@ import os
 import signal
 import sys
 
+from _spikecore_cli import reexec_with_jemalloc as _reexec_with_jemalloc
+
 from . import surrogate as _surrogate
 from .data import DATASETS, ENCODERS, torchvision_requirement
 from .models import MODELS, NEURONS
@@ -191,43 +193,6 @@ def train(argv) -> int:
     return 0
 
 
-_JEMALLOC_PATHS = ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
-                   "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
-                   "/usr/lib64/libjemalloc.so.2", "/usr/local/lib/libjemalloc.so.2")
-_JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
-
-
-def _reexec_with_jemalloc(argv) -> None:
-    """Re-run this command under jemalloc when it is installed.
-
-    glibc hands blocks over 32 MiB back to the kernel when they are freed, so with large layers
-    every training step pays the page faults of its fresh activations again; jemalloc configured
-    to keep freed pages does not. Under jemalloc PyTorch also backs tensors of 2 MiB and more
-    with transparent huge pages (``THP_MEM_ALLOC_ENABLE=1``), which the streaming kernels read
-    and write with fewer TLB misses; a retaining allocator pays the costly first touch of a
-    huge page once. ``SPIKECORE_NO_JEMALLOC=1`` turns all this off and
-    ``SPIKECORE_JEMALLOC=/path/libjemalloc.so.2`` picks the library. ``execve`` keeps the process
-    id and the environment, so torchrun workers are unaffected."""
-    if not sys.platform.startswith("linux") or os.environ.get("SPIKECORE_NO_JEMALLOC") == "1":
-        return
-    if "jemalloc" in os.environ.get("LD_PRELOAD", ""):
-        return  # already under it (this also stops a re-exec loop)
-    lib = os.environ.get("SPIKECORE_JEMALLOC") or next(
-        (p for p in _JEMALLOC_PATHS if os.path.exists(p)), None)
-    if not lib or not os.path.exists(lib):
-        return
-    env = dict(os.environ)
-    env["LD_PRELOAD"] = lib + (":" + env["LD_PRELOAD"] if env.get("LD_PRELOAD") else "")
-    env.setdefault("MALLOC_CONF", _JEMALLOC_CONF)
-    env.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        os.execve(sys.executable, [sys.executable, "-m", "spikecore", *argv], env)
-    except OSError:
-        return  # keep running with the default allocator
-
-
 def _exit_now(code: int) -> None:
     """End a distributed worker without Python's interpreter shutdown.
 
@@ -244,7 +209,8 @@ def main(argv=None) -> int:
     """Entry point of the ``spikecore`` console script.
 
     From the command line (``argv`` not given) ``spikecore train`` re-runs itself under jemalloc
-    when the library is installed (see :func:`_reexec_with_jemalloc`)."""
+    when the library is installed (see ``_spikecore_cli.reexec_with_jemalloc``; the console
+    script decides that before it imports the package, ``python -m spikecore`` here)."""
     from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "train":

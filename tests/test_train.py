@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import _spikecore_cli
 import spikecore
 from spikecore import cli, data, models, plots, train
 from spikecore.utils import reset_net
@@ -220,7 +221,38 @@ def test_unknown_option_via_python_m(tmp_path):
     assert p.stderr.startswith("spikecore train: error:") and "Traceback" not in p.stderr
 
 
-@pytest.mark.skipif(not any(os.path.exists(p) for p in cli._JEMALLOC_PATHS),
+def test_console_script_moves_under_jemalloc_before_importing_torch(tmp_path):
+    """The ``spikecore`` script decides on jemalloc before it imports the package, so the
+    process that execve replaces never imports PyTorch; other commands go to spikecore.cli."""
+    lib = tmp_path / "libjemalloc.so.2"   # only its existence is checked before execve
+    lib.write_bytes(b"")
+    probe = ("import os, sys, _spikecore_cli\n"
+             "def execve(path, args, env):\n"
+             "    print('torch' in sys.modules, args[1:], env['LD_PRELOAD'], env['MALLOC_CONF'])\n"
+             "    sys.exit(0)\n"
+             "os.execve = execve\n"
+             "sys.exit(_spikecore_cli.main())\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LD_PRELOAD", "MALLOC_CONF", "SPIKECORE_NO_JEMALLOC")}
+    env["SPIKECORE_JEMALLOC"] = str(lib)
+    p = subprocess.run([sys.executable, "-c", probe, "train", "--epochs", "1"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split("\n")[0] == (
+        f"False ['-m', 'spikecore', 'train', '--epochs', '1'] {lib} "
+        f"{_spikecore_cli.JEMALLOC_CONF}")
+    # already under jemalloc, or told not to: no exec, the command runs (here: its help)
+    for extra in ({"LD_PRELOAD": str(lib)}, {"SPIKECORE_NO_JEMALLOC": "1"}):
+        p = subprocess.run([sys.executable, "-c", probe, "train", "--help"],
+                           capture_output=True, text=True, cwd=tmp_path,
+                           env=dict(env, **extra), timeout=120)
+        assert p.returncode == 0 and "usage: spikecore train" in p.stdout, p.stdout + p.stderr
+    p = subprocess.run([sys.executable, "-c", probe, "--help"], capture_output=True, text=True,
+                       cwd=tmp_path, env=env, timeout=120)
+    assert p.returncode == 0 and "usage: spikecore" in p.stdout and "False" not in p.stdout
+
+
+@pytest.mark.skipif(not any(os.path.exists(p) for p in _spikecore_cli.JEMALLOC_PATHS),
                     reason="jemalloc is not installed (apt-get install libjemalloc2)")
 def test_command_line_runs_under_jemalloc_with_huge_pages(tmp_path):
     env = {k: v for k, v in os.environ.items()
