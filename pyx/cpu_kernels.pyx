@@ -62,7 +62,8 @@ contiguity before it calls in here; these functions trust their arguments.
 
 from cpython.buffer cimport Py_buffer
 from libc.stdlib cimport free, malloc
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
+from cython.view cimport array as cvarray
 
 cdef extern from "spikecore_math.h" namespace "spikecore" nogil:
     cdef enum:
@@ -105,6 +106,10 @@ cdef extern from "spikecore_bf16_row.h" namespace "spikecore" nogil:
 
 cdef extern from "spikecore_bf16_row.h" nogil:
     const int SC_BF16_ROW_VECTOR  # a macro: 1 where the build rounds rows with AVX512-BF16
+
+cdef extern from "spikecore_half.h" namespace "spikecore" nogil:
+    void half_row_to_float(const unsigned short* src, float* dst, long n, int is_f16)
+    void float_row_to_half(const float* src, unsigned short* dst, long n, int is_f16)
 
 cdef extern from "spikecore_stream.h" namespace "spikecore" nogil:
     void sc_store_chunk(void* dst, const void* src, size_t n, int stream)
@@ -191,6 +196,9 @@ cdef enum:
     # neurons (one thread each), each with SUM_LANES running sums (see _lane_sum).
     SUM_SEGMENT = 8192
     SUM_LANES = 16
+    # Neurons per block of a 16-bit call (see forward_half): its float32 scratch rows, TILE
+    # of each sequence, stay in a core's L2 cache.
+    HALF_WIDTH = 4096
 
 # Outputs of at least this many bytes per [T, N] tensor are written with streaming stores
 # (include/spikecore_stream.h); smaller ones are likely still in cache when they are read next.
@@ -1087,3 +1095,193 @@ def copy_bytes(const unsigned char[::1] src, unsigned char[::1] dst, bint stream
             hi = n
         sc_store_chunk(&dst[lo], &src[lo], hi - lo, stream)
         sc_store_fence()
+
+
+# --- 16-bit tensors: float32 kernels on rows converted in cache --------------------------------
+# float16 and bfloat16 tensors arrive as their 16-bit patterns. Each thread takes a block of
+# HALF_WIDTH neurons and walks time in tiles of TILE steps: it widens the tile's input rows into
+# float32 scratch rows that stay in its cache, runs the float32 kernel of the block on them
+# (the state carried from tile to tile in float32), and narrows the tile's outputs back
+# (include/spikecore_half.h), streaming them out like the float32 kernels do. Memory then holds
+# only the 16-bit tensors and the float32 H. Widening is exact and narrowing rounds as PyTorch
+# does, so the results are the bits of a float32 call on the widened tensors, narrowed after.
+ctypedef unsigned short Bits16
+
+
+cdef float[:, :, ::1] _scratch(Py_ssize_t workers, Py_ssize_t rows, Py_ssize_t pad):
+    """Per-thread float32 scratch rows: ``[workers, rows, HALF_WIDTH + pad]``, of which the
+    kernels use the first HALF_WIDTH columns at most. Each scratch array gets its own ``pad``
+    (floats), so that rows read and written together are not a multiple of 4 KiB apart (loads
+    and stores at the same address modulo 4 KiB stall each other)."""
+    return cvarray(shape=(workers, rows, HALF_WIDTH + pad), itemsize=sizeof(float), format="f")
+
+
+cdef Bits16[:, ::1] _scratch16(Py_ssize_t workers):
+    """Per-thread rows of 16-bit patterns, ``[workers, HALF_WIDTH]``: a narrowed row on its
+    way out."""
+    return cvarray(shape=(workers, HALF_WIDTH), itemsize=sizeof(Bits16), format="H")
+
+
+cdef inline void _widen_rows(const Bits16* src, Py_ssize_t src_stride, Py_ssize_t ahead,
+                             float[:, ::1] dst, Py_ssize_t rows, Py_ssize_t w,
+                             bint is_f16) noexcept nogil:
+    """dst[u, :w] = widen(src[u * src_stride : ... + w]) for u < rows, prefetching the row
+    ``ahead`` rows further on (0: none): each row segment is its own run of pages, where the
+    hardware prefetcher stops."""
+    cdef Py_ssize_t u
+    for u in range(rows):
+        if ahead:
+            sc_prefetch(src + (u + ahead) * src_stride, w * sizeof(Bits16))
+        half_row_to_float(src + u * src_stride, &dst[u, 0], w, is_f16)
+
+
+cdef inline void _narrow_rows(const float[:, ::1] src, Bits16* row, Bits16* dst,
+                              Py_ssize_t dst_stride, Py_ssize_t rows, Py_ssize_t w, bint is_f16,
+                              int stream) noexcept nogil:
+    """dst[u * dst_stride : ... + w] = narrow(src[u, :w]) for u < rows, through ``row``."""
+    cdef Py_ssize_t u
+    for u in range(rows):
+        float_row_to_half(&src[u, 0], row, w, is_f16)
+        sc_store_chunk(dst + u * dst_stride, row, w * sizeof(Bits16), stream)
+
+
+def forward_half(const Bits16[:, ::1] x,     # IN  [T, N] input current (16-bit patterns)
+                 const Bits16[::1] v,        # IN  [N] potential before the first step, or [0]
+                 Bits16[:, ::1] spike,       # OUT [T, N] spikes
+                 Bits16[::1] v_next,         # OUT [N] potential after the last step
+                 float[:, ::1] h_seq,        # OUT [T, N] H in float32, or [0, N]
+                 bint is_f16,                # float16 (else bfloat16) patterns
+                 int mode, bint hard, bint detach_reset, int sg_index,
+                 double v_threshold, double v_reset, double reciprocal_tau, double alpha,
+                 int n_threads):
+    """:func:`forward` (training or inference) for float16/bfloat16 tensors, computed in
+    float32 a tile of rows at a time."""
+    _check_threads(n_threads)
+    cdef Py_ssize_t steps = x.shape[0], n = x.shape[1]
+    cdef Py_ssize_t n_blocks = (n + HALF_WIDTH - 1) // HALF_WIDTH
+    cdef Py_ssize_t workers = n_threads if n_threads < n_blocks else n_blocks
+    cdef bint save_h = h_seq.shape[0] != 0, given = v.shape[0] != 0
+    if n == 0:
+        return
+    cdef float[:, :, ::1] xs = _scratch(workers, TILE, 16)
+    cdef float[:, :, ::1] ss = _scratch(workers, TILE, 48)
+    cdef float[:, :, ::1] hs = _scratch(workers, TILE, 80)
+    cdef float[:, :, ::1] vs = _scratch(workers, 2, 112)   # the state, in and out by turns
+    cdef Bits16[:, ::1] row = _scratch16(workers)
+    cdef int stream = _should_stream(steps * n * <Py_ssize_t>sizeof(float))
+    cdef Py_ssize_t b, c, w, t, t0, k
+    cdef int tid, cur
+    for b in prange(n_blocks, nogil=True, schedule='static', num_threads=workers):
+        tid = threadid()
+        c = b * HALF_WIDTH
+        w = n - c if n - c < HALF_WIDTH else HALF_WIDTH
+        if given:
+            half_row_to_float(&v[c], &vs[tid, 0, 0], w, is_f16)
+        cur = 0
+        t0 = 0
+        while True:   # (runs once for zero steps: the state passes through)
+            k = steps - t0 if steps - t0 < TILE else TILE
+            if k > 0:
+                _widen_rows(&x[t0, c], n, TILE if t0 + k + TILE <= steps else 0, xs[tid], k,
+                            w, is_f16)
+            _forward_block(xs[tid, :k], vs[tid, cur, :w] if given or t0 > 0 else vs[tid, cur, :0],
+                           ss[tid, :k], vs[tid, 1 - cur], hs[tid, :k] if save_h else hs[tid, :0],
+                           ss[tid, :0], ss[tid, :0], ss[tid, :0], mode, hard, detach_reset,
+                           sg_index, <float>v_threshold, <float>v_reset, <float>reciprocal_tau,
+                           <float>alpha, 0, w, 0)
+            cur = 1 - cur
+            if k > 0:
+                _narrow_rows(ss[tid], &row[tid, 0], &spike[t0, c], n, k, w, is_f16, stream)
+                if save_h:
+                    for t in range(k):
+                        sc_store_chunk(&h_seq[t0 + t, c], &hs[tid, t, 0], w * sizeof(float),
+                                       stream)
+            t0 = t0 + k
+            if t0 >= steps:
+                break
+        float_row_to_half(&vs[tid, cur, 0], &v_next[c], w, is_f16)
+        if stream:
+            sc_store_fence()
+
+
+def backward_half(const Bits16[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t] (16-bit patterns)
+                  const Bits16[::1] grad_v_next,     # IN  [N] dL/dV[T-1], or [0]: zero
+                  const float[:, ::1] h_seq,         # IN  [T, N] saved H in float32
+                  Bits16[:, ::1] grad_x,             # OUT [T, N] dL/dX[t]
+                  Bits16[::1] grad_v,                # OUT [N] dL/dV[-1]
+                  bint is_f16,
+                  int mode, bint hard, bint detach_reset, int sg_index,
+                  double v_threshold, double v_reset, double reciprocal_tau, double alpha,
+                  int n_threads):
+    """:func:`backward` from a float32 H for float16/bfloat16 gradients, computed in float32 a
+    tile of rows at a time, from the last step back."""
+    _check_threads(n_threads)
+    cdef Py_ssize_t steps = grad_spike.shape[0], n = grad_spike.shape[1]
+    cdef Py_ssize_t n_blocks = (n + HALF_WIDTH - 1) // HALF_WIDTH
+    cdef Py_ssize_t workers = n_threads if n_threads < n_blocks else n_blocks
+    cdef bint given = grad_v_next.shape[0] != 0
+    cdef float dh_dx = charge_grad_x(mode, <float>reciprocal_tau)
+    cdef float dh_dv = charge_grad_v(mode, <float>reciprocal_tau)
+    if n == 0:
+        return
+    cdef float[:, :, ::1] gs = _scratch(workers, TILE, 16)
+    cdef float[:, :, ::1] gx = _scratch(workers, TILE, 48)
+    cdef float[:, :, ::1] gv = _scratch(workers, 2, 112)   # the carried dL/dV, by turns
+    cdef Bits16[:, ::1] row = _scratch16(workers)
+    cdef int stream = _should_stream(steps * n * <Py_ssize_t>sizeof(Bits16))
+    cdef const float* h_base = &h_seq[0, 0] if steps > 0 else NULL
+    cdef Py_ssize_t b, c, w, t, t0, t1, k
+    cdef int tid, cur
+    for b in prange(n_blocks, nogil=True, schedule='static', num_threads=workers):
+        tid = threadid()
+        c = b * HALF_WIDTH
+        w = n - c if n - c < HALF_WIDTH else HALF_WIDTH
+        if given:
+            half_row_to_float(&grad_v_next[c], &gv[tid, 0, 0], w, is_f16)
+        cur = 0
+        t1 = steps
+        while True:   # tiles from the last step back (once for zero steps)
+            k = t1 if t1 < TILE else TILE
+            t0 = t1 - k
+            if k > 0:
+                _widen_rows(&grad_spike[t0, c], n, 0, gs[tid], k, w, is_f16)
+                if t0 >= TILE:   # the next tile back
+                    for t in range(TILE):
+                        sc_prefetch(&grad_spike[t0 - TILE + t, c], w * sizeof(Bits16))
+            if hard:
+                _backward_from_h(<HardReset>0, gs[tid, :k],
+                                 gv[tid, cur, :w] if given or t1 < steps else gv[tid, cur, :0],
+                                 h_base + t0 * n + c if k > 0 else NULL, n, 0, gx[tid, :k],
+                                 gv[tid, 1 - cur], detach_reset, sg_index, <float>v_threshold,
+                                 <float>v_reset, <float>alpha, dh_dx, dh_dv, 0, w, 0)
+            else:
+                _backward_from_h(<SoftReset>0, gs[tid, :k],
+                                 gv[tid, cur, :w] if given or t1 < steps else gv[tid, cur, :0],
+                                 h_base + t0 * n + c if k > 0 else NULL, n, 0, gx[tid, :k],
+                                 gv[tid, 1 - cur], detach_reset, sg_index, <float>v_threshold,
+                                 <float>v_reset, <float>alpha, dh_dx, dh_dv, 0, w, 0)
+            cur = 1 - cur
+            if k > 0:
+                _narrow_rows(gx[tid], &row[tid, 0], &grad_x[t0, c], n, k, w, is_f16, stream)
+            t1 = t0
+            if t1 <= 0:
+                break
+        float_row_to_half(&gv[tid, cur, 0], &grad_v[c], w, is_f16)
+        if stream:
+            sc_store_fence()
+
+
+def half_to_float(const Bits16[::1] src, float[::1] dst, bint is_f16):
+    """``dst[:] = src`` widened from float16/bfloat16 patterns (the kernels' conversion)."""
+    if dst.shape[0] != src.shape[0]:
+        raise ValueError(f"dst must have {src.shape[0]} elements like src, got {dst.shape[0]}")
+    if src.shape[0]:
+        half_row_to_float(&src[0], &dst[0], src.shape[0], is_f16)
+
+
+def float_to_half(const float[::1] src, Bits16[::1] dst, bint is_f16):
+    """``dst[:] = src`` narrowed to float16/bfloat16 patterns (the kernels' conversion)."""
+    if dst.shape[0] != src.shape[0]:
+        raise ValueError(f"dst must have {src.shape[0]} elements like src, got {dst.shape[0]}")
+    if src.shape[0]:
+        float_row_to_half(&src[0], &dst[0], src.shape[0], is_f16)

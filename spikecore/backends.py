@@ -242,6 +242,11 @@ class Backend:
         """A :class:`Plan` for calls like one on ``x`` (already checked, native dtype)."""
         return Plan(self, cfg, x, v_given, steps, state_shape, h_dtype)
 
+    def cast_plan(self, inner, cfg, x, v_given, steps, state_shape, h_dtype=None) -> Plan:
+        """The plan of calls like one on ``x``, whose dtype is not native: the float32 plan
+        ``inner`` wrapped in casts (:class:`CastPlan`), unless the backend has a better way."""
+        return CastPlan(inner, cfg, x, v_given, steps, state_shape, h_dtype)
+
     def forward(self, x, v, cfg, steps, save_h=False, save_v=False, with_grad=False,
                 h_dtype=None, state_shape=None):
         """``steps`` steps of the neuron on ``x`` (contiguous, a native dtype) from ``v``

@@ -17,7 +17,7 @@ import math
 import torch
 
 from . import backends
-from .backends import Backend, Plan, _contiguous
+from .backends import Backend, CastPlan, Plan, _contiguous
 
 __all__ = ["CPUBackend", "PARALLEL_MIN_ELEMENTS"]
 
@@ -56,6 +56,7 @@ class CPUBackend(Backend):
             self._kinds = {torch.float32: _cpu_kernels.FLOAT32,
                            torch.float64: _cpu_kernels.FLOAT64,
                            torch.bfloat16: _cpu_kernels.BF16_BITS}   # kept H: its bits
+            self._kinds_16 = _cpu_kernels.BF16_BITS   # any 16-bit pattern (see _HalfPlan)
             self._entries = {}
 
     def load_error(self):
@@ -110,6 +111,11 @@ class CPUBackend(Backend):
 
     def plan(self, cfg, x, v_given, steps, state_shape, h_dtype=None):
         return _CPUPlan(self, cfg, x, v_given, steps, state_shape, h_dtype)
+
+    def cast_plan(self, inner, cfg, x, v_given, steps, state_shape, h_dtype=None):
+        if h_dtype is None and x.dtype in _HALF_CODES:
+            return _HalfPlan(inner, cfg, x, v_given, steps, state_shape, h_dtype)
+        return super().cast_plan(inner, cfg, x, v_given, steps, state_shape, h_dtype)
 
     def _gradient_outputs(self, grad_spike, grad_v_next, state_shape):
         """Fresh ``(grad_x, grad_v)`` and the kernels' ``grad_v_next`` (given or absent)."""
@@ -272,6 +278,69 @@ class _CPUPlan(Plan):
         total = kernel(bg, carry, bseq, v0, bgx, bgv, self.backend._view(sums, (self._n,)),
                        *self._scalars(reciprocal_tau), CPUBackend._threads(grad_x.numel()))
         return grad_x, grad_v, torch.scalar_tensor(total, dtype=torch.float64)
+
+
+#: the 16-bit dtypes the kernels read and write as bit patterns: dtype -> is it float16
+_HALF_CODES = {torch.float16: True, torch.bfloat16: False}
+
+
+class _HalfPlan(CastPlan):
+    """The CPU plan of float16/bfloat16 calls: the kernels convert blocks of neurons to float32
+    in cache (``forward_half``, ``backward_half``), so no float32 copy of a whole tensor is
+    made; H is saved in float32. The bits are those of :class:`CastPlan`, which it still is for
+    what these kernels do not cover: the learnable-1/τ backward, and the training calls of a
+    small layer, which save the input (``recompute``; in cache the casts cost little)."""
+
+    __slots__ = ("_forward_half", "_backward_half", "_code", "_n16", "_no_state")
+
+    def __init__(self, inner, cfg, x, v_given, steps, state_shape, h_dtype):
+        super().__init__(inner, cfg, x, v_given, steps, state_shape, h_dtype)
+        kernels = inner.backend._kernels
+        self._forward_half, self._backward_half = kernels.forward_half, kernels.backward_half
+        self._code, self._n16 = _HALF_CODES[x.dtype], math.prod(state_shape)
+        self._no_state = inner.backend._buffer(0, -1, 0, inner.backend._kinds_16)
+
+    def _bits(self, t, rows):
+        """The kernels' view of the 16-bit tensor ``t`` (``rows=-1``: a state)."""
+        return self.backend._buffer(t.data_ptr(), rows, self._n16, self.backend._kinds_16, t)
+
+    def forward(self, x, v, save_h=True, reciprocal_tau=None):
+        if reciprocal_tau is not None:
+            return super().forward(x, v, save_h, reciprocal_tau)
+        x, backend, steps, n = x.contiguous(), self.backend, self.steps, self._n16
+        spike, v_next = torch.empty_like(x), x.new_empty(self.state_shape)
+        h_seq = torch.empty(x.shape, dtype=torch.float32) if save_h else None
+        no_seq = self._inner._absent_seq
+        self._forward_half(
+            self._bits(x, steps), self._no_state if v is None else self._bits(v.contiguous(), -1),
+            self._bits(spike, steps), self._bits(v_next, -1),
+            no_seq if h_seq is None else backend._view(h_seq, (steps, n)), self._code,
+            *self.cfg.kernel_args, CPUBackend._threads(x.numel()))
+        return spike, v_next, h_seq
+
+    def backward(self, grad_spike, grad_v_next, h_seq):
+        if h_seq.dtype != torch.float32:
+            return super().backward(grad_spike, grad_v_next, h_seq)
+        grad_spike, steps = grad_spike.contiguous(), self.steps
+        grad_x, grad_v = torch.empty_like(grad_spike), grad_spike.new_empty(self.state_shape)
+        self._backward_half(
+            self._bits(grad_spike, steps),
+            self._no_state if grad_v_next is None else self._bits(grad_v_next.contiguous(), -1),
+            self.backend._view(h_seq, (steps, self._n16)), self._bits(grad_x, steps),
+            self._bits(grad_v, -1), self._code, *self.cfg.kernel_args,
+            CPUBackend._threads(grad_x.numel()))
+        return grad_x, grad_v
+
+    def train_forward(self, x, v):
+        if self.recompute:
+            return super().train_forward(x, v)
+        spike, v_next, h_seq = self.forward(x, v)
+        return spike, v_next, (h_seq,)
+
+    def train_backward(self, grad_spike, grad_v_next, saved):
+        if self.recompute:
+            return super().train_backward(grad_spike, grad_v_next, saved)
+        return self.backward(grad_spike, grad_v_next, saved[0])
 
 
 backends.register(CPUBackend())

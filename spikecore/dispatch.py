@@ -159,8 +159,8 @@ def plan(x_seq, v, cfg, *, multi_step=True, backend=None, h_dtype=None,
     """Check a call as :func:`forward` does and return a :class:`~spikecore.backends.Plan` that
     runs it, and every later call whose tensors the plan :meth:`accepts
     <spikecore.backends.Plan.accepts>`, without checking again. Float16/bfloat16 calls on a
-    backend without half kernels get a :class:`~spikecore.backends.CastPlan` around its float32
-    plan; ``None`` for those whose fresh state :func:`forward` must fill (a V_r their dtype
+    backend without half kernels get the backend's :meth:`~spikecore.backends.Backend.cast_plan`
+    around its float32 plan (a :class:`~spikecore.backends.CastPlan`); ``None`` for those whose fresh state :func:`forward` must fill (a V_r their dtype
     does not hold exactly), which only :func:`forward` runs.
 
     ``v`` is ``None`` for a fresh state (at rest): the plan then takes ``None`` only.
@@ -175,7 +175,7 @@ def plan(x_seq, v, cfg, *, multi_step=True, backend=None, h_dtype=None,
     # the float32 plan reads only the shape, dtype and device of its example: no memory needed
     like = torch.empty((), dtype=dtype, device=x_seq.device).expand(x_seq.shape)
     inner = impl.plan(cfg, like, v is not None, steps, step_shape, h_dtype)
-    return backends.CastPlan(inner, cfg, x_seq, v is not None, steps, step_shape, h_dtype)
+    return impl.cast_plan(inner, cfg, x_seq, v is not None, steps, step_shape, h_dtype)
 
 
 def forward(x_seq, v, cfg, *, multi_step=True, backend=None, save_h=False, save_v=False,

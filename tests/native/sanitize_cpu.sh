@@ -27,7 +27,8 @@ export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1
 if [ $# -eq 0 ]; then
     set -- tests/test_backend_vs_reference.py tests/test_inputs.py tests/test_streaming.py \
         tests/test_saved_h.py tests/test_recompute.py tests/test_threads.py tests/test_plif.py \
-        tests/test_absent_state.py tests/test_properties.py tests/test_plan.py tests/test_nodes.py
+        tests/test_absent_state.py tests/test_properties.py tests/test_plan.py tests/test_nodes.py \
+        tests/test_half_kernels.py
 fi
 # -s: pytest must not capture stderr, where the report goes before the process stops
 PYTHONPATH="$work" "$PY" -m pytest -s -p no:cacheprovider -p no:warnings "$@"
