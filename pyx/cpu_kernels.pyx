@@ -42,6 +42,9 @@ the same order give the same H, so the gradients are the same bits; the forward 
 writes no H at all, which suits layers small enough to live in cache (chunk-major access is
 slower than the row-streaming kernels for large tensors).
 
+float16 and bfloat16 tensors run the same float32 loops on rows converted in cache
+(``forward_half``, ``backward_half``, at the end of this file).
+
 The scalar formulas (charge, fire, reset, surrogate derivatives with their exponential, dV/dH)
 come from ``include/spikecore_math.h``, the header the CUDA kernels include too. A float32
 forward that keeps H in bfloat16 rounds each row with ``include/spikecore_bf16_row.h``

@@ -136,8 +136,9 @@ class Plan:
 
 class CastPlan(Plan):
     """The :class:`Plan` of float16/bfloat16 calls on a backend that computes them in float32
-    (the CPU): the float32 plan ``inner`` runs them on inputs cast up, and this one casts the
-    results back to the caller's dtype, as :func:`spikecore.dispatch.forward` does. What a
+    (the reference backend; the CPU's ``cpu_backend._HalfPlan`` is one where its 16-bit kernels
+    do not reach): the float32 plan ``inner`` runs them on inputs cast up, and this one casts
+    the results back to the caller's dtype, as :func:`spikecore.dispatch.forward` does. What a
     training call saves stays in float32 (H, or the input cast up). Made only where a fresh
     state is the same in both dtypes (the caller's dtype holds V_r exactly, see
     ``dispatch._rest_upcast``)."""

@@ -2,7 +2,9 @@
 tensors' memory.
 
 Registered with :mod:`spikecore.backends` as ``'cpu'``, the default for CPU tensors. float32
-and float64 are native; :mod:`spikecore.dispatch` runs float16 and bfloat16 inputs in float32.
+and float64 are native; :mod:`spikecore.dispatch` runs float16 and bfloat16 inputs in float32,
+by casts on the general route and through the kernels' 16-bit entry points on a plan
+(``_HalfPlan``).
 An absent state (a fresh node) or incoming dL/dV[T-1] reaches the kernels as an empty view,
 which they read as at rest or zero, so no tensor is filled for it. Calls below
 :data:`PARALLEL_MIN_ELEMENTS` neuron-steps run on one thread.

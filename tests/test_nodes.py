@@ -71,10 +71,10 @@ def test_extra_repr_shows_every_parameter():
     assert "surrogate_function='Sigmoid'" in repr(spikecore.IFNode(surrogate_function=1))
 
 
-def _spy_training_forwards(monkeypatch, route):
+def _spy_training_forwards(monkeypatch, route, plan_class=cpu_backend._CPUPlan):
     """Record, for each forward a node runs, whether it keeps something for the backward:
-    dispatch.forward's save_h on the general route, a call of Plan.train_forward on the plan
-    route (its inference forward keeps nothing)."""
+    dispatch.forward's save_h on the general route, a call of ``plan_class.train_forward`` on
+    the plan route (its inference forward keeps nothing)."""
     calls = []
     if route == "general":
         orig = dispatch.forward
@@ -85,7 +85,7 @@ def _spy_training_forwards(monkeypatch, route):
 
         monkeypatch.setattr(dispatch, "forward", spy)
     else:
-        train, infer = cpu_backend._CPUPlan.train_forward, cpu_backend._CPUPlan.forward
+        train, infer = plan_class.train_forward, plan_class.forward
         inside = []   # non-empty while train_forward runs (it may call forward itself)
 
         def spy_train(plan, x, v):
@@ -101,19 +101,20 @@ def _spy_training_forwards(monkeypatch, route):
                 calls.append(save_h)
             return infer(plan, x, v, save_h, **kwargs)
 
-        monkeypatch.setattr(cpu_backend._CPUPlan, "train_forward", spy_train)
-        monkeypatch.setattr(cpu_backend._CPUPlan, "forward", spy_infer)
+        monkeypatch.setattr(plan_class, "train_forward", spy_train)
+        monkeypatch.setattr(plan_class, "forward", spy_infer)
     return calls
 
 
-# bfloat16 inputs are computed in float32, through a plan that casts; the general route where a
-# fresh state must be filled in (a V_r bfloat16 does not hold)
+# bfloat16 inputs are computed in float32, through the CPU's 16-bit plan; the general route where
+# a fresh state must be filled in (a V_r bfloat16 does not hold)
 @pytest.mark.parametrize("route, dtype, v_reset", [
     ("general", torch.bfloat16, 0.1), ("plan", torch.float32, 0.0),
     ("plan", torch.bfloat16, 0.0)])
 def test_inference_saves_nothing_and_training_saves_one_sequence(monkeypatch, route, dtype,
                                                                  v_reset):
-    calls = _spy_training_forwards(monkeypatch, route)
+    calls = _spy_training_forwards(monkeypatch, route, cpu_backend._HalfPlan
+                                   if dtype == torch.bfloat16 else cpu_backend._CPUPlan)
     node = spikecore.MultiStepLIFNode(tau=2.0, v_reset=v_reset)
     x = torch.rand(5, 8, dtype=dtype)
     with torch.no_grad():
