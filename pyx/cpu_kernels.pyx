@@ -1125,6 +1125,16 @@ cdef Bits16[:, ::1] _scratch16(Py_ssize_t workers):
     return cvarray(shape=(workers, HALF_WIDTH), itemsize=sizeof(Bits16), format="H")
 
 
+cdef inline Py_ssize_t _half_block(Py_ssize_t c, Py_ssize_t n, const Bits16[::1] state,
+                                    float* dst, bint is_f16) noexcept nogil:
+    """The number of neurons of the block that starts at neuron ``c`` (of ``n``); the block's
+    part of the 16-bit ``state`` row (absent: ``[0]``) is widened into ``dst`` first."""
+    cdef Py_ssize_t w = n - c if n - c < HALF_WIDTH else HALF_WIDTH
+    if state.shape[0] != 0:
+        half_row_to_float(&state[c], dst, w, is_f16)
+    return w
+
+
 cdef inline void _widen_rows(const Bits16* src, Py_ssize_t src_stride, Py_ssize_t ahead,
                              float[:, ::1] dst, Py_ssize_t rows, Py_ssize_t w,
                              bint is_f16) noexcept nogil:
@@ -1177,9 +1187,7 @@ def forward_half(const Bits16[:, ::1] x,     # IN  [T, N] input current (16-bit 
     for b in prange(n_blocks, nogil=True, schedule='static', num_threads=workers):
         tid = threadid()
         c = b * HALF_WIDTH
-        w = n - c if n - c < HALF_WIDTH else HALF_WIDTH
-        if given:
-            half_row_to_float(&v[c], &vs[tid, 0, 0], w, is_f16)
+        w = _half_block(c, n, v, &vs[tid, 0, 0], is_f16)
         cur = 0
         t0 = 0
         while True:   # (runs once for zero steps: the state passes through)
@@ -1238,9 +1246,7 @@ def backward_half(const Bits16[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t] (16-b
     for b in prange(n_blocks, nogil=True, schedule='static', num_threads=workers):
         tid = threadid()
         c = b * HALF_WIDTH
-        w = n - c if n - c < HALF_WIDTH else HALF_WIDTH
-        if given:
-            half_row_to_float(&grad_v_next[c], &gv[tid, 0, 0], w, is_f16)
+        w = _half_block(c, n, grad_v_next, &gv[tid, 0, 0], is_f16)
         cur = 0
         t1 = steps
         while True:   # tiles from the last step back (once for zero steps)
