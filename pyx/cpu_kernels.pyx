@@ -1139,8 +1139,8 @@ cdef inline void _widen_rows(const Bits16* src, Py_ssize_t src_stride, Py_ssize_
                              float[:, ::1] dst, Py_ssize_t rows, Py_ssize_t w,
                              bint is_f16) noexcept nogil:
     """dst[u, :w] = widen(src[u * src_stride : ... + w]) for u < rows, prefetching the row
-    ``ahead`` rows further on (0: none): each row segment is its own run of pages, where the
-    hardware prefetcher stops."""
+    ``ahead`` rows further on (negative: back; 0: none): each row segment is its own run of
+    pages, where the hardware prefetcher stops."""
     cdef Py_ssize_t u
     for u in range(rows):
         if ahead:
@@ -1253,10 +1253,8 @@ def backward_half(const Bits16[:, ::1] grad_spike,   # IN  [T, N] dL/dS[t] (16-b
             k = t1 if t1 < TILE else TILE
             t0 = t1 - k
             if k > 0:
-                _widen_rows(&grad_spike[t0, c], n, 0, gs[tid], k, w, is_f16)
-                if t0 >= TILE:   # the next tile back
-                    for t in range(TILE):
-                        sc_prefetch(&grad_spike[t0 - TILE + t, c], w * sizeof(Bits16))
+                _widen_rows(&grad_spike[t0, c], n, -TILE if t0 >= TILE else 0, gs[tid], k, w,
+                            is_f16)   # (prefetching the next tile back)
             if hard:
                 _backward_from_h(<HardReset>0, gs[tid, :k],
                                  gv[tid, cur, :w] if given or t1 < steps else gv[tid, cur, :0],

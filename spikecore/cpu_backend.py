@@ -55,10 +55,11 @@ class CPUBackend(Backend):
         else:
             self._kernels, self._error = _cpu_kernels, None
             self._buffer = _cpu_kernels.TensorBuffer
+            # 16-bit tensors (a kept H, _HalfPlan's tensors) are viewed as their bit patterns
             self._kinds = {torch.float32: _cpu_kernels.FLOAT32,
                            torch.float64: _cpu_kernels.FLOAT64,
-                           torch.bfloat16: _cpu_kernels.BF16_BITS}   # kept H: its bits
-            self._kinds_16 = _cpu_kernels.BF16_BITS   # any 16-bit pattern (see _HalfPlan)
+                           torch.bfloat16: _cpu_kernels.BF16_BITS,
+                           torch.float16: _cpu_kernels.BF16_BITS}
             self._entries = {}
 
     def load_error(self):
@@ -293,44 +294,42 @@ class _HalfPlan(CastPlan):
     what these kernels do not cover: the learnable-1/τ backward, and the training calls of a
     small layer, which save the input (``recompute``; in cache the casts cost little)."""
 
-    __slots__ = ("_forward_half", "_backward_half", "_code", "_n16", "_no_state")
+    __slots__ = ("_forward_half", "_backward_half", "_code", "_seq", "_row", "_no_seq",
+                 "_no_state")
 
     def __init__(self, inner, cfg, x, v_given, steps, state_shape, h_dtype):
         super().__init__(inner, cfg, x, v_given, steps, state_shape, h_dtype)
         kernels = inner.backend._kernels
         self._forward_half, self._backward_half = kernels.forward_half, kernels.backward_half
-        self._code, self._n16 = _HALF_CODES[x.dtype], math.prod(state_shape)
-        self._no_state = inner.backend._buffer(0, -1, 0, inner.backend._kinds_16)
-
-    def _bits(self, t, rows):
-        """The kernels' view of the 16-bit tensor ``t`` (``rows=-1``: a state)."""
-        return self.backend._buffer(t.data_ptr(), rows, self._n16, self.backend._kinds_16, t)
+        n = math.prod(state_shape)
+        self._code, self._seq, self._row = _HALF_CODES[x.dtype], (steps, n), (n,)
+        self._no_seq = inner.backend._absent(torch.float32, n)[0]   # no H kept (float32)
+        self._no_state = inner.backend._absent(x.dtype, n)[1]       # no state, no carry
 
     def forward(self, x, v, save_h=True, reciprocal_tau=None):
         if reciprocal_tau is not None:
             return super().forward(x, v, save_h, reciprocal_tau)
-        x, backend, steps, n = x.contiguous(), self.backend, self.steps, self._n16
+        x, view, seq, row = x.contiguous(), self.backend._view, self._seq, self._row
         spike, v_next = torch.empty_like(x), x.new_empty(self.state_shape)
         h_seq = torch.empty(x.shape, dtype=torch.float32) if save_h else None
-        no_seq = self._inner._absent_seq
         self._forward_half(
-            self._bits(x, steps), self._no_state if v is None else self._bits(v.contiguous(), -1),
-            self._bits(spike, steps), self._bits(v_next, -1),
-            no_seq if h_seq is None else backend._view(h_seq, (steps, n)), self._code,
+            view(x, seq), self._no_state if v is None else view(v.contiguous(), row),
+            view(spike, seq), view(v_next, row),
+            self._no_seq if h_seq is None else view(h_seq, seq), self._code,
             *self.cfg.kernel_args, CPUBackend._threads(x.numel()))
         return spike, v_next, h_seq
 
     def backward(self, grad_spike, grad_v_next, h_seq):
         if h_seq.dtype != torch.float32:
             return super().backward(grad_spike, grad_v_next, h_seq)
-        grad_spike, steps = grad_spike.contiguous(), self.steps
+        grad_spike, view = grad_spike.contiguous(), self.backend._view
+        seq, row = self._seq, self._row
         grad_x, grad_v = torch.empty_like(grad_spike), grad_spike.new_empty(self.state_shape)
         self._backward_half(
-            self._bits(grad_spike, steps),
-            self._no_state if grad_v_next is None else self._bits(grad_v_next.contiguous(), -1),
-            self.backend._view(h_seq, (steps, self._n16)), self._bits(grad_x, steps),
-            self._bits(grad_v, -1), self._code, *self.cfg.kernel_args,
-            CPUBackend._threads(grad_x.numel()))
+            view(grad_spike, seq),
+            self._no_state if grad_v_next is None else view(grad_v_next.contiguous(), row),
+            view(h_seq, seq), view(grad_x, seq), view(grad_v, row), self._code,
+            *self.cfg.kernel_args, CPUBackend._threads(grad_x.numel()))
         return grad_x, grad_v
 
     def train_forward(self, x, v):

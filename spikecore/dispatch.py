@@ -160,8 +160,9 @@ def plan(x_seq, v, cfg, *, multi_step=True, backend=None, h_dtype=None,
     runs it, and every later call whose tensors the plan :meth:`accepts
     <spikecore.backends.Plan.accepts>`, without checking again. Float16/bfloat16 calls on a
     backend without half kernels get the backend's :meth:`~spikecore.backends.Backend.cast_plan`
-    around its float32 plan (a :class:`~spikecore.backends.CastPlan`); ``None`` for those whose fresh state :func:`forward` must fill (a V_r their dtype
-    does not hold exactly), which only :func:`forward` runs.
+    around its float32 plan (a :class:`~spikecore.backends.CastPlan`); ``None`` for those whose
+    fresh state :func:`forward` must fill (a V_r their dtype does not hold exactly), which only
+    :func:`forward` runs.
 
     ``v`` is ``None`` for a fresh state (at rest): the plan then takes ``None`` only.
     """
